@@ -1,0 +1,166 @@
+"""The `ctxray-bench` command line: thin wrappers that parse arguments and print; the work is elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from benchmark import __version__
+from benchmark.config import load_settings
+from benchmark.errors import CtxrayError
+from benchmark.imaging import ImageCache
+from benchmark.pipeline import cohort_summary, prepare_data, resolve_data_root
+from benchmark.schemas import CohortSummary, SplitSupport, SupportCounts
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]], indent: str = "  ") -> str:
+    """A plain-text table: numeric columns right-aligned, text columns left-aligned."""
+    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    numeric = [bool(rows) and all(re.fullmatch(r"[\d.,/+\-]+", row[i]) for row in cells[1:])
+               for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(cells):
+        parts = [c.rjust(w) if right else c.ljust(w) for c, w, right in zip(row, widths, numeric, strict=True)]
+        lines.append(indent + "  ".join(parts).rstrip())
+        if n == 0:
+            lines.append(indent + "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _support_cells(s: SupportCounts) -> list[object]:
+    return [s.images, s.patients, s.positive_images, s.negative_images, s.positive_patients, s.negative_patients]
+
+
+_SPLIT_COLUMNS: list[tuple[str, Callable[[SplitSupport], tuple[int, ...]]]] = [
+    ("tr img", lambda s: (s.train.images,)),
+    ("tr pat", lambda s: (s.train.patients,)),
+    ("tr +/- pat", lambda s: (s.train.positive_patients, s.train.negative_patients)),
+    ("val img", lambda s: (s.val.images,)),
+    ("val pat", lambda s: (s.val.patients,)),
+    ("val +/- img", lambda s: (s.val.positive_images, s.val.negative_images)),
+    ("val +/- pat", lambda s: (s.val.positive_patients, s.val.negative_patients)),
+]
+
+
+def _span(values: list[int]) -> str:
+    return str(values[0]) if min(values) == max(values) else f"{min(values)}-{max(values)}"
+
+
+def _split_rows(splits: list[SplitSupport], max_rows_per_regime: int = 10) -> list[list[object]]:
+    """One row per split; a regime with more splits than `max_rows_per_regime` becomes one row of ranges."""
+    by_regime: dict[str, list[SplitSupport]] = {}
+    for split in splits:
+        by_regime.setdefault(split.regime, []).append(split)
+    rows: list[list[object]] = []
+    for regime, members in by_regime.items():
+        groups = [[m] for m in members] if len(members) <= max_rows_per_regime else [members]
+        for group in groups:
+            label = group[0].split_id.split("/", 1)[1] if len(group) == 1 else f"{len(group)} splits"
+            cells = ["/".join(_span([column(m)[i] for m in group]) for i in range(len(column(group[0]))))
+                     for _, column in _SPLIT_COLUMNS]
+            rows.append([regime, label, *cells])
+    return rows
+
+
+def format_cohort_summary(summary: CohortSummary, *, list_skipped: bool = False) -> str:
+    """The human-readable cohort table printed by `ctxray-bench cohorts`."""
+    report = summary.filter_report
+    out = [f"ctxray-bench {__version__}: cohorts of {summary.data_root}",
+           f"  metadata.csv sha256 {summary.metadata_sha256[:16]}..., kept-image list sha256 "
+           f"{summary.image_list_sha256[:16]}..., images cached at {summary.image_size} x {summary.image_size}",
+           "", "Row filtering (PROTOCOL.md section 2, checks in this order)"]
+    rows: list[list[object]] = [[reason.value, count] for reason, count in report.counts.items()]
+    rows += [["kept", report.kept_rows], ["total rows", report.total_rows]]
+    out.append(_table(["reason", "rows"], rows))
+    if report.warnings:
+        out += [f"  warning: {w}" for w in report.warnings]
+    if list_skipped:
+        out += ["", "Skipped rows"]
+        out.append(_table(["line", "patient", "reason", "path", "detail"],
+                          [[s.line, s.patient_id, s.reason.value, s.path, s.detail] for s in report.skipped]))
+
+    support_header = ["images", "patients", "pos img", "neg img", "pos pat", "neg pat"]
+    out += ["", "Manifests (patient label: any positive image in the manifest)"]
+    out.append(_table(["manifest", *support_header],
+                      [[name, *_support_cells(s)] for name, s in summary.manifests.items()]))
+
+    out += ["", "Regimes"]
+    out.append(_table(["regime", "manifest", "splits", "admissible val sets", "training seeds", "role"],
+                      [[r.name, r.manifest, r.splits, "-" if r.admissible_sets is None else r.admissible_sets,
+                        "split seed" if r.training_seeds is None else ",".join(map(str, r.training_seeds)), r.role]
+                       for r in summary.regimes]))
+    out += ["", "Default splits (train | validation; a regime of many splits shows min-max)"]
+    out.append(_table(
+        ["regime", "split", *(name for name, _ in _SPLIT_COLUMNS)], _split_rows(summary.splits)))
+    for regime, why in summary.split_errors.items():
+        out.append(f"  {regime}: not drawn: {why}")
+
+    audit = summary.audit
+    out += ["", "Data audit (shown beside every paired-cohort result)",
+            f"  patients whose X-ray and CT labels disagree: {len(audit.disagreeing_patients)}"]
+    if audit.disagreeing_patients:
+        out.append(_table(["patient", "X-ray label", "CT label", "paired", "X-ray findings", "CT findings"],
+                          [[d.patient_id, d.xray_label, d.ct_label, "yes" if d.in_paired_cohort else "no",
+                            "; ".join(d.xray_findings), "; ".join(d.ct_findings)]
+                           for d in audit.disagreeing_patients], indent="    "))
+    out.append(f"  paired negative patients: {len(audit.paired_negative_patients)} "
+               f"({', '.join(audit.paired_negative_patients) or '-'}); of them with a COVID-19 CT: "
+               f"{len(audit.paired_negatives_with_covid_ct)} ({', '.join(audit.paired_negatives_with_covid_ct) or '-'})")
+    out.append(f"  matched pairs whose X-ray and CT labels differ: {audit.paired_label_mismatched_pairs}")
+    out.append("  label-definition sensitivity (paired cohort):")
+    for d in audit.label_definitions:
+        verdict = "Monte Carlo possible" if d.monte_carlo_feasible else "Monte Carlo NOT possible"
+        out.append(f"    {d.definition}: {d.patients} patients, {d.positive_patients} positive, "
+                   f"{d.negative_patients} negative -> {verdict} ({d.why})")
+    return "\n".join(out)
+
+
+def _cmd_cohorts(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    cache = ImageCache(args.cache, settings.data.image_size)
+    prepared = prepare_data(resolve_data_root(args.data), settings, cache, exhaustive=args.exhaustive,
+                            progress=sys.stderr.isatty())
+    summary = cohort_summary(prepared)
+    print(format_cohort_summary(summary, list_skipped=args.list_skipped))
+    if args.json:
+        Path(args.json).write_text(summary.model_dump_json(indent=2), encoding="utf-8")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(prog="ctxray-bench", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    cohorts = commands.add_parser("cohorts", help="filter the data, build manifests and splits, print support")
+    cohorts.add_argument("--data", help="data root with metadata.csv and images/ (default: $CTXRAY_DATA)")
+    cohorts.add_argument("--config", help="settings TOML (default: the packaged configs/default.toml)")
+    cohorts.add_argument("--cache", help="image cache folder (default: $CTXRAY_CACHE or ~/.cache/ctxray-bench)")
+    cohorts.add_argument("--json", metavar="FILE", help="also write the summary as JSON to FILE")
+    cohorts.add_argument("--exhaustive", action="store_true", help="also enumerate the exhaustive paired regime")
+    cohorts.add_argument("--list-skipped", action="store_true", help="list every skipped row with its reason")
+    cohorts.set_defaults(handler=_cmd_cohorts)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `ctxray-bench` console script; errors of ours exit 2 with a one-line message."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except CtxrayError as exc:
+        print(f"ctxray-bench: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error of ours
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

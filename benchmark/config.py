@@ -1,0 +1,69 @@
+"""Settings as data: pydantic models loaded from a TOML file (benchmark/configs/default.toml by default)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from benchmark.errors import ConfigError
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.toml"
+
+
+class DataSettings(BaseModel):
+    """How images are decoded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_size: int = Field(default=128, ge=8, le=1024)
+
+
+class SplitSettings(BaseModel):
+    """How patient-level splits are drawn (PROTOCOL.md section 3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    reference_seed: int = 42
+    fixed_seed: int = 42
+    training_seeds: list[int] = Field(default_factory=lambda: [42, 43, 44, 45], min_length=1)
+    monte_carlo_resamples: int = Field(default=8, ge=1)
+    monte_carlo_val_patients: int = Field(default=5, ge=2)
+    monte_carlo_seed_base: int = 1000
+    exhaustive_max_sets: int = Field(default=500, ge=1)
+    exhaustive_seed: int = 2000
+
+    @field_validator("training_seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"training seeds repeat: {seeds}")
+        return seeds
+
+
+class Settings(BaseModel):
+    """All settings of one benchmark run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: DataSettings = Field(default_factory=DataSettings)
+    splits: SplitSettings = Field(default_factory=SplitSettings)
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Read and validate a settings TOML file; the packaged default when `path` is None."""
+    source = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{source}: settings file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (value: {e.get('input')!r})"
+                             for e in exc.errors())
+        raise ConfigError(f"{source}: {problems}") from exc

@@ -1,0 +1,42 @@
+"""One exception type per failure family, each naming the file, row and value at fault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class CtxrayError(Exception):
+    """Base class of every error ctxray-bench raises on purpose (the CLI prints these without a traceback)."""
+
+
+class ConfigError(CtxrayError):
+    """A configuration file is unreadable or does not validate."""
+
+
+class MetadataError(CtxrayError):
+    """metadata.csv cannot be used at all (missing, empty, unparsable, or a required column is absent)."""
+
+    def __init__(self, path: Path | str, message: str, *, row: int | None = None, value: object = None) -> None:
+        where = f"{path}" + (f", line {row}" if row is not None else "")
+        detail = f" (value: {value!r})" if value is not None else ""
+        super().__init__(f"{where}: {message}{detail}")
+        self.path = Path(path)
+        self.row = row
+        self.value = value
+
+
+class ImageDecodeError(CtxrayError):
+    """An image file exists but cannot be decoded into a 2-D grayscale array."""
+
+    def __init__(self, path: Path | str, reason: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+class SplitError(CtxrayError):
+    """A split cannot be drawn as the protocol defines it (too few patients of a class, too few distinct sets)."""
+
+
+class CacheError(CtxrayError):
+    """The image cache directory cannot be created or written."""

@@ -1,0 +1,78 @@
+"""The data half of the flow in one call: metadata -> kept records -> manifests -> regimes, plus its summary."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmark.cohort import Cohort, audit_labels, build_cohort, build_manifests
+from benchmark.config import Settings
+from benchmark.errors import ConfigError
+from benchmark.imaging import ImageCache
+from benchmark.splits import default_regimes
+from benchmark.schemas import (
+    CohortSummary,
+    DataAudit,
+    Manifest,
+    ManifestName,
+    Regime,
+    RegimeSummary,
+    SplitSupport,
+    SupportCounts,
+)
+
+DATA_ENV = "CTXRAY_DATA"
+
+
+def resolve_data_root(explicit: str | Path | None) -> Path:
+    """The data root from --data, else $CTXRAY_DATA; a clear error when neither names a folder."""
+    candidate = explicit or os.environ.get(DATA_ENV)
+    if not candidate:
+        raise ConfigError(f"no data: pass --data PATH or set {DATA_ENV} to a clone of the COVID-19 "
+                          "Image Data Collection (a folder with metadata.csv and images/)")
+    root = Path(candidate).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"{root}: data root is not a folder")
+    return root
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Everything the runner needs before training: cohort, manifests, regimes and the audit."""
+
+    cohort: Cohort
+    manifests: dict[ManifestName, Manifest]
+    regimes: list[Regime]
+    split_errors: dict[str, str]
+    audit: DataAudit
+    image_size: int
+
+
+def prepare_data(data_root: Path, settings: Settings, cache: ImageCache, *, exhaustive: bool = False,
+                 progress: bool = False) -> PreparedData:
+    """Build the cohort, its manifests, the default regimes and the label audit from one data root."""
+    cohort = build_cohort(data_root, cache, progress=progress)
+    manifests = build_manifests(cohort.records)
+    regimes, errors = default_regimes(manifests, settings.splits, exhaustive=exhaustive)
+    audit = audit_labels(cohort.records, manifests["paired"], settings.splits.monte_carlo_val_patients)
+    return PreparedData(cohort, manifests, regimes, errors, audit, settings.data.image_size)
+
+
+def cohort_summary(prepared: PreparedData) -> CohortSummary:
+    """The filtering counts, manifest and split support and the audit, as one serialisable summary."""
+    split_support = []
+    for regime in prepared.regimes:
+        manifest = prepared.manifests[regime.manifest]
+        for split in regime.splits:
+            split_support.append(SplitSupport(
+                split_id=split.split_id, regime=regime.name,
+                train=SupportCounts.of(manifest.records_of(split.train_patients)),
+                val=SupportCounts.of(manifest.records_of(split.val_patients))))
+    cohort = prepared.cohort
+    return CohortSummary(
+        data_root=str(cohort.data_root), metadata_sha256=cohort.metadata_sha256,
+        image_list_sha256=cohort.image_list_sha256, image_size=prepared.image_size,
+        filter_report=cohort.filter_report,
+        manifests={name: m.support for name, m in prepared.manifests.items()},
+        regimes=[RegimeSummary.of(r) for r in prepared.regimes], splits=split_support, split_errors=prepared.split_errors, audit=prepared.audit)

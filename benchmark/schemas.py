@@ -1,0 +1,303 @@
+"""Pydantic schemas of the data layer: image records, manifests, paired records, splits, regimes, reports.
+
+Everything that flows from metadata.csv to the splits is one of these models, so it can be
+written to JSON, read back, and checked by the claim tests without the code that produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+
+Modality = Literal["xray", "ct"]
+ManifestName = Literal["all-xray", "all-ct", "paired"]
+
+
+class FilterReason(StrEnum):
+    """Why a metadata row was not kept, in the order the checks run (PROTOCOL.md section 2)."""
+
+    INVALID_ROW = "invalid_row"  # a required cell (patientid, folder, filename) is empty
+    OUTSIDE_DATA_ROOT = "outside_data_root"  # absolute path or ../ traversal leaving the data root
+    VOLUME_NOT_2D = "volume_not_2d"  # a 3-D volume (NIfTI); the benchmark reads 2-D images only
+    MISSING_FILE = "missing_file"
+    EMPTY_FILE = "empty_file"
+    CORRUPT_IMAGE = "corrupt_image"  # exists but does not decode (truncated, not an image, ...)
+    DUPLICATE_IMAGE = "duplicate_image"  # the same file referenced by an earlier row
+    TODO_FINDING = "todo_finding"  # placeholder finding `todo` (or hierarchical `.../todo`)
+    OTHER_MODALITY = "other_modality"  # neither X-ray nor CT
+
+
+class SkippedRow(BaseModel):
+    """One metadata row that was dropped, with where it is and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    line: int = Field(description="line number in metadata.csv (the header is line 1)")
+    patient_id: str
+    path: str = Field(description="folder/filename exactly as written in the row")
+    reason: FilterReason
+    detail: str = ""
+
+
+class FilterReport(BaseModel):
+    """A count per filtering reason; every row of metadata.csv is either kept or counted once here."""
+
+    metadata_path: str
+    total_rows: int
+    kept_rows: int
+    counts: dict[FilterReason, int]
+    skipped: list[SkippedRow] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list, description="rows kept with a value read as unknown")
+
+    @model_validator(mode="after")
+    def _every_row_accounted_for(self) -> FilterReport:
+        dropped = sum(self.counts.values())
+        if self.kept_rows + dropped != self.total_rows:
+            raise ValueError(f"kept {self.kept_rows} + dropped {dropped} != total {self.total_rows}")
+        if len(self.skipped) != dropped:
+            raise ValueError(f"{len(self.skipped)} skipped rows listed but {dropped} counted")
+        return self
+
+
+class ImageRecord(BaseModel):
+    """One kept image: who it belongs to, what it shows, and the content hash that keys the cache."""
+
+    model_config = ConfigDict(frozen=True)
+
+    image_id: str = Field(description="folder/filename, unique within a cohort")
+    patient_id: str
+    modality: Modality
+    finding: str
+    label: Literal[0, 1] = Field(description="1 iff the finding contains COVID-19 (image-level label)")
+    offset: float | None = Field(description="days since symptom onset; None when unknown")
+    view: str = ""
+    content_sha256: str
+    line: int = Field(description="line number in metadata.csv")
+
+
+class PairedRecord(BaseModel):
+    """An X-ray image of the paired cohort, its matched CT image of the same patient, and their offset gap."""
+
+    model_config = ConfigDict(frozen=True)
+
+    xray: ImageRecord
+    ct: ImageRecord
+    offset_gap: float | None = Field(description="|xray.offset - ct.offset| in days; None when either is unknown")
+
+    @model_validator(mode="after")
+    def _same_patient_and_modalities(self) -> PairedRecord:
+        if self.xray.patient_id != self.ct.patient_id:
+            raise ValueError(f"{self.xray.image_id} (patient {self.xray.patient_id}) matched to "
+                             f"{self.ct.image_id} of another patient ({self.ct.patient_id})")
+        if self.xray.modality != "xray" or self.ct.modality != "ct":
+            raise ValueError(f"pair {self.xray.image_id} / {self.ct.image_id} has modalities "
+                             f"{self.xray.modality} / {self.ct.modality}, expected xray / ct")
+        return self
+
+
+class SupportCounts(BaseModel):
+    """How much evidence a set of images carries: images and patients, split by label."""
+
+    images: int
+    patients: int
+    positive_images: int
+    negative_images: int
+    positive_patients: int
+    negative_patients: int
+
+    @classmethod
+    def of(cls, records: list[ImageRecord]) -> SupportCounts:
+        """Count images and patients (patient label: any positive image) of `records`."""
+        labels = patient_labels(records)
+        positives = sum(r.label for r in records)
+        positive_patients = sum(labels.values())
+        return cls(images=len(records), patients=len(labels),
+                   positive_images=positives, negative_images=len(records) - positives,
+                   positive_patients=positive_patients, negative_patients=len(labels) - positive_patients)
+
+
+def patient_labels(records: list[ImageRecord]) -> dict[str, int]:
+    """Patient label used for stratification: 1 if any of the patient's images in `records` is positive."""
+    labels: dict[str, int] = {}
+    for record in records:
+        labels[record.patient_id] = max(labels.get(record.patient_id, 0), record.label)
+    return labels
+
+
+class Manifest(BaseModel):
+    """The images a regime trains and evaluates on (all-xray, all-ct, or the paired X-ray target)."""
+
+    name: ManifestName
+    modality: Modality
+    records: list[ImageRecord]
+    pairs: list[PairedRecord] | None = Field(
+        default=None, description="paired manifest only: the CT match of each record, in the same order")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        for record in self.records:
+            if record.modality != self.modality:
+                raise ValueError(f"{record.image_id} is {record.modality} in the {self.name} manifest")
+        if self.pairs is not None and [p.xray.image_id for p in self.pairs] != [r.image_id for r in self.records]:
+            raise ValueError(f"{self.name}: pairs do not follow the records one to one")
+        return self
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def support(self) -> SupportCounts:
+        """Support counts of the whole manifest."""
+        return SupportCounts.of(self.records)
+
+    def patient_labels(self) -> dict[str, int]:
+        """Patient id -> patient label within this manifest."""
+        return patient_labels(self.records)
+
+    def records_of(self, patients: set[str] | frozenset[str] | tuple[str, ...]) -> list[ImageRecord]:
+        """The records of the given patients, in manifest order."""
+        wanted = set(patients)
+        return [r for r in self.records if r.patient_id in wanted]
+
+
+class SplitRole(StrEnum):
+    """What a split is for: its role in the evidence (PROTOCOL.md section 3)."""
+
+    REFERENCE = "reference"
+    FIXED = "fixed"
+    MONTE_CARLO = "monte-carlo"
+    EXHAUSTIVE = "exhaustive"
+
+
+def validation_set_hash(val_patients: tuple[str, ...] | list[str]) -> str:
+    """Stable sha256 of a validation set: independent of order, process and platform."""
+    return hashlib.sha256("\n".join(sorted(val_patients)).encode("utf-8")).hexdigest()
+
+
+class Split(BaseModel):
+    """A patient-level train/validation partition of one manifest."""
+
+    model_config = ConfigDict(frozen=True)
+
+    manifest: ManifestName
+    role: SplitRole
+    index: int = Field(ge=0, description="resample number r (0 for reference and fixed splits)")
+    seed: int
+    train_patients: tuple[str, ...]
+    val_patients: tuple[str, ...]
+
+    @model_validator(mode="after")
+    def _disjoint_and_sorted(self) -> Split:
+        overlap = set(self.train_patients) & set(self.val_patients)
+        if overlap:
+            raise ValueError(f"patients in both train and val: {sorted(overlap)}")
+        if not self.val_patients or not self.train_patients:
+            raise ValueError("a split needs at least one training and one validation patient")
+        for name, ids in (("train", self.train_patients), ("val", self.val_patients)):
+            if list(ids) != sorted(set(ids)):
+                raise ValueError(f"{name}_patients must be sorted and unique")
+        return self
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def val_hash(self) -> str:
+        """sha256 of the sorted validation patient ids."""
+        return validation_set_hash(self.val_patients)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def split_id(self) -> str:
+        """Readable, unique id: manifest/role/index-hash prefix."""
+        return f"{self.manifest}/{self.role.value}/{self.index}-{self.val_hash[:10]}"
+
+
+class Regime(BaseModel):
+    """A family of splits with one role in the evidence, and the training seeds each split is run with."""
+
+    name: str
+    role: str = Field(description="what this regime's evidence is for, in words")
+    manifest: ManifestName
+    splits: list[Split]
+    training_seeds: list[int] | None = Field(
+        default=None, description="seeds every split is trained with; None: each split's own seed (Monte Carlo: base + r)")
+    admissible_sets: int | None = Field(
+        default=None, description="number of admissible validation sets (Monte Carlo and exhaustive regimes)")
+
+    def seeds_for(self, split: Split) -> list[int]:
+        """The training seeds that `split` is run with in this regime."""
+        return list(self.training_seeds) if self.training_seeds is not None else [split.seed]
+
+
+class RegimeSummary(BaseModel):
+    """A regime without its splits: what it is for and how many splits it holds."""
+
+    name: str
+    role: str
+    manifest: ManifestName
+    splits: int
+    admissible_sets: int | None
+    training_seeds: list[int] | None
+
+    @classmethod
+    def of(cls, regime: Regime) -> RegimeSummary:
+        """Summarise `regime`."""
+        return cls(name=regime.name, role=regime.role, manifest=regime.manifest, splits=len(regime.splits),
+                   admissible_sets=regime.admissible_sets, training_seeds=regime.training_seeds)
+
+
+class SplitSupport(BaseModel):
+    """Train and validation support of one split, for the cohort table and the report."""
+
+    split_id: str
+    regime: str
+    train: SupportCounts
+    val: SupportCounts
+
+
+class PatientLabelDisagreement(BaseModel):
+    """A patient whose X-ray and CT images carry different labels."""
+
+    patient_id: str
+    xray_findings: list[str]
+    ct_findings: list[str]
+    xray_label: int
+    ct_label: int
+    in_paired_cohort: bool
+
+
+class LabelDefinitionSupport(BaseModel):
+    """The paired cohort's patient counts under one label definition, and whether Monte Carlo is possible."""
+
+    definition: str
+    patients: int
+    positive_patients: int
+    negative_patients: int
+    monte_carlo_feasible: bool
+    why: str
+
+
+class DataAudit(BaseModel):
+    """Label conflicts between modalities, shown next to every paired-cohort result."""
+
+    disagreeing_patients: list[PatientLabelDisagreement]
+    paired_negative_patients: list[str]
+    paired_negatives_with_covid_ct: list[str] = Field(
+        description="paired-cohort negative patients (by X-ray) whose CT is labelled COVID-19")
+    paired_label_mismatched_pairs: int = Field(description="matched pairs whose X-ray and CT labels differ")
+    label_definitions: list[LabelDefinitionSupport]
+
+
+class CohortSummary(BaseModel):
+    """What `ctxray-bench cohorts` prints and writes: filtering, manifests, default splits, audit."""
+
+    data_root: str
+    metadata_sha256: str
+    image_list_sha256: str
+    image_size: int
+    filter_report: FilterReport
+    manifests: dict[str, SupportCounts]
+    regimes: list[RegimeSummary]
+    splits: list[SplitSupport]
+    split_errors: dict[str, str] = Field(default_factory=dict, description="regime -> why it could not be drawn")
+    audit: DataAudit

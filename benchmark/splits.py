@@ -1,0 +1,184 @@
+"""Patient-level splits (PROTOCOL.md section 3): reference, paired fixed, Monte Carlo and exhaustive.
+
+Every split is drawn from the sorted patient ids with its own `numpy.random.Generator`, so it
+depends only on the cohort and the seed, never on global state, process or dict order.
+
+Choices where the protocol is silent (also stated in the report):
+- Stratified 80/20: each class sends floor(f * n_c + 1/2) of its n_c patients to validation, so a
+  class with a single patient stays in training (the all-ct cohort has one negative patient).
+- Paired fixed split: round(f * N) validation patients (at least 2), exactly one of them negative.
+- Monte Carlo: resample r draws one negative and k-1 positives with seed base + r; a draw that
+  repeats an earlier validation set is redrawn from the same generator, so the sets stay distinct
+  and the whole sequence remains a pure function of (cohort, R, k, base).
+- Exhaustive: every admissible validation set (one negative, k-1 positives) in lexicographic
+  order, or, when there are more than `max_sets`, a seeded uniform sample of `max_sets` of them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from benchmark.config import SplitSettings
+from benchmark.errors import SplitError
+from benchmark.schemas import Manifest, Regime, Split, SplitRole
+
+
+def _by_class(labels: Mapping[str, int]) -> tuple[list[str], list[str]]:
+    """(sorted positive patient ids, sorted negative patient ids)."""
+    positives = sorted(pid for pid, label in labels.items() if label == 1)
+    negatives = sorted(pid for pid, label in labels.items() if label == 0)
+    return positives, negatives
+
+
+def _make_split(manifest: Manifest, role: SplitRole, index: int, seed: int, val: set[str]) -> Split:
+    patients = set(manifest.patient_labels())
+    return Split(manifest=manifest.name, role=role, index=index, seed=seed,
+                 train_patients=tuple(sorted(patients - val)), val_patients=tuple(sorted(val)))
+
+
+def stratified_split(manifest: Manifest, val_fraction: float, seed: int) -> Split:
+    """80/20-style patient-level split stratified by patient label (the reference splits)."""
+    rng = np.random.default_rng(seed)
+    val: set[str] = set()
+    for group in _by_class(manifest.patient_labels()):
+        n_val = math.floor(val_fraction * len(group) + 0.5)
+        if n_val >= len(group) and len(group) > 1:
+            n_val = len(group) - 1
+        val.update(str(p) for p in rng.permutation(np.array(group, dtype=object))[:n_val])
+    if not val or len(val) == len(manifest.patient_labels()):
+        raise SplitError(f"{manifest.name}: {len(manifest.patient_labels())} patient(s) cannot be split "
+                         f"{1 - val_fraction:.0%}/{val_fraction:.0%} with both sides non-empty")
+    return _make_split(manifest, SplitRole.REFERENCE, 0, seed, val)
+
+
+def fixed_paired_split(manifest: Manifest, val_fraction: float, seed: int) -> Split:
+    """The paired feasibility split: round(f * N) validation patients, exactly one of them negative."""
+    positives, negatives = _by_class(manifest.patient_labels())
+    n_val = max(2, math.floor(val_fraction * (len(positives) + len(negatives)) + 0.5))
+    if len(negatives) < 2:
+        raise SplitError(f"{manifest.name}: fixed split needs >= 2 negative patients (one held out, one to "
+                         f"train on); the cohort has {len(negatives)}")
+    if len(positives) < n_val:
+        raise SplitError(f"{manifest.name}: fixed split holds out {n_val - 1} positive patient(s) and needs one "
+                         f"more to train on; the cohort has {len(positives)}")
+    rng = np.random.default_rng(seed)
+    negative = negatives[int(rng.integers(len(negatives)))]
+    held_positives = rng.choice(len(positives), size=n_val - 1, replace=False)
+    val = {negative} | {positives[int(i)] for i in held_positives}
+    return _make_split(manifest, SplitRole.FIXED, 0, seed, val)
+
+
+def admissible_set_count(manifest: Manifest, k: int) -> int:
+    """Number of validation sets with exactly one negative and k-1 positive patients."""
+    positives, negatives = _by_class(manifest.patient_labels())
+    return len(negatives) * math.comb(len(positives), k - 1)
+
+
+def _check_monte_carlo_feasible(manifest: Manifest, k: int) -> tuple[list[str], list[str]]:
+    positives, negatives = _by_class(manifest.patient_labels())
+    if len(negatives) < 2:
+        raise SplitError(f"{manifest.name}: Monte Carlo needs >= 2 negative patients (one held out, one to "
+                         f"train on); the cohort has {len(negatives)}")
+    if len(positives) < k:
+        raise SplitError(f"{manifest.name}: k = {k} holds out {k - 1} positive patient(s) and needs one more to "
+                         f"train on; the cohort has {len(positives)}")
+    return positives, negatives
+
+
+def monte_carlo_splits(manifest: Manifest, resamples: int, k: int, seed_base: int) -> list[Split]:
+    """R distinct validation sets of k patients, exactly one negative; resample r uses seed base + r."""
+    positives, negatives = _check_monte_carlo_feasible(manifest, k)
+    available = admissible_set_count(manifest, k)
+    if available < resamples:
+        raise SplitError(f"{manifest.name}: only {available} distinct validation sets of k = {k} exist; "
+                         f"{resamples} resamples were asked for")
+    splits: list[Split] = []
+    seen: set[frozenset[str]] = set()
+    for r in range(resamples):
+        rng = np.random.default_rng(seed_base + r)
+        while True:
+            negative = negatives[int(rng.integers(len(negatives)))]
+            held = rng.choice(len(positives), size=k - 1, replace=False)
+            val = frozenset({negative} | {positives[int(i)] for i in held})
+            if val not in seen:
+                break
+        seen.add(val)
+        splits.append(_make_split(manifest, SplitRole.MONTE_CARLO, r, seed_base + r, set(val)))
+    return splits
+
+
+def _unrank_combination(rank: int, n: int, k: int) -> list[int]:
+    """The `rank`-th k-subset of range(n) in lexicographic order (combinatorial number system)."""
+    chosen: list[int] = []
+    start = 0
+    for remaining in range(k, 0, -1):
+        for candidate in range(start, n):
+            block = math.comb(n - candidate - 1, remaining - 1)
+            if rank < block:
+                chosen.append(candidate)
+                start = candidate + 1
+                break
+            rank -= block
+    return chosen
+
+
+def exhaustive_splits(manifest: Manifest, k: int, max_sets: int, seed: int) -> list[Split]:
+    """Every admissible validation set, or a seeded uniform sample of `max_sets` when there are more."""
+    positives, negatives = _check_monte_carlo_feasible(manifest, k)
+    per_negative = math.comb(len(positives), k - 1)
+    total = len(negatives) * per_negative
+    if total <= max_sets:
+        ranks = list(range(total))
+    else:
+        if total >= 2**62:
+            raise SplitError(f"{manifest.name}: {total} admissible validation sets are too many to sample from")
+        ranks = sorted(int(x) for x in np.random.default_rng(seed).choice(total, size=max_sets, replace=False))
+    splits = []
+    for index, rank in enumerate(ranks):
+        negative = negatives[rank // per_negative]
+        held = _unrank_combination(rank % per_negative, len(positives), k - 1)
+        val = {negative} | {positives[i] for i in held}
+        splits.append(_make_split(manifest, SplitRole.EXHAUSTIVE, index, seed, val))
+    return splits
+
+
+_RESAMPLED = ("paired-monte-carlo", "paired-exhaustive")
+
+
+def default_regimes(manifests: Mapping[str, Manifest], settings: SplitSettings,
+                    *, exhaustive: bool = False) -> tuple[list[Regime], dict[str, str]]:
+    """The protocol's regimes for these manifests, and, per regime that cannot be drawn, why not."""
+    s = settings
+    k = s.monte_carlo_val_patients
+    builders = [
+        ("reference-all-xray", "reference: all-X-ray cohort, 80/20 stratified", "all-xray", [s.reference_seed],
+         lambda m: [stratified_split(m, s.val_fraction, s.reference_seed)]),
+        ("reference-all-ct", "data-availability reference: all-CT cohort, 80/20 stratified", "all-ct",
+         [s.reference_seed], lambda m: [stratified_split(m, s.val_fraction, s.reference_seed)]),
+        ("paired-fixed", "feasibility screen: one paired 80/20 split, one negative held out, 4 training seeds",
+         "paired", list(s.training_seeds), lambda m: [fixed_paired_split(m, s.val_fraction, s.fixed_seed)]),
+        ("paired-monte-carlo", f"primary same-case evidence: {s.monte_carlo_resamples} paired resamples of k = {k}, "
+         "one negative each", "paired", None,
+         lambda m: monte_carlo_splits(m, s.monte_carlo_resamples, k, s.monte_carlo_seed_base)),
+    ]
+    if exhaustive:
+        builders.append((
+            "paired-exhaustive", f"every admissible paired validation set of k = {k} (or a sample of "
+            f"{s.exhaustive_max_sets})", "paired", None,
+            lambda m: exhaustive_splits(m, k, s.exhaustive_max_sets, s.exhaustive_seed)))
+    regimes: list[Regime] = []
+    errors: dict[str, str] = {}
+    for name, role, manifest_name, seeds, build in builders:
+        manifest = manifests[manifest_name]
+        try:
+            splits = build(manifest)
+        except SplitError as exc:
+            errors[name] = str(exc)
+            continue
+        admissible = admissible_set_count(manifest, k) if name in _RESAMPLED else None
+        regimes.append(Regime(name=name, role=role, manifest=manifest.name, splits=splits,
+                              training_seeds=seeds, admissible_sets=admissible))
+    return regimes, errors
