@@ -77,12 +77,14 @@ def image_label(finding: str) -> int:
     return int("covid-19" in finding.lower())
 
 
+_MISSING_MARKERS = {"", "nan", "na", "n/a", "null", "none"}
+
+
 def parse_offset(raw: str) -> float | None:
-    """Days since symptom onset, or None when the cell is empty or not a finite number."""
-    try:
-        value = float(raw)
-    except ValueError:
+    """Days since symptom onset; None when the cell is empty or NaN; ValueError for other text."""
+    if raw.strip().lower() in _MISSING_MARKERS:
         return None
+    value = float(raw)
     return value if math.isfinite(value) else None
 
 
@@ -192,8 +194,10 @@ def build_cohort(data_root: Path | str, cache: ImageCache, *, workers: int = 4,
                                       path=f"{row.folder}/{row.filename}", reason=verdict[0], detail=verdict[1]))
             continue
         assert outcome is not None and modality is not None and row.resolved is not None
-        offset = parse_offset(row.offset_raw)
-        if offset is None and row.offset_raw:
+        try:
+            offset = parse_offset(row.offset_raw)
+        except ValueError:
+            offset = None
             warnings.append(f"line {row.line}: offset {row.offset_raw!r} is not a number; read as unknown")
         records.append(ImageRecord(
             image_id=row.resolved.relative_to(root).as_posix(), patient_id=row.patient_id, modality=modality,

@@ -1,0 +1,100 @@
+"""Fixtures that write tiny synthetic cohorts (metadata.csv + images/) into temporary folders."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from benchmark.cohort import REQUIRED_COLUMNS
+from benchmark.imaging import ImageCache
+
+COLUMNS = [*REQUIRED_COLUMNS, "clinical_notes"]
+
+
+def write_image(path: Path, *, mode: str = "L", size: tuple[int, int] = (40, 32), seed: int = 0) -> Path:
+    """Write a small random image of the given Pillow mode (format from the suffix)."""
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = size[1], size[0]
+    if mode == "I;16":
+        ramp = np.linspace(0, 4095, w)[None, :] + rng.integers(0, 16, size=(h, w))  # 12 bits used of 16
+        image = Image.fromarray(np.clip(ramp, 0, 4095).astype(np.uint16))
+    elif mode == "RGBA":
+        image = Image.fromarray(rng.integers(0, 256, size=(h, w, 4), dtype=np.uint8))
+    elif mode == "RGB":
+        image = Image.fromarray(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8))
+    else:
+        image = Image.fromarray(rng.integers(0, 256, size=(h, w), dtype=np.uint8))
+    image.save(path)
+    return path
+
+
+def row(patientid: str, modality: str, finding: str, filename: str, *, offset: str = "",
+        folder: str = "images", view: str = "PA", write: bool = True, **extra: str) -> dict[str, object]:
+    """One metadata row; `write` says whether the fixture should create its image file."""
+    return {"patientid": patientid, "offset": offset, "finding": finding, "modality": modality,
+            "folder": folder, "filename": filename, "view": view, "_write": write, **extra}
+
+
+CohortWriter = Callable[..., Path]
+
+
+@pytest.fixture
+def write_cohort(tmp_path: Path) -> CohortWriter:
+    """Return a function writing rows (and their images) as a data root; returns the root."""
+    counter = {"n": 0}
+
+    def _write(rows: list[dict[str, object]], *, name: str = "data", columns: list[str] | None = None) -> Path:
+        root = tmp_path / name
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        header = columns or COLUMNS
+        with (root / "metadata.csv").open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=header, extrasaction="ignore")
+            writer.writeheader()
+            for r in rows:
+                writer.writerow({k: v for k, v in r.items() if not k.startswith("_")})
+                if r.get("_write", True):
+                    counter["n"] += 1
+                    target = root / str(r["folder"]) / str(r["filename"])
+                    if not target.exists():
+                        write_image(target, seed=counter["n"])
+        return root
+
+    return _write
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> ImageCache:
+    """An empty image cache at 16 x 16 in a temporary folder."""
+    return ImageCache(tmp_path / "cache", size=16)
+
+
+@pytest.fixture(scope="session")
+def real_data_root() -> Path:
+    """The shared real data (CTXRAY_DATA); skipped when it is not set, failing when CI requires it."""
+    value = os.environ.get("CTXRAY_DATA")
+    if not value or not (Path(value) / "metadata.csv").is_file():
+        if os.environ.get("CTXRAY_REQUIRE_DATA") == "1":
+            pytest.fail(f"CTXRAY_REQUIRE_DATA=1 but CTXRAY_DATA={value!r} holds no metadata.csv")
+        pytest.skip("CTXRAY_DATA does not point at the COVID-19 Image Data Collection")
+    return Path(value)
+
+
+@pytest.fixture
+def paired_rows() -> list[dict[str, object]]:
+    """A small paired cohort: 6 positive and 3 negative patients, each with X-ray and CT images."""
+    rows = []
+    for p in range(9):
+        finding = "Pneumonia/Viral/COVID-19" if p < 6 else "No Finding"
+        rows.append(row(f"p{p}", "X-ray", finding, f"x{p}-a.png", offset="2"))
+        rows.append(row(f"p{p}", "X-ray", finding, f"x{p}-b.png", offset="9"))
+        rows.append(row(f"p{p}", "CT", finding, f"c{p}-a.png", offset="1"))
+        rows.append(row(f"p{p}", "CT", finding, f"c{p}-b.png", offset="8"))
+    rows.append(row("solo", "X-ray", "No Finding", "solo.png"))
+    return rows
