@@ -18,6 +18,8 @@ class DataSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     image_size: int = Field(default=128, ge=8, le=1024)
+    normalise_mean: float = Field(default=0.5, description="cached [0, 1] pixels become (x - mean) / std")
+    normalise_std: float = Field(default=0.25, gt=0)
 
 
 class SplitSettings(BaseModel):

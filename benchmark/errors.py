@@ -40,3 +40,7 @@ class SplitError(CtxrayError):
 
 class CacheError(CtxrayError):
     """The image cache directory cannot be created or written."""
+
+
+class LeakageError(CtxrayError):
+    """A model would train on a patient of the validation set it is evaluated on (directly or via a teacher)."""

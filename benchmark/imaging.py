@@ -21,7 +21,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from benchmark.atomic import write_atomically
 from benchmark.errors import CacheError, ImageDecodeError
 from benchmark.schemas import FilterReason
 
@@ -150,16 +150,28 @@ class ImageCache:
             raise CacheError(f"{path}: cached array is unreadable ({exc}); delete the file to rebuild it") from exc
 
     def _write_atomically(self, target: Path, payload: bytes) -> None:
-        """Write to a private temporary file, then rename: readers see the whole file or none."""
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(payload)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomically(target, payload)
         except OSError as exc:
             raise CacheError(f"{target}: cannot write to the image cache: {exc}") from exc
+
+class ImageBank:
+    """Normalised (N, 1, size, size) stacks of cached images; each image is read from disk once per process."""
+
+    def __init__(self, cache: ImageCache, mean: float = 0.5, std: float = 0.25) -> None:
+        self.cache = cache
+        self.mean = mean
+        self.std = std
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def array(self, sha: str) -> np.ndarray:
+        """The normalised (size, size) float32 array of the image with this content hash."""
+        if sha not in self._arrays:
+            self._arrays[sha] = (self.cache.load(sha) - np.float32(self.mean)) / np.float32(self.std)
+        return self._arrays[sha]
+
+    def stack(self, content_hashes: list[str]) -> np.ndarray:
+        """The images, in order, as one (N, 1, size, size) float32 array."""
+        if not content_hashes:
+            return np.zeros((0, 1, self.cache.size, self.cache.size), dtype=np.float32)
+        return np.stack([self.array(sha) for sha in content_hashes])[:, None]

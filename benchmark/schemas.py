@@ -301,3 +301,14 @@ class CohortSummary(BaseModel):
     splits: list[SplitSupport]
     split_errors: dict[str, str] = Field(default_factory=dict, description="regime -> why it could not be drawn")
     audit: DataAudit
+
+
+class CasePrediction(BaseModel):
+    """One validation case's prediction: who, which image, the true label and P(COVID-19)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    patient_id: str
+    image_id: str
+    label: Literal[0, 1]
+    score: float = Field(ge=0.0, le=1.0)

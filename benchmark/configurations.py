@@ -1,0 +1,148 @@
+"""The configurations of PROTOCOL.md section 5 as validated data (benchmark/configs/configurations.toml)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, model_validator
+
+from benchmark.errors import ConfigError
+from benchmark.losses import LossConfig
+from benchmark.models import NetworkConfig
+from benchmark.schemas import ManifestName, Modality
+from benchmark.training import TrainingConfig
+
+DEFAULT_CONFIGURATIONS = Path(__file__).parent / "configs" / "configurations.toml"
+
+
+class TeacherConfig(BaseModel):
+    """A teacher: the modality it reads, its network and its own training schedule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    modality: Modality
+    network: NetworkConfig
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+
+class Configuration(BaseModel):
+    """One row of the configuration table: what is trained, on what, with which teacher and loss."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    role: str
+    tier: int | None = Field(default=None, description="1-3 for paired configurations, None for references")
+    kind: Literal["classifier", "late-fusion"] = "classifier"
+    manifest: ManifestName
+    network: NetworkConfig
+    teacher: TeacherConfig | None = None
+    loss: LossConfig = Field(default_factory=LossConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Configuration:
+        if self.kind == "late-fusion" and (self.teacher is not None or self.manifest != "paired"):
+            raise ValueError(f"{self.name}: late fusion is trained on the paired manifest without a teacher")
+        if self.teacher is not None and self.manifest != "paired":
+            raise ValueError(f"{self.name}: distillation needs the paired manifest")
+        if self.teacher is None and (self.loss.attention_weight > 0 or self.loss.hint_weight > 0):
+            raise ValueError(f"{self.name}: attention transfer and hints need a teacher")
+        if self.teacher is not None:
+            stages = {f"stage{i}" for i in range(1, min(len(self.network.widths),
+                                                        len(self.teacher.network.widths)) + 1)}
+            wanted = set(self.loss.attention_stages if self.loss.attention_weight > 0 else ())
+            wanted |= {self.loss.hint_stage} if self.loss.hint_weight > 0 else set()
+            if wanted - stages:
+                raise ValueError(f"{self.name}: stages {sorted(wanted - stages)} missing in student or teacher")
+        return self
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def input_modality(self) -> Modality:
+        """The modality of the images the model is trained and evaluated on."""
+        return "ct" if self.manifest == "all-ct" else "xray"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def inference_inputs(self) -> tuple[Modality, ...]:
+        """Every modality the model reads at inference; only late fusion reads two."""
+        return ("xray", "ct") if self.kind == "late-fusion" else (self.input_modality,)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def reads_ct_at_inference(self) -> bool:
+        """True for late fusion (and the all-CT reference): such a model is never a deployable X-ray model."""
+        return "ct" in self.inference_inputs
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def deployable(self) -> bool:
+        """A paired configuration that reads X-ray only at inference (the protocol's deployed model)."""
+        return self.manifest == "paired" and self.inference_inputs == ("xray",)
+
+    def with_overrides(self, name: str, overrides: dict[str, Any]) -> Configuration:
+        """A variant of this configuration under a new name, with nested fields replaced (validated)."""
+        data = self.model_dump(exclude={"input_modality", "inference_inputs", "reads_ct_at_inference",
+                                        "deployable"})
+        return Configuration.model_validate(_merge(data, {**overrides, "name": name}))
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; override values win."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _resolve_network(spec: Any, networks: dict[str, dict[str, Any]], where: str) -> dict[str, Any]:
+    """`"student"` or `{ base = "student", dfpn = true }` -> the network table with overrides applied."""
+    if isinstance(spec, str):
+        spec = {"base": spec}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: network must be a name or a table, got {spec!r}")
+    spec = dict(spec)
+    base = spec.pop("base", None)
+    if base is not None and base not in networks:
+        raise ConfigError(f"{where}: unknown network {base!r}; declared: {', '.join(networks)}")
+    return _merge(networks.get(base, {}) if base else {}, spec)
+
+
+def load_configurations(path: Path | str | None = None) -> dict[str, Configuration]:
+    """Read the configuration table (name -> Configuration); ConfigError naming file and entry when invalid."""
+    source = Path(path) if path is not None else DEFAULT_CONFIGURATIONS
+    try:
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read configurations: {exc}") from exc
+    networks = raw.get("networks", {})
+    defaults = raw.get("defaults", {})
+    result: dict[str, Configuration] = {}
+    for index, entry in enumerate(raw.get("configurations", [])):
+        where = f"{source}: configurations[{index}] ({entry.get('name', '?')})"
+        data = dict(entry)
+        data["network"] = _resolve_network(data.get("network", {}), networks, where)
+        data["training"] = _merge(defaults.get("training", {}), data.get("training", {}))
+        data["loss"] = _merge(defaults.get("loss", {}), data.get("loss", {}))
+        if isinstance(data.get("teacher"), dict):
+            teacher = dict(data["teacher"])
+            teacher["network"] = _resolve_network(teacher.get("network", {}), networks, where + ".teacher")
+            teacher["training"] = _merge(defaults.get("training", {}), teacher.get("training", {}))
+            data["teacher"] = teacher
+        try:
+            configuration = Configuration.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"{where}: {problems}") from exc
+        if configuration.name in result:
+            raise ConfigError(f"{where}: configuration name {configuration.name!r} is declared twice")
+        result[configuration.name] = configuration
+    if not result:
+        raise ConfigError(f"{source}: no [[configurations]] declared")
+    return result

@@ -1,0 +1,170 @@
+"""Train one configuration on one split with one seed, and predict its validation cases.
+
+This is the single code path of every configuration (PROTOCOL.md section 5):
+1. the split's training and validation records come from the configuration's manifest;
+2. a teacher, if any, is trained first on its modality's manifest minus every validation
+   patient (any modality), frozen, and run once over the student's training samples (the matched
+   CT for cross-modal teachers, the X-ray itself for the same-modality teacher) - inputs are
+   never augmented, so its outputs are computed once, not per step;
+3. the student (or late-fusion model) is trained with its objective;
+4. validation cases are predicted through `predict`, which hands the model only the modalities
+   the configuration declares in `inference_inputs`: X-ray-only models never receive CT.
+The teacher is seeded with the split's seed, the student with the run's seed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from benchmark.configurations import Configuration
+from benchmark.errors import LeakageError
+from benchmark.imaging import ImageBank
+from benchmark.losses import Objective, inverse_frequency_weights
+from benchmark.models import Classifier, LateFusion, build_classifier, build_late_fusion
+from benchmark.pipeline import PreparedData
+from benchmark.schemas import CasePrediction, ImageRecord, Modality, PairedRecord, Split
+from benchmark.teachers import TeacherStore, TrainedTeacher, check_no_leakage
+from benchmark.training import FitLog, TrainingSet, derive_generator, fit, forward_all, positive_scores
+
+
+@dataclass(frozen=True)
+class TeacherUse:
+    """Which teacher a run distilled from, and the patients that teacher was trained on."""
+
+    teacher_id: str
+    modality: str
+    seed: int
+    training_patients: tuple[str, ...]
+    train_seconds: float
+    steps: int
+    from_cache: bool
+
+
+@dataclass
+class FittedRun:
+    """A trained model with everything needed to predict and to account for it."""
+
+    configuration: Configuration
+    split: Split
+    seed: int
+    model: Classifier | LateFusion
+    fit_log: FitLog
+    teacher: TeacherUse | None
+    train_patients: tuple[str, ...]
+
+
+@dataclass
+class RunOutput:
+    """Per-case predictions of one (configuration, split, seed), the teacher used, and timings."""
+
+    predictions: list[CasePrediction]
+    fitted: FittedRun
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def predict(model: Classifier | LateFusion, configuration: Configuration,
+            inputs: dict[Modality, Tensor]) -> Tensor:
+    """P(COVID-19) per case, reading only the modalities the configuration declares for inference."""
+    missing = [m for m in configuration.inference_inputs if m not in inputs]
+    if missing:
+        raise ValueError(f"{configuration.name} needs {', '.join(missing)} at inference")
+    first = inputs[configuration.inference_inputs[0]]
+    second = inputs[configuration.inference_inputs[1]] if len(configuration.inference_inputs) > 1 else None
+    return positive_scores(forward_all(model, first, second).logits)
+
+
+class Engine:
+    """Runs configurations on splits of one prepared cohort, sharing the image bank and teacher store."""
+
+    def __init__(self, prepared: PreparedData, bank: ImageBank, teachers: TeacherStore,
+                 device: torch.device | str = "cpu") -> None:
+        self.prepared = prepared
+        self.bank = bank
+        self.teachers = teachers
+        self.device = torch.device(device)
+        self._pairs: dict[str, PairedRecord] = {p.xray.image_id: p for p in prepared.manifests["paired"].pairs or []}
+
+    def _images(self, records: list[ImageRecord]) -> Tensor:
+        return torch.from_numpy(self.bank.stack([r.content_sha256 for r in records]))
+
+    def _matched_ct(self, records: list[ImageRecord]) -> list[ImageRecord]:
+        return [self._pairs[r.image_id].ct for r in records]
+
+    def inputs_for(self, configuration: Configuration, records: list[ImageRecord]) -> dict[Modality, Tensor]:
+        """The image tensors of `records` in every modality available for them (paired: X-ray and matched CT)."""
+        inputs: dict[Modality, Tensor] = {configuration.input_modality: self._images(records)}
+        if configuration.manifest == "paired":
+            inputs["ct"] = self._images(self._matched_ct(records))
+        return inputs
+
+    def teacher_for(self, configuration: Configuration, split: Split) -> TrainedTeacher:
+        """The frozen teacher of `configuration` for `split`: its modality's manifest minus validation patients."""
+        assert configuration.teacher is not None
+        modality = configuration.teacher.modality
+        manifest = self.prepared.manifests["all-ct" if modality == "ct" else "all-xray"]
+        held_out = set(split.val_patients)
+        records = [r for r in manifest.records if r.patient_id not in held_out]
+        return self.teachers.get(configuration.teacher, records, split.val_patients, split.seed, self.bank,
+                                 self.device)
+
+    def fit(self, configuration: Configuration, split: Split, seed: int) -> FittedRun:
+        """Train `configuration` on the training patients of `split` with `seed`."""
+        if split.manifest != configuration.manifest:
+            raise ValueError(f"{configuration.name} trains on {configuration.manifest}, split is of {split.manifest}")
+        manifest = self.prepared.manifests[configuration.manifest]
+        train = manifest.records_of(split.train_patients)
+        check_no_leakage(configuration.name, {r.patient_id for r in train}, split.val_patients)
+        if not train:
+            raise LeakageError(f"{split.split_id}: no training images")
+        labels = torch.tensor([r.label for r in train], dtype=torch.long)
+        inputs = self.inputs_for(configuration, train)
+        init = derive_generator(seed, "init")
+
+        teacher_use = None
+        teacher_outputs = None
+        if configuration.kind == "late-fusion":
+            model: Classifier | LateFusion = build_late_fusion(configuration.network, init)
+            objective = Objective(configuration.loss, inverse_frequency_weights(labels), has_teacher=False)
+        else:
+            model = build_classifier(configuration.network, init)
+            teacher_channels = None
+            if configuration.teacher is not None:
+                teacher = self.teacher_for(configuration, split)
+                teacher_use = TeacherUse(teacher.teacher_id, teacher.modality, teacher.seed,
+                                         teacher.training_patients, teacher.train_seconds, teacher.steps,
+                                         teacher.from_cache)
+                teacher_channels = {f"stage{i}": w for i, w in enumerate(configuration.teacher.network.widths, 1)}
+            objective = Objective(configuration.loss, inverse_frequency_weights(labels),
+                                  has_teacher=configuration.teacher is not None,
+                                  student_channels={f"stage{i}": w for i, w in
+                                                    enumerate(configuration.network.widths, 1)},
+                                  teacher_channels=teacher_channels)
+            if configuration.teacher is not None:
+                teacher_outputs = forward_all(teacher.model, inputs[configuration.teacher.modality],
+                                              keep=objective.teacher_features(), device=self.device)
+
+        data = TrainingSet(inputs[configuration.input_modality], labels,
+                           ct_inputs=inputs.get("ct") if configuration.kind == "late-fusion" else None,
+                           teacher=teacher_outputs)
+        log = fit(model, objective, data, configuration.training, seed, self.device)
+        return FittedRun(configuration, split, seed, model, log, teacher_use,
+                         tuple(sorted({r.patient_id for r in train})))
+
+    def run(self, configuration: Configuration, split: Split, seed: int) -> RunOutput:
+        """Fit, then predict every validation case of `split`."""
+        start = time.perf_counter()
+        fitted = self.fit(configuration, split, seed)
+        trained = time.perf_counter()
+        val = self.prepared.manifests[configuration.manifest].records_of(split.val_patients)
+        scores = predict(fitted.model, configuration, self.inputs_for(configuration, val))
+        predictions = [CasePrediction(patient_id=r.patient_id, image_id=r.image_id, label=r.label, score=float(s))
+                       for r, s in zip(val, scores.tolist(), strict=True)]
+        done = time.perf_counter()
+        seconds = {"fit": trained - start, "predict": done - trained, "total": done - start}
+        if fitted.teacher is not None:
+            seconds["teacher_train"] = 0.0 if fitted.teacher.from_cache else fitted.teacher.train_seconds
+        return RunOutput(predictions, fitted, seconds)

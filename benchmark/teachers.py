@@ -1,0 +1,168 @@
+"""Teachers: trained first, frozen, cached on disk, and never trained on a validation patient.
+
+A teacher is identified by everything that determines its weights: its network and training
+settings, modality, seed, the exact training images (id, content hash, label), the image size and
+normalisation, the device type and the code/torch versions. The store refuses (LeakageError) a
+teacher whose training patients intersect the validation patients of the split it serves, and it
+records the training patients beside the weights so the claim tests can check them later.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from benchmark.atomic import write_atomically
+from benchmark.configurations import TeacherConfig
+from benchmark.errors import CacheError, LeakageError
+from benchmark.imaging import ImageBank
+from benchmark.losses import LossConfig, Objective, inverse_frequency_weights
+from benchmark.models import Classifier, build_classifier
+from benchmark.schemas import ImageRecord
+from benchmark.training import TrainingSet, derive_generator, fit
+
+MODEL_CODE_VERSION = 1  # bump when a change to models/losses/training alters trained weights
+
+
+@dataclass(frozen=True)
+class TrainedTeacher:
+    """A frozen teacher and what it was trained on."""
+
+    teacher_id: str
+    model: Classifier
+    modality: str
+    seed: int
+    training_patients: tuple[str, ...]
+    training_images: tuple[str, ...]
+    train_seconds: float
+    steps: int
+    from_cache: bool
+
+
+def teacher_key(config: TeacherConfig, records: list[ImageRecord], seed: int, bank: ImageBank,
+                device: torch.device) -> str:
+    """sha256 of everything that determines the teacher's weights."""
+    identity = {
+        "code": MODEL_CODE_VERSION, "torch": torch.__version__, "device": device.type,
+        "teacher": config.model_dump(mode="json"), "seed": seed,
+        "images": sorted([r.image_id, r.content_sha256, r.label] for r in records),
+        "image_size": bank.cache.size, "normalise": [bank.mean, bank.std],
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def check_no_leakage(what: str, training_patients: set[str], val_patients: tuple[str, ...] | set[str]) -> None:
+    """LeakageError naming the patients when a training set touches the validation set."""
+    leaked = sorted(training_patients & set(val_patients))
+    if leaked:
+        raise LeakageError(f"{what} would train on validation patient(s) {', '.join(leaked)}")
+
+
+class TeacherStore:
+    """Trains teachers on demand and reuses them from memory and from `root` (None: memory only)."""
+
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root = Path(root) if root is not None else None
+        self._memory: dict[str, TrainedTeacher] = {}
+
+    def get(self, config: TeacherConfig, records: list[ImageRecord], val_patients: tuple[str, ...], seed: int,
+            bank: ImageBank, device: torch.device) -> TrainedTeacher:
+        """The frozen teacher trained on `records` with `seed`; refused if it would see a validation patient."""
+        if any(r.modality != config.modality for r in records):
+            raise ValueError(f"a {config.modality} teacher was given images of another modality")
+        patients = {r.patient_id for r in records}
+        check_no_leakage(f"{config.modality} teacher", patients, val_patients)
+        key = teacher_key(config, records, seed, bank, device)
+        if key in self._memory:
+            return self._memory[key]
+        with self._locked(key):
+            teacher = self._load(key, config, device) or self._train(key, config, records, seed, bank, device)
+        self._memory[key] = teacher
+        return teacher
+
+    def _train(self, key: str, config: TeacherConfig, records: list[ImageRecord], seed: int, bank: ImageBank,
+               device: torch.device) -> TrainedTeacher:
+        labels = torch.tensor([r.label for r in records], dtype=torch.long)
+        model = build_classifier(config.network, derive_generator(seed, "init"))
+        objective = Objective(LossConfig(), inverse_frequency_weights(labels), has_teacher=False)
+        inputs = torch.from_numpy(bank.stack([r.content_sha256 for r in records]))
+        log = fit(model, objective, TrainingSet(inputs, labels), config.training, seed, device)
+        teacher = self._freeze(TrainedTeacher(
+            teacher_id=key, model=model, modality=config.modality, seed=seed,
+            training_patients=tuple(sorted({r.patient_id for r in records})),
+            training_images=tuple(sorted(r.image_id for r in records)), train_seconds=log.seconds,
+            steps=log.steps, from_cache=False))
+        self._save(teacher)
+        return teacher
+
+    @staticmethod
+    def _freeze(teacher: TrainedTeacher) -> TrainedTeacher:
+        teacher.model.eval()
+        teacher.model.requires_grad_(False)
+        return teacher
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        assert self.root is not None
+        folder = self.root / "teachers" / key[:2]
+        return folder / f"{key}.pt", folder / f"{key}.json"
+
+    def _save(self, teacher: TrainedTeacher) -> None:
+        if self.root is None:
+            return
+        weights_path, meta_path = self._paths(teacher.teacher_id)
+        buffer = io.BytesIO()
+        torch.save({k: v.cpu() for k, v in teacher.model.state_dict().items()}, buffer)
+        meta = {"teacher_id": teacher.teacher_id, "modality": teacher.modality, "seed": teacher.seed,
+                "network": teacher.model.config.model_dump(mode="json"),
+                "training_patients": list(teacher.training_patients),
+                "training_images": list(teacher.training_images),
+                "train_seconds": teacher.train_seconds, "steps": teacher.steps}
+        write_atomically(weights_path, buffer.getvalue())
+        write_atomically(meta_path, json.dumps(meta, indent=1).encode("utf-8"))  # meta last: marks complete
+
+    def _load(self, key: str, config: TeacherConfig, device: torch.device) -> TrainedTeacher | None:
+        if self.root is None:
+            return None
+        weights_path, meta_path = self._paths(key)
+        if not meta_path.exists():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            state = torch.load(weights_path, map_location=device, weights_only=True)
+        except (OSError, ValueError, RuntimeError):
+            return None  # unreadable entry: train again and overwrite it
+        model = build_classifier(config.network, torch.Generator().manual_seed(0))
+        model.load_state_dict(state)
+        model.to(device)
+        return self._freeze(TrainedTeacher(
+            teacher_id=key, model=model, modality=meta["modality"], seed=meta["seed"],
+            training_patients=tuple(meta["training_patients"]), training_images=tuple(meta["training_images"]),
+            train_seconds=meta["train_seconds"], steps=meta["steps"], from_cache=True))
+
+    @contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        """Hold an exclusive lock per teacher so parallel workers train each teacher once."""
+        if self.root is None:
+            yield
+            return
+        lock_path = self._paths(key)[0].with_suffix(".lock")
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            handle = lock_path.open("a")
+        except OSError as exc:
+            raise CacheError(f"{lock_path}: cannot create the teacher lock: {exc}") from exc
+        with handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
