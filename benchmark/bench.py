@@ -50,7 +50,99 @@ def bench_cohorts(data: Path, workdir: Path) -> list[Measurement]:
             Measurement("cohorts, warm cache (best of 3)", warm, 5.0)]
 
 
-STAGES: dict[str, Callable[[Path, Path], list[Measurement]]] = {"cohorts": bench_cohorts}
+def matmul_peak_gflops(n: int = 2048, dtype: str = "float32", repeats: int = 5) -> float:
+    """Best achieved GFLOP/s of an n x n matmul: the machine's practical compute ceiling."""
+    import torch
+
+    a = torch.randn(n, n, dtype=getattr(torch, dtype))
+    b = torch.randn(n, n, dtype=getattr(torch, dtype))
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def training_step_rate(network: str, batch: int = 16, size: int = 128, steps: int = 20) -> tuple[float, float]:
+    """(training steps per second, FLOPs per step) of a configuration's network at `batch` x 1 x size x size."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from benchmark.configurations import load_configurations
+    from benchmark.losses import LossConfig, Objective
+    from benchmark.models import build_classifier
+    from benchmark.training import derive_generator
+
+    configs = load_configurations()
+    config = configs["xray-teacher-ref"].network if network == "teacher" else configs["student-only"].network
+    model = build_classifier(config, derive_generator(0, "init")).train()
+    objective = Objective(LossConfig(), torch.ones(2), has_teacher=False)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 1, size, size, generator=generator)
+    y = torch.randint(0, 2, (batch,), generator=generator)
+
+    def step() -> None:
+        loss, _ = objective(model(x), y)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    for _ in range(3):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps / (time.perf_counter() - start), float(counter.get_total_flops())
+
+
+def bench_training(data: Path, workdir: Path) -> list[Measurement]:
+    """Teacher and student training steps/s at batch 16, and GFLOP/s against the fp32 matmul peak."""
+    peak = matmul_peak_gflops()
+    bf16 = matmul_peak_gflops(n=512, dtype="bfloat16", repeats=1)  # small: bf16 can be very slow on AVX2-only CPUs
+    print(f"  matmul peak: fp32 (2048) {peak:.0f} GFLOP/s; bf16 (512) {bf16:.1f} GFLOP/s")
+    for network in ("teacher", "student"):
+        rate, flops = training_step_rate(network)
+        achieved = rate * flops / 1e9
+        print(f"  {network}: {rate:.1f} steps/s at batch 16, {flops / 1e9:.2f} GFLOP/step, "
+              f"{achieved:.1f} GFLOP/s = {achieved / peak:.1%} of the matmul peak")
+    return []
+
+
+def bench_smoke(data: Path, workdir: Path) -> list[Measurement]:
+    """Every configuration of section 5 for one epoch on a tiny synthetic cohort at 128 x 128."""
+    import torch
+
+    from benchmark.config import Settings
+    from benchmark.configurations import load_configurations
+    from benchmark.engine import Engine
+    from benchmark.imaging import ImageBank, ImageCache
+    from benchmark.pipeline import prepare_data
+    from benchmark.synthetic import write_synthetic_cohort
+    from benchmark.teachers import TeacherStore
+
+    root = write_synthetic_cohort(workdir / "synthetic")
+    start = time.perf_counter()
+    settings = Settings.model_validate({"splits": {"monte_carlo_resamples": 2, "monte_carlo_val_patients": 3}})
+    cache = ImageCache(workdir / "synthetic-cache", settings.data.image_size)
+    prepared = prepare_data(root, settings, cache)
+    engine = Engine(prepared, ImageBank(cache), TeacherStore(), torch.device("cpu"))
+    regimes = {r.name: r for r in prepared.regimes}
+    for config in load_configurations().values():
+        one_epoch = config.with_overrides(config.name, {"training": {"epochs": 1}, **(
+            {"teacher": {"training": {"epochs": 1}}} if config.teacher else {})})
+        regime = {"all-xray": "reference-all-xray", "all-ct": "reference-all-ct"}.get(config.manifest, "paired-fixed")
+        split = regimes[regime].splits[0]
+        engine.run(one_epoch, split, split.seed)
+    return [Measurement("smoke: 9 configurations x 1 epoch", time.perf_counter() - start, 60.0)]
+
+
+STAGES: dict[str, Callable[[Path, Path], list[Measurement]]] = {
+    "cohorts": bench_cohorts, "training": bench_training, "smoke": bench_smoke}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from benchmark import __version__
 from benchmark.config import load_settings
-from benchmark.errors import CtxrayError
+from benchmark.errors import ConfigError, CtxrayError
 from benchmark.imaging import ImageCache
 from benchmark.pipeline import cohort_summary, prepare_data, resolve_data_root
 from benchmark.schemas import CohortSummary, SplitSupport, SupportCounts
@@ -132,6 +132,50 @@ def _cmd_cohorts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from benchmark.configurations import load_configurations
+    from benchmark.engine import Engine
+    from benchmark.imaging import ImageBank
+    from benchmark.teachers import TeacherStore
+    from benchmark.training import resolve_device
+
+    settings = load_settings(args.config)
+    configurations = load_configurations(args.configurations)
+    if args.configuration not in configurations:
+        raise ConfigError(f"unknown configuration {args.configuration!r}; declared: {', '.join(configurations)}")
+    configuration = configurations[args.configuration]
+    cache = ImageCache(args.cache, settings.data.image_size)
+    prepared = prepare_data(resolve_data_root(args.data), settings, cache)
+    default_regime = {"all-xray": "reference-all-xray", "all-ct": "reference-all-ct"}.get(
+        configuration.manifest, "paired-fixed")
+    regimes = {r.name: r for r in prepared.regimes}
+    regime_name = args.regime or default_regime
+    if regime_name not in regimes:
+        raise ConfigError(f"regime {regime_name!r} is not available: "
+                          f"{prepared.split_errors.get(regime_name, 'unknown regime')}")
+    regime = regimes[regime_name]
+    if not 0 <= args.split < len(regime.splits):
+        raise ConfigError(f"{regime_name} has splits 0..{len(regime.splits) - 1}, not {args.split}")
+    split = regime.splits[args.split]
+    seed = args.seed if args.seed is not None else regime.seeds_for(split)[0]
+    device = resolve_device(args.device)
+    engine = Engine(prepared, ImageBank(cache, settings.data.normalise_mean, settings.data.normalise_std),
+                    TeacherStore(args.teachers), device)
+    output = engine.run(configuration, split, seed)
+    fitted = output.fitted
+    print(f"{configuration.name} on {split.split_id} (seed {seed}, device {device}): "
+          f"{fitted.fit_log.steps} steps in {fitted.fit_log.seconds:.2f} s")
+    if fitted.teacher is not None:
+        print(f"  teacher {fitted.teacher.teacher_id[:12]} ({fitted.teacher.modality}, "
+              f"{len(fitted.teacher.training_patients)} training patients, "
+              f"{'from cache' if fitted.teacher.from_cache else f'trained in {fitted.teacher.train_seconds:.1f} s'})")
+    for epoch, terms in enumerate(fitted.fit_log.epoch_terms, start=1):
+        print(f"  epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in terms.items()))
+    print(_table(["patient", "image", "label", "P(COVID-19)"],
+                 [[p.patient_id, p.image_id, p.label, f"{p.score:.4f}"] for p in output.predictions]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="ctxray-bench", description=__doc__)
@@ -146,6 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
     cohorts.add_argument("--exhaustive", action="store_true", help="also enumerate the exhaustive paired regime")
     cohorts.add_argument("--list-skipped", action="store_true", help="list every skipped row with its reason")
     cohorts.set_defaults(handler=_cmd_cohorts)
+
+    train = commands.add_parser("train", help="train one configuration on one split and print its predictions")
+    train.add_argument("configuration", help="a configuration name (see benchmark/configs/configurations.toml)")
+    train.add_argument("--data", help="data root with metadata.csv and images/ (default: $CTXRAY_DATA)")
+    train.add_argument("--regime", help="regime name (default: the configuration's reference or paired-fixed)")
+    train.add_argument("--split", type=int, default=0, help="split index within the regime (default 0)")
+    train.add_argument("--seed", type=int, help="training seed (default: the regime's first seed for the split)")
+    train.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="default: cpu")
+    train.add_argument("--config", help="settings TOML (default: the packaged configs/default.toml)")
+    train.add_argument("--configurations", help="configuration table TOML (default: the packaged one)")
+    train.add_argument("--cache", help="image cache folder (default: $CTXRAY_CACHE or ~/.cache/ctxray-bench)")
+    train.add_argument("--teachers", help="folder to cache trained teachers in (default: memory only)")
+    train.set_defaults(handler=_cmd_train)
     return parser
 
 

@@ -88,13 +88,65 @@ def real_data_root() -> Path:
 
 @pytest.fixture
 def paired_rows() -> list[dict[str, object]]:
-    """A small paired cohort: 6 positive and 3 negative patients, each with X-ray and CT images."""
+    """A small paired cohort: 6 positive and 3 negative paired patients and one X-ray-only patient (xr0)."""
+    return paired_cohort_rows(extra_ct_patients=0, extra_xray_patients=1)
+
+def paired_cohort_rows(positives: int = 6, negatives: int = 3, extra_ct_patients: int = 2,
+                       extra_xray_patients: int = 3) -> list[dict[str, object]]:
+    """Paired patients (2 X-rays + 2 CTs each) plus CT-only and X-ray-only patients."""
     rows = []
-    for p in range(9):
-        finding = "Pneumonia/Viral/COVID-19" if p < 6 else "No Finding"
-        rows.append(row(f"p{p}", "X-ray", finding, f"x{p}-a.png", offset="2"))
-        rows.append(row(f"p{p}", "X-ray", finding, f"x{p}-b.png", offset="9"))
-        rows.append(row(f"p{p}", "CT", finding, f"c{p}-a.png", offset="1"))
-        rows.append(row(f"p{p}", "CT", finding, f"c{p}-b.png", offset="8"))
-    rows.append(row("solo", "X-ray", "No Finding", "solo.png"))
+    for p in range(positives + negatives):
+        finding = "Pneumonia/Viral/COVID-19" if p < positives else "No Finding"
+        rows += [row(f"p{p}", "X-ray", finding, f"x{p}-a.png", offset="2"),
+                 row(f"p{p}", "X-ray", finding, f"x{p}-b.png", offset="9"),
+                 row(f"p{p}", "CT", finding, f"c{p}-a.png", offset="1"),
+                 row(f"p{p}", "CT", finding, f"c{p}-b.png", offset="8")]
+    for p in range(extra_ct_patients):
+        rows.append(row(f"ct{p}", "CT", "Pneumonia/Viral/COVID-19" if p % 2 else "No Finding", f"ct{p}.png"))
+    for p in range(extra_xray_patients):
+        rows.append(row(f"xr{p}", "X-ray", "Pneumonia/Viral/COVID-19" if p % 2 else "No Finding", f"xr{p}.png"))
     return rows
+
+
+@pytest.fixture(scope="session")
+def small_prepared(tmp_path_factory: pytest.TempPathFactory):
+    """A prepared synthetic cohort at 32 x 32 (MC: 2 resamples of k = 3) for engine tests."""
+    from benchmark.config import Settings
+    from benchmark.pipeline import prepare_data
+
+    root = tmp_path_factory.mktemp("small-cohort")
+    (root / "images").mkdir()
+    rows = paired_cohort_rows()
+    with (root / "metadata.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for n, r in enumerate(rows):
+            writer.writerow({k: v for k, v in r.items() if not k.startswith("_")})
+            write_image(root / "images" / str(r["filename"]), size=(48, 48), seed=n)
+    settings = Settings.model_validate({"data": {"image_size": 32},
+                                        "splits": {"monte_carlo_resamples": 2, "monte_carlo_val_patients": 3}})
+    cache = ImageCache(tmp_path_factory.mktemp("small-cache"), settings.data.image_size)
+    return prepare_data(root, settings, cache), cache
+
+
+@pytest.fixture
+def engine_factory(small_prepared, tmp_path: Path):
+    """Build an Engine on the small cohort; `teacher_root` None keeps teachers in memory only."""
+    from benchmark.engine import Engine
+    from benchmark.imaging import ImageBank
+    from benchmark.teachers import TeacherStore
+
+    prepared, cache = small_prepared
+
+    def _make(teacher_root: Path | None = None) -> Engine:
+        return Engine(prepared, ImageBank(cache), TeacherStore(teacher_root))
+
+    return _make
+
+
+def fast(configuration, epochs: int = 1):
+    """A configuration trained for `epochs` epochs, its teacher too, to keep tests quick."""
+    overrides: dict[str, object] = {"training": {"epochs": epochs}}
+    if configuration.teacher is not None:
+        overrides["teacher"] = {"training": {"epochs": epochs}}
+    return configuration.with_overrides(configuration.name, overrides)

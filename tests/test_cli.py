@@ -60,3 +60,21 @@ def test_a_cohort_too_small_for_the_paired_regimes_still_prints(write_cohort: Co
     root = write_cohort([row("1", "X-ray", "No Finding", "a.png"), row("1", "CT", "No Finding", "b.png")])
     assert main(["cohorts", "--data", str(root), "--cache", str(tmp_path / "c")]) == 0
     assert "paired-monte-carlo: not drawn" in capsys.readouterr().out
+
+
+def test_train_runs_one_configuration_and_prints_its_predictions(write_cohort: CohortWriter, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    from tests.conftest import paired_cohort_rows
+
+    root = write_cohort(paired_cohort_rows())
+    code = main(["train", "plain-ct-kd", "--data", str(root), "--cache", str(tmp_path / "c"),
+                 "--regime", "paired-monte-carlo", "--split", "1", "--teachers", str(tmp_path / "t")])
+    out = capsys.readouterr().out
+    assert code == 0 and "paired/monte-carlo/1-" in out and "(seed 1001, device cpu)" in out
+    assert "teacher" in out and "P(COVID-19)" in out
+
+
+def test_train_refuses_an_unknown_configuration(write_cohort: CohortWriter, paired_rows: list, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "nope", "--data", str(write_cohort(paired_rows)), "--cache", str(tmp_path / "c")]) == 2
+    assert "unknown configuration 'nope'" in capsys.readouterr().err

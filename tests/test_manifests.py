@@ -56,7 +56,7 @@ def test_paired_manifest_holds_only_xrays_of_patients_with_ct(write_cohort: Coho
                                                                paired_rows: list) -> None:
     manifests = build_manifests(build_cohort(write_cohort(paired_rows), cache).records)
     paired = manifests["paired"]
-    assert "solo" not in paired.patient_labels() and "solo" in manifests["all-xray"].patient_labels()
+    assert "xr0" not in paired.patient_labels() and "xr0" in manifests["all-xray"].patient_labels()
     assert all(p.xray.patient_id == p.ct.patient_id for p in paired.pairs or [])
     # x*-a (offset 2) matches c*-a (offset 1); x*-b (offset 9) matches c*-b (offset 8).
     assert {(p.xray.image_id[-6:], p.ct.image_id[-6:], p.offset_gap) for p in paired.pairs or []} == {
