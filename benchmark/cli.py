@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -176,6 +177,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.runner import RunRequest, run_profile
+    from benchmark.store import ResultsStore
+    from benchmark.summary import write_summary
+
+    out = Path(args.out or f"results/{args.profile}")
+    request = RunRequest(
+        data_root=resolve_data_root(args.data), profile=args.profile, out=out, workers=args.workers,
+        device=args.device, settings_path=args.config, configurations_path=args.configurations,
+        matrix_path=args.matrix, cache_root=args.cache, teacher_root=args.teachers,
+        progress=not args.quiet and sys.stderr.isatty())
+    outcome = run_profile(request)
+    records = ResultsStore(out).load_all()
+    summary = write_summary(records, out / "summary.csv")
+    print(f"{args.profile}: {outcome.total} runs; {outcome.skipped} already stored, {outcome.executed} run now, "
+          f"{len(outcome.failures)} failed, in {outcome.seconds:.1f} s")
+    for run_id, error in outcome.failures.items():
+        print(f"  FAILED {run_id}: {error}", file=sys.stderr)
+    print(f"summary: {summary}")
+    return 1 if outcome.failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="ctxray-bench", description=__doc__)
@@ -203,6 +226,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cache", help="image cache folder (default: $CTXRAY_CACHE or ~/.cache/ctxray-bench)")
     train.add_argument("--teachers", help="folder to cache trained teachers in (default: memory only)")
     train.set_defaults(handler=_cmd_train)
+
+    run = commands.add_parser("run", help="run a profile of the experiment matrix into a results store")
+    run.add_argument("--data", help="data root with metadata.csv and images/ (default: $CTXRAY_DATA)")
+    run.add_argument("--profile", default="paper", help="profile of the matrix (default: paper)")
+    run.add_argument("--out", help="output folder: store, summary, report (default: results/PROFILE)")
+    run.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                     help="parallel local worker processes (default: one per CPU)")
+    run.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="default: cpu")
+    run.add_argument("--config", help="settings TOML (default: the packaged configs/default.toml)")
+    run.add_argument("--configurations", help="configuration table TOML (default: the packaged one)")
+    run.add_argument("--matrix", help="experiment matrix TOML (default: the packaged configs/matrix.toml)")
+    run.add_argument("--cache", help="image cache folder (default: $CTXRAY_CACHE or ~/.cache/ctxray-bench)")
+    run.add_argument("--teachers", help="teacher cache folder (default: OUT/teachers)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(handler=_cmd_run)
     return parser
 
 

@@ -42,6 +42,14 @@ class Configuration(BaseModel):
     loss: LossConfig = Field(default_factory=LossConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_derived_fields(cls, data: Any) -> Any:
+        """Accept a dump of itself: derived (computed) fields are recomputed, never read back."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if k not in cls.model_computed_fields}
+        return data
+
     @model_validator(mode="after")
     def _coherent(self) -> Configuration:
         if self.kind == "late-fusion" and (self.teacher is not None or self.manifest != "paired"):
@@ -85,17 +93,16 @@ class Configuration(BaseModel):
 
     def with_overrides(self, name: str, overrides: dict[str, Any]) -> Configuration:
         """A variant of this configuration under a new name, with nested fields replaced (validated)."""
-        data = self.model_dump(exclude={"input_modality", "inference_inputs", "reads_ct_at_inference",
-                                        "deployable"})
-        return Configuration.model_validate(_merge(data, {**overrides, "name": name}))
+        data = self.model_dump()
+        return Configuration.model_validate(merge_overrides(data, {**overrides, "name": name}))
 
 
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Recursive dict merge; override values win."""
     merged = dict(base)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_overrides(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -111,7 +118,7 @@ def _resolve_network(spec: Any, networks: dict[str, dict[str, Any]], where: str)
     base = spec.pop("base", None)
     if base is not None and base not in networks:
         raise ConfigError(f"{where}: unknown network {base!r}; declared: {', '.join(networks)}")
-    return _merge(networks.get(base, {}) if base else {}, spec)
+    return merge_overrides(networks.get(base, {}) if base else {}, spec)
 
 
 def load_configurations(path: Path | str | None = None) -> dict[str, Configuration]:
@@ -128,12 +135,12 @@ def load_configurations(path: Path | str | None = None) -> dict[str, Configurati
         where = f"{source}: configurations[{index}] ({entry.get('name', '?')})"
         data = dict(entry)
         data["network"] = _resolve_network(data.get("network", {}), networks, where)
-        data["training"] = _merge(defaults.get("training", {}), data.get("training", {}))
-        data["loss"] = _merge(defaults.get("loss", {}), data.get("loss", {}))
+        data["training"] = merge_overrides(defaults.get("training", {}), data.get("training", {}))
+        data["loss"] = merge_overrides(defaults.get("loss", {}), data.get("loss", {}))
         if isinstance(data.get("teacher"), dict):
             teacher = dict(data["teacher"])
             teacher["network"] = _resolve_network(teacher.get("network", {}), networks, where + ".teacher")
-            teacher["training"] = _merge(defaults.get("training", {}), teacher.get("training", {}))
+            teacher["training"] = merge_overrides(defaults.get("training", {}), teacher.get("training", {}))
             data["teacher"] = teacher
         try:
             configuration = Configuration.model_validate(data)

@@ -39,6 +39,7 @@ class TeacherUse:
     modality: str
     seed: int
     training_patients: tuple[str, ...]
+    training_images: int
     train_seconds: float
     steps: int
     from_cache: bool
@@ -135,7 +136,8 @@ class Engine:
             if configuration.teacher is not None:
                 teacher = self.teacher_for(configuration, split)
                 teacher_use = TeacherUse(teacher.teacher_id, teacher.modality, teacher.seed,
-                                         teacher.training_patients, teacher.train_seconds, teacher.steps,
+                                         teacher.training_patients, len(teacher.training_images),
+                                         teacher.train_seconds, teacher.steps,
                                          teacher.from_cache)
                 teacher_channels = {f"stage{i}": w for i, w in enumerate(configuration.teacher.network.widths, 1)}
             objective = Objective(configuration.loss, inverse_frequency_weights(labels),

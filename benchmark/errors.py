@@ -44,3 +44,7 @@ class CacheError(CtxrayError):
 
 class LeakageError(CtxrayError):
     """A model would train on a patient of the validation set it is evaluated on (directly or via a teacher)."""
+
+
+class StoreError(CtxrayError):
+    """A results store is unreadable, incomplete, or belongs to other data."""

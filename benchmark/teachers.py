@@ -111,7 +111,7 @@ class TeacherStore:
 
     def _paths(self, key: str) -> tuple[Path, Path]:
         assert self.root is not None
-        folder = self.root / "teachers" / key[:2]
+        folder = self.root / key[:2]
         return folder / f"{key}.pt", folder / f"{key}.json"
 
     def _save(self, teacher: TrainedTeacher) -> None:

@@ -147,7 +147,7 @@ def test_trained_teachers_are_reused_from_disk(engine_factory, tmp_path: Path) -
     assert (first.fitted.teacher.from_cache, second.fitted.teacher.from_cache) == (False, True)
     assert first.fitted.teacher.teacher_id == second.fitted.teacher.teacher_id
     assert scores(first) == scores(second)
-    assert len(list((tmp_path / "store" / "teachers").rglob("*.pt"))) == 1
+    assert len(list((tmp_path / "store").rglob("*.pt"))) == 1
 
 
 def test_teacher_identity_changes_with_its_training_patients(engine_factory) -> None:

@@ -1,0 +1,189 @@
+"""The experiment matrix as data (benchmark/configs/matrix.toml) and its expansion into run specifications.
+
+Expansion order for each block: configuration (with the profile's training overrides) -> variant
+overrides -> grid values -> every split of every regime -> every seed. A run specification's id
+is the sha256 of its configuration content (name and role excluded), split and seed, so the same
+run declared by two blocks (e.g. `progressive-plain` and `plain-ct-kd`) is one run that carries
+both names and both blocks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from benchmark.config import Settings
+from benchmark.configurations import Configuration, merge_overrides
+from benchmark.errors import ConfigError
+from benchmark.schemas import Regime, Split
+
+DEFAULT_MATRIX = Path(__file__).parent / "configs" / "matrix.toml"
+RegimeName = Literal["reference", "paired-fixed", "paired-monte-carlo", "paired-exhaustive"]
+_REFERENCE_REGIME = {"all-xray": "reference-all-xray", "all-ct": "reference-all-ct"}
+
+
+class Variant(BaseModel):
+    """A named configuration derived from a base one by nested overrides."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    base: str
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class Block(BaseModel):
+    """A group of runs with one purpose: configurations/variants x grid x regimes x seeds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    purpose: str
+    configurations: list[str] = Field(default_factory=list)
+    variants: list[Variant] = Field(default_factory=list)
+    regimes: list[RegimeName] = Field(min_length=1)
+    seeds: list[int] | None = Field(default=None, description="replaces each regime's training seeds")
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted path -> values, crossed")
+
+
+class Profile(BaseModel):
+    """A named experiment matrix, with settings and training overrides that apply to all its runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str
+    settings: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict, description="overrides of every student's training")
+    teacher_training: dict[str, Any] = Field(default_factory=dict, description="overrides of every teacher's")
+    blocks: list[Block] = Field(min_length=1)
+
+    def apply_settings(self, settings: Settings) -> Settings:
+        """The run settings: `settings` with this profile's overrides."""
+        return Settings.model_validate(merge_overrides(settings.model_dump(), self.settings))
+
+
+class RunSpec(BaseModel):
+    """One run to execute: a configuration on a split with a seed, with every name and block it serves."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    names: tuple[str, ...]
+    blocks: tuple[str, ...]
+    regime: str
+    configuration: Configuration
+    split: Split
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """The first name this run was declared under."""
+        return self.names[0]
+
+
+def run_id(configuration: Configuration, split: Split, seed: int) -> str:
+    """Stable id: sha256 of the configuration's content (not its name), the split and the seed."""
+    content = configuration.model_dump(mode="json", exclude={"name", "role", "tier"})
+    identity = {"configuration": content, "split": split.model_dump(mode="json", exclude={"split_id"}),
+                "seed": seed}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:20]
+
+
+def load_profile(name: str, path: Path | str | None = None) -> Profile:
+    """The named profile of the matrix file (default: the packaged one); ConfigError when absent or invalid."""
+    source = Path(path) if path is not None else DEFAULT_MATRIX
+    try:
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read the experiment matrix: {exc}") from exc
+    profiles = raw.get("profiles", {})
+    if name not in profiles:
+        raise ConfigError(f"{source}: no profile {name!r}; declared: {', '.join(profiles) or 'none'}")
+    try:
+        return Profile.model_validate({"name": name, **profiles[name]})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{source}: profile {name!r}: {problems}") from exc
+
+
+def _dotted(path: str, value: Any) -> dict[str, Any]:
+    """'loss.temperature', 2.0 -> {'loss': {'temperature': 2.0}}."""
+    result: Any = value
+    for key in reversed(path.split(".")):
+        result = {key: result}
+    return result
+
+
+def _grid_name(base: str, combination: dict[str, Any]) -> str:
+    if not combination:
+        return base
+    return base + "@" + ",".join(f"{path.rsplit('.', 1)[-1]}={value}" for path, value in combination.items())
+
+
+def _block_configurations(block: Block, profile: Profile, configurations: dict[str, Configuration]
+                          ) -> list[Configuration]:
+    """The block's configurations and variants after profile overrides, crossed with its grid."""
+    where = f"profile {profile.name!r}, block {block.name!r}"
+
+    def base(name: str) -> Configuration:
+        if name not in configurations:
+            raise ConfigError(f"{where}: unknown configuration {name!r}")
+        config = configurations[name]
+        overrides: dict[str, Any] = {"training": profile.training} if profile.training else {}
+        if config.teacher is not None and profile.teacher_training:
+            overrides["teacher"] = {"training": profile.teacher_training}
+        return config.with_overrides(name, overrides) if overrides else config
+
+    declared = [(name, base(name), {}) for name in block.configurations]
+    declared += [(v.name, base(v.base), v.overrides) for v in block.variants]
+    paths = list(block.grid)
+    combinations = [dict(zip(paths, values, strict=True)) for values in itertools.product(*block.grid.values())]
+    result = []
+    for name, config, overrides in declared:
+        for combination in combinations:
+            merged = dict(overrides)
+            for path, value in combination.items():
+                merged = merge_overrides(merged, _dotted(path, value))
+            try:
+                result.append(config.with_overrides(_grid_name(name, combination), merged) if merged or
+                              name != config.name else config)
+            except ValidationError as exc:
+                raise ConfigError(f"{where}: {name} {combination or ''}: {exc.errors()[0]['msg']}") from exc
+    return result
+
+
+def expand_profile(profile: Profile, configurations: dict[str, Configuration], regimes: list[Regime]
+                   ) -> list[RunSpec]:
+    """Every run of the profile, deduplicated by run id, in declaration order."""
+    by_name = {r.name: r for r in regimes}
+    specs: dict[str, RunSpec] = {}
+    for block in profile.blocks:
+        for config in _block_configurations(block, profile, configurations):
+            for regime_name in block.regimes:
+                actual = _REFERENCE_REGIME.get(config.manifest, "") if regime_name == "reference" else regime_name
+                regime = by_name.get(actual)
+                if regime is None:
+                    raise ConfigError(f"profile {profile.name!r}, block {block.name!r}: regime {actual or regime_name!r}"
+                                      f" for {config.name} is not available on this cohort")
+                if regime.manifest != config.manifest:
+                    raise ConfigError(f"block {block.name!r}: {config.name} trains on {config.manifest}, "
+                                      f"regime {regime.name} splits {regime.manifest}")
+                for split in regime.splits:
+                    for seed in block.seeds if block.seeds is not None else regime.seeds_for(split):
+                        rid = run_id(config, split, seed)
+                        known = specs.get(rid)
+                        if known is None:
+                            specs[rid] = RunSpec(run_id=rid, names=(config.name,), blocks=(block.name,),
+                                                 regime=regime.name, configuration=config, split=split, seed=seed)
+                        else:
+                            specs[rid] = known.model_copy(update={
+                                "names": tuple(dict.fromkeys([*known.names, config.name])),
+                                "blocks": tuple(dict.fromkeys([*known.blocks, block.name]))})
+    return list(specs.values())

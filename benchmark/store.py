@@ -1,0 +1,178 @@
+"""The results store: one JSON file per finished run, written atomically, plus the store's manifest.
+
+Layout of an output folder:
+    store.json            what the store holds: profile, settings, data identity, cohort summary,
+                          regimes (every split), the expanded run ids, code version
+    runs/<run_id>.json    one finished run: its specification, split hash, data hash, code version,
+                          seed, teacher provenance, timings, per-case predictions and metrics
+    teachers/             the teacher cache used by the runs
+A run file exists only once the run has finished (temp file + rename), so an interrupted run
+loses at most the runs in flight, and a rerun skips every run whose file exists.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+
+from benchmark import __version__
+from benchmark.atomic import write_atomically
+from benchmark.config import Settings
+from benchmark.errors import StoreError
+from benchmark.matrix import Profile, RunSpec
+from benchmark.metrics import Metrics
+from benchmark.schemas import CasePrediction, CohortSummary, Regime
+
+STORE_SCHEMA_VERSION = 1
+
+
+class DataIdentity(BaseModel):
+    """Which data a store was computed on."""
+
+    data_root: str
+    metadata_sha256: str
+    image_list_sha256: str
+
+    def same_data(self, other: DataIdentity) -> bool:
+        """True when both hashes agree (the folder may have moved)."""
+        return (self.metadata_sha256, self.image_list_sha256) == (other.metadata_sha256, other.image_list_sha256)
+
+
+class TeacherProvenance(BaseModel):
+    """The teacher a run distilled from and exactly which patients and images trained it."""
+
+    teacher_id: str
+    modality: str
+    seed: int
+    training_patients: list[str]
+    training_images: int
+    steps: int
+    train_seconds: float
+
+
+class FitSummary(BaseModel):
+    """What training did: optimiser steps, epochs, images, and each epoch's mean loss terms."""
+
+    steps: int
+    epochs: int
+    train_images: int
+    seconds: float
+    epoch_terms: list[dict[str, float]]
+
+
+class RunRecord(BaseModel):
+    """Everything about one finished run, enough to recompute every number reported from it."""
+
+    schema_version: int = STORE_SCHEMA_VERSION
+    spec: RunSpec
+    val_hash: str
+    train_patients: list[str]
+    data: DataIdentity
+    code_version: str
+    torch_version: str
+    device: str
+    threads: int
+    teacher: TeacherProvenance | None
+    fit: FitSummary
+    timings: dict[str, float]
+    predictions: list[CasePrediction]
+    metrics: Metrics
+    finished_at: str
+
+
+class StoreManifest(BaseModel):
+    """The store's own description: what was asked for, on which data, with which code."""
+
+    schema_version: int = STORE_SCHEMA_VERSION
+    profile: Profile
+    settings: Settings
+    data: DataIdentity
+    code_version: str
+    created_at: str
+    cohort: CohortSummary
+    regimes: list[Regime]
+    run_ids: list[str] = Field(description="every run the profile expands to, in declaration order")
+
+
+def code_version() -> str:
+    """Package version, plus the git commit (and `-dirty`) when run from a git checkout."""
+    try:
+        root = Path(__file__).resolve().parent.parent
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        return f"{__version__}+g{commit}{'-dirty' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def now() -> str:
+    """The current UTC time in ISO 8601."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class ResultsStore:
+    """Reads and writes one output folder's store.json and runs/*.json."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.runs_dir = self.root / "runs"
+        self.manifest_path = self.root / "store.json"
+
+    def open(self, manifest: StoreManifest) -> None:
+        """Create the store, or check that an existing one was computed on the same data and code schema."""
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        for partial in self.runs_dir.glob(".*.tmp"):
+            partial.unlink(missing_ok=True)  # a write interrupted by a kill
+        if self.manifest_path.exists():
+            existing = self.manifest()
+            if not existing.data.same_data(manifest.data):
+                raise StoreError(f"{self.manifest_path}: this store was computed on other data "
+                                 f"(metadata sha256 {existing.data.metadata_sha256[:12]}..., now "
+                                 f"{manifest.data.metadata_sha256[:12]}...); use another --out")
+            if existing.schema_version != manifest.schema_version:
+                raise StoreError(f"{self.manifest_path}: store schema {existing.schema_version}, "
+                                 f"this code writes {manifest.schema_version}; use another --out")
+            manifest = manifest.model_copy(update={"created_at": existing.created_at})
+        write_atomically(self.manifest_path, manifest.model_dump_json(indent=1).encode("utf-8"))
+
+    def manifest(self) -> StoreManifest:
+        """The store's manifest; StoreError when absent or invalid."""
+        try:
+            return StoreManifest.model_validate_json(self.manifest_path.read_bytes())
+        except FileNotFoundError as exc:
+            raise StoreError(f"{self.manifest_path}: no results store here (run `ctxray-bench run` first)") from exc
+        except ValidationError as exc:
+            raise StoreError(f"{self.manifest_path}: not a valid store manifest: {exc.errors()[0]['msg']}") from exc
+
+    def run_path(self, run_id: str) -> Path:
+        """Where the record of `run_id` lives."""
+        return self.runs_dir / f"{run_id}.json"
+
+    def finished_ids(self) -> set[str]:
+        """Ids of every run whose record is on disk."""
+        return {p.stem for p in self.runs_dir.glob("*.json")} if self.runs_dir.exists() else set()
+
+    def write(self, record: RunRecord) -> Path:
+        """Write one run's record atomically; returns its path."""
+        path = self.run_path(record.spec.run_id)
+        write_atomically(path, record.model_dump_json().encode("utf-8"))
+        return path
+
+    def load(self, run_id: str) -> RunRecord:
+        """One run's record; StoreError naming the file when unreadable."""
+        path = self.run_path(run_id)
+        try:
+            return RunRecord.model_validate_json(path.read_bytes())
+        except (OSError, ValidationError, json.JSONDecodeError) as exc:
+            raise StoreError(f"{path}: unreadable run record: {exc}") from exc
+
+    def load_all(self) -> list[RunRecord]:
+        """Every finished run of the manifest's run list, in declaration order."""
+        finished = self.finished_ids()
+        return [self.load(rid) for rid in self.manifest().run_ids if rid in finished]
