@@ -10,6 +10,8 @@ Metrics Reloaded's advice to decide and state what happens when a metric is unde
 - MCC with a zero denominator (one class predicted or present) is 0, flagged `mcc_undefined`;
 - all predictions in one class: flags `all_predicted_positive` / `all_predicted_negative`.
 No metric is ever NaN: every value is a number or an explicit None with a flag.
+Metrics at the reporting threshold come from scikit-learn; the 21-point threshold sweep uses the
+same definitions computed from confusion counts (tests check it against scikit-learn).
 """
 
 from __future__ import annotations
@@ -83,10 +85,8 @@ class Metrics(BaseModel):
     sweep: list[ThresholdPoint] = Field(default_factory=list)
 
 
-def _threshold_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float
-                       ) -> tuple[dict[str, float | None], np.ndarray, set[MetricFlag]]:
-    predicted = (scores >= threshold).astype(int)
-    (tn, fp), (fn, tp) = confusion_matrix(labels, predicted, labels=[0, 1])
+def _rates(tn: int, fp: int, fn: int, tp: int) -> tuple[dict[str, float | None], set[MetricFlag]]:
+    """Threshold metrics from confusion counts (the sweep's fast path; equal to scikit-learn's, tested)."""
     flags: set[MetricFlag] = set()
     sensitivity = tp / (tp + fn) if tp + fn else None
     specificity = tn / (tn + fp) if tn + fp else None
@@ -95,20 +95,32 @@ def _threshold_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float
     if specificity is None:
         flags.add(MetricFlag.NO_NEGATIVE_CASES)
     defined = [v for v in (sensitivity, specificity) if v is not None]
-    f1_undefined = (2 * tp + fp + fn == 0) or (2 * tn + fp + fn == 0)
-    if f1_undefined:
+    f1_positive = 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else 0.0
+    f1_negative = 2 * tn / (2 * tn + fp + fn) if 2 * tn + fp + fn else 0.0
+    if not (2 * tp + fp + fn) or not (2 * tn + fp + fn):
         flags.add(MetricFlag.F1_ZERO_DIVISION)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        macro_f1 = float(f1_score(labels, predicted, labels=[0, 1], average="macro", zero_division=0))
-    values: dict[str, float | None] = {
-        "sensitivity": None if sensitivity is None else float(sensitivity),
-        "specificity": None if specificity is None else float(specificity),
+    total = tn + fp + fn + tp
+    return {
+        "sensitivity": sensitivity, "specificity": specificity,
         "balanced_accuracy": float(np.mean(defined)) if defined else 0.0,
-        "macro_f1": macro_f1,
-        "positive_prediction_rate": float(predicted.mean()) if len(predicted) else 0.0,
-    }
-    return values, np.array([tn, fp, fn, tp]), flags
+        "macro_f1": (f1_positive + f1_negative) / 2,
+        "positive_prediction_rate": (tp + fp) / total if total else 0.0,
+    }, flags
+
+
+def sweep(labels: np.ndarray, scores: np.ndarray) -> list[ThresholdPoint]:
+    """Threshold-dependent metrics at every threshold of SWEEP_THRESHOLDS."""
+    points = []
+    positive = labels == 1
+    for t in SWEEP_THRESHOLDS:
+        predicted = scores >= t
+        tp = int(np.sum(predicted & positive))
+        fp = int(np.sum(predicted & ~positive))
+        fn = int(np.sum(~predicted & positive))
+        tn = int(np.sum(~predicted & ~positive))
+        values, _ = _rates(tn, fp, fn, tp)
+        points.append(ThresholdPoint(threshold=t, **values))  # type: ignore[arg-type]
+    return points
 
 
 def compute_metrics(predictions: Sequence[CasePrediction], threshold: float = 0.5) -> Metrics:
@@ -119,8 +131,12 @@ def compute_metrics(predictions: Sequence[CasePrediction], threshold: float = 0.
     scores = np.array([p.score for p in predictions], dtype=float)
     if not np.all(np.isfinite(scores)):
         raise ValueError("a prediction score is not a finite number")
-    values, (tn, fp, fn, tp), flags = _threshold_metrics(labels, scores, threshold)
     predicted = (scores >= threshold).astype(int)
+    (tn, fp), (fn, tp) = confusion_matrix(labels, predicted, labels=[0, 1])
+    values, flags = _rates(int(tn), int(fp), int(fn), int(tp))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        values["macro_f1"] = float(f1_score(labels, predicted, labels=[0, 1], average="macro", zero_division=0))
     if predicted.all():
         flags.add(MetricFlag.ALL_PREDICTED_POSITIVE)
     if not predicted.any():
@@ -133,16 +149,12 @@ def compute_metrics(predictions: Sequence[CasePrediction], threshold: float = 0.
     both_classes = 0 < labels.sum() < len(labels)
     roc_auc = float(roc_auc_score(labels, scores)) if both_classes else None
     pr_auc = float(average_precision_score(labels, scores)) if labels.sum() > 0 else None
-    sweep = []
-    for t in SWEEP_THRESHOLDS:
-        point, _, _ = _threshold_metrics(labels, scores, t)
-        sweep.append(ThresholdPoint(threshold=t, **point))  # type: ignore[arg-type]
     metrics = Metrics(
         threshold=threshold, cases=len(labels), patients=len({p.patient_id for p in predictions}),
         positives=int(labels.sum()), negatives=int(len(labels) - labels.sum()),
         tp=int(tp), fp=int(fp), tn=int(tn), fn=int(fn),
         accuracy=float(accuracy_score(labels, predicted)), mcc=mcc, roc_auc=roc_auc, pr_auc=pr_auc,
-        flags=sorted(flags), sweep=sweep, **values)  # type: ignore[arg-type]
+        flags=sorted(flags), sweep=sweep(labels, scores), **values)  # type: ignore[arg-type]
     _assert_no_nan(metrics)
     return metrics
 

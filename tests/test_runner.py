@@ -1,0 +1,122 @@
+"""The runner end to end on a synthetic cohort: stored runs, summary, resume after kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmark.errors import StoreError
+from benchmark.metrics import compute_metrics
+from benchmark.runner import RunRequest, run_profile
+from benchmark.store import ResultsStore
+from benchmark.summary import summary_frame
+from benchmark.synthetic import write_synthetic_cohort
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synthetic_cohort(tmp_path_factory.mktemp("synthetic") / "data", size=48)
+
+
+@pytest.fixture(scope="module")
+def small_settings(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("settings") / "settings.toml"
+    path.write_text("[data]\nimage_size = 32\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def smoke_store(synthetic_root: Path, small_settings: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("smoke-out")
+    cache = tmp_path_factory.mktemp("cache")
+    request = RunRequest(data_root=synthetic_root, profile="smoke", out=out, workers=2, settings_path=small_settings,
+                         cache_root=cache, progress=False)
+    return request, run_profile(request)
+
+
+def test_the_smoke_profile_stores_every_run(smoke_store) -> None:
+    request, outcome = smoke_store
+    store = ResultsStore(request.out)
+    assert outcome.failures == {} and outcome.executed == outcome.total > 0
+    assert store.finished_ids() == set(store.manifest().run_ids)
+
+
+def test_a_stored_run_holds_everything_needed_to_trace_and_recompute_it(smoke_store) -> None:
+    request, _ = smoke_store
+    store = ResultsStore(request.out)
+    manifest = store.manifest()
+    for record in store.load_all():
+        assert record.val_hash == record.spec.split.val_hash
+        assert record.data.same_data(manifest.data) and record.code_version == manifest.code_version
+        assert record.metrics == compute_metrics(record.predictions)
+        assert {p.patient_id for p in record.predictions} == set(record.spec.split.val_patients)
+        assert not set(record.train_patients) & set(record.spec.split.val_patients)
+        if record.teacher is not None:
+            assert not set(record.teacher.training_patients) & set(record.spec.split.val_patients)
+        assert record.timings["total"] > 0 and record.threads >= 1
+
+
+def test_a_rerun_skips_every_finished_run(smoke_store) -> None:
+    request, outcome = smoke_store
+    again = run_profile(request)
+    assert (again.skipped, again.executed) == (outcome.total, 0)
+
+
+def test_summary_has_a_row_per_configuration_and_regime_with_support(smoke_store) -> None:
+    request, _ = smoke_store
+    records = ResultsStore(request.out).load_all()
+    summary = summary_frame(records)
+    expected = {(n, r.spec.regime) for r in records for n in r.spec.names}
+    assert set(zip(summary["configuration"], summary["regime"], strict=True)) == expected
+    row = summary[(summary.configuration == "plain-ct-kd") & (summary.regime == "paired-monte-carlo")].iloc[0]
+    runs = [r for r in records if "plain-ct-kd" in r.spec.names and r.spec.regime == "paired-monte-carlo"]
+    assert row["runs"] == len(runs) and row["val_images_total"] == sum(r.metrics.cases for r in runs)
+    assert row["balanced_accuracy_mean"] == pytest.approx(sum(r.metrics.balanced_accuracy for r in runs) / len(runs))
+
+
+def test_a_store_of_other_data_is_refused(smoke_store, tmp_path: Path, small_settings: Path) -> None:
+    request, _ = smoke_store
+    other = write_synthetic_cohort(tmp_path / "other", size=48, seed=5)
+    with pytest.raises(StoreError, match="computed on other data"):
+        run_profile(RunRequest(data_root=other, profile="smoke", out=request.out, settings_path=small_settings,
+                               cache_root=tmp_path / "cache", progress=False))
+
+
+def test_a_killed_run_loses_only_runs_in_flight_and_a_rerun_finishes(synthetic_root: Path, small_settings: Path,
+                                                                   tmp_path: Path) -> None:
+    matrix = tmp_path / "matrix.toml"
+    matrix.write_text(
+        '[profiles.slow]\ndescription = "slow enough to kill"\ntraining = { epochs = 12 }\n'
+        'teacher_training = { epochs = 2 }\nsettings = { splits = { monte_carlo_resamples = 4, '
+        'monte_carlo_val_patients = 3 } }\n[[profiles.slow.blocks]]\nname = "b"\npurpose = "p"\n'
+        'configurations = ["student-only", "plain-ct-kd", "late-fusion"]\n'
+        'regimes = ["paired-fixed", "paired-monte-carlo"]\n')
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "benchmark.cli", "run", "--data", str(synthetic_root), "--profile", "slow",
+               "--matrix", str(matrix), "--config", str(small_settings), "--out", str(out), "--workers", "1",
+               "--cache", str(tmp_path / "cache"), "--quiet"]
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    runs = out / "runs"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(runs.glob("*.json"))) < 3:
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    survivors = {p.name: p.read_bytes() for p in runs.glob("*.json")}
+    total = len(ResultsStore(out).manifest().run_ids)
+    assert 3 <= len(survivors) < total
+
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert f"{len(survivors)} already stored, {total - len(survivors)} run now, 0 failed" in finished.stdout
+    assert len(list(runs.glob("*.json"))) == total and not list(runs.glob(".*.tmp"))
+    assert all((runs / name).read_bytes() == content for name, content in survivors.items())
+    assert not pd.read_csv(out / "summary.csv").empty
