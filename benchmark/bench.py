@@ -65,8 +65,9 @@ def matmul_peak_gflops(n: int = 2048, dtype: str = "float32", repeats: int = 5) 
     return 2 * n**3 / best / 1e9
 
 
-def training_step_rate(network: str, batch: int = 16, size: int = 128, steps: int = 20) -> tuple[float, float]:
-    """(training steps per second, FLOPs per step) of a configuration's network at `batch` x 1 x size x size."""
+def training_step_rate(network: str, batch: int = 16, size: int = 128, steps: int = 20,
+                       bf16: bool = False) -> tuple[float, float]:
+    """(training steps/s, FLOPs per step) of the teacher or student network at `batch` x 1 x size x size."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -84,8 +85,14 @@ def training_step_rate(network: str, batch: int = 16, size: int = 128, steps: in
     x = torch.randn(batch, 1, size, size, generator=generator)
     y = torch.randint(0, 2, (batch,), generator=generator)
 
+    model = model.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+
     def step() -> None:
-        loss, _ = objective(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            output = model(x)
+        output.logits = output.logits.float()
+        loss, _ = objective(output, y)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -105,11 +112,15 @@ def bench_training(data: Path, workdir: Path) -> list[Measurement]:
     peak = matmul_peak_gflops()
     bf16 = matmul_peak_gflops(n=512, dtype="bfloat16", repeats=1)  # small: bf16 can be very slow on AVX2-only CPUs
     print(f"  matmul peak: fp32 (2048) {peak:.0f} GFLOP/s; bf16 (512) {bf16:.1f} GFLOP/s")
+    rates = {}
     for network in ("teacher", "student"):
-        rate, flops = training_step_rate(network)
+        rates[network] = rate, flops = training_step_rate(network)
         achieved = rate * flops / 1e9
         print(f"  {network}: {rate:.1f} steps/s at batch 16, {flops / 1e9:.2f} GFLOP/step, "
               f"{achieved:.1f} GFLOP/s = {achieved / peak:.1%} of the matmul peak")
+    bf16_rate, _ = training_step_rate("teacher", steps=3, bf16=True)
+    print(f"  teacher with bf16 autocast: {bf16_rate:.2f} steps/s vs {rates['teacher'][0]:.1f} in fp32 "
+          f"({rates['teacher'][0] / bf16_rate:.1f}x); ctxray-bench trains in fp32")
     return []
 
 
@@ -141,8 +152,143 @@ def bench_smoke(data: Path, workdir: Path) -> list[Measurement]:
     return [Measurement("smoke: 9 configurations x 1 epoch", time.perf_counter() - start, 60.0)]
 
 
+def _engine(data: Path, cache_root: Path, teacher_root: Path | None = None):  # noqa: ANN202
+    from benchmark.config import load_settings
+    from benchmark.engine import Engine
+    from benchmark.imaging import ImageBank, ImageCache
+    from benchmark.pipeline import prepare_data
+    from benchmark.teachers import TeacherStore
+
+    settings = load_settings()
+    cache = ImageCache(cache_root, settings.data.image_size)
+    prepared = prepare_data(data, settings, cache)
+    return Engine(prepared, ImageBank(cache, settings.data.normalise_mean, settings.data.normalise_std),
+                  TeacherStore(teacher_root))
+
+
+def bench_units(data: Path, workdir: Path) -> list[Measurement]:
+    """Cache warm-up, cohort build (warm), one X-ray teacher training and one distilled student run."""
+    from benchmark.config import load_settings
+    from benchmark.configurations import load_configurations
+    from benchmark.imaging import ImageCache
+    from benchmark.pipeline import prepare_data
+
+    settings = load_settings()
+    start = time.perf_counter()
+    prepare_data(data, settings, ImageCache(workdir / "units-cache", settings.data.image_size))
+    warm_up = time.perf_counter() - start
+    start = time.perf_counter()
+    engine = _engine(data, workdir / "units-cache")
+    build = time.perf_counter() - start
+    configurations = load_configurations()
+    split = next(r for r in engine.prepared.regimes if r.name == "paired-fixed").splits[0]
+    start = time.perf_counter()
+    engine.teacher_for(configurations["same-modality-kd"], split)
+    teacher = time.perf_counter() - start
+    engine.teacher_for(configurations["plain-ct-kd"], split)
+    start = time.perf_counter()
+    engine.run(configurations["plain-ct-kd"], split, 42)
+    student = time.perf_counter() - start
+    return [Measurement("cache warm-up (decode all images)", warm_up, 60.0),
+            Measurement("cohort build, warm cache", build, 5.0),
+            Measurement("one X-ray teacher (5 epochs)", teacher, 60.0),
+            Measurement("one student run (plain-ct-kd)", student, 5.0)]
+
+
+def _flops_per_sample(configuration, image_size: int) -> dict[str, float]:  # noqa: ANN001
+    """Training (forward + backward) and forward FLOPs per sample of a configuration and of its teacher."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from benchmark.losses import Objective
+    from benchmark.models import build_classifier, build_late_fusion
+    from benchmark.training import derive_generator
+
+    x = torch.randn(2, 1, image_size, image_size)
+    labels = torch.tensor([0, 1])
+    generator = derive_generator(0, "init")
+    result: dict[str, float] = {}
+    teacher_output = None
+    teacher_channels = None
+    if configuration.teacher is not None:
+        teacher = build_classifier(configuration.teacher.network, generator)
+        with FlopCounterMode(display=False) as counter:
+            loss = torch.nn.functional.cross_entropy(teacher(x).logits, labels)
+            loss.backward()
+        result["teacher_train"] = counter.get_total_flops() / 2
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            teacher_output = teacher(x)
+        result["teacher_forward"] = counter.get_total_flops() / 2
+        teacher_channels = {f"stage{i}": w for i, w in enumerate(configuration.teacher.network.widths, 1)}
+    if configuration.kind == "late-fusion":
+        model = build_late_fusion(configuration.network, generator)
+        forward = lambda: model(x, x)  # noqa: E731
+    else:
+        model = build_classifier(configuration.network, generator)
+        forward = lambda: model(x)  # noqa: E731
+    objective = Objective(configuration.loss, torch.ones(2), has_teacher=teacher_output is not None,
+                          student_channels={f"stage{i}": w for i, w in enumerate(configuration.network.widths, 1)},
+                          teacher_channels=teacher_channels)
+    with FlopCounterMode(display=False) as counter:
+        loss, _ = objective(forward(), labels, teacher_output)
+        loss.backward()
+    result["train"] = counter.get_total_flops() / 2
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        forward()
+    result["forward"] = counter.get_total_flops() / 2
+    return result
+
+
+def matrix_flops(store_root: Path, image_size: int) -> tuple[float, float]:
+    """(student-side FLOPs, teacher-training FLOPs) of every stored run of a results store."""
+    from benchmark.store import ResultsStore
+
+    per_config: dict[str, dict[str, float]] = {}
+    student = 0.0
+    teachers: dict[str, float] = {}
+    for record in ResultsStore(store_root).load_all():
+        configuration = record.spec.configuration
+        key = configuration.model_dump_json(exclude={"name", "role", "tier"})
+        if key not in per_config:
+            per_config[key] = _flops_per_sample(configuration, image_size)
+        flops = per_config[key]
+        student += record.fit.train_images * record.fit.epochs * flops["train"]
+        student += record.metrics.cases * flops["forward"]
+        if record.teacher is not None:
+            student += record.fit.train_images * flops["teacher_forward"]
+            teachers[record.teacher.teacher_id] = (record.teacher.training_images *
+                                                   configuration.teacher.training.epochs * flops["teacher_train"])
+    return student, sum(teachers.values())
+
+
+def bench_paper(data: Path, workdir: Path) -> list[Measurement]:
+    """The whole paper profile as a user runs it, its store read-back, and the FLOP floor of the matrix."""
+    from benchmark.config import load_settings
+    from benchmark.store import ResultsStore
+    from benchmark.summary import summary_frame
+
+    out = workdir / "paper"
+    env = {**os.environ, "CTXRAY_CACHE": str(workdir / "cache")}
+    _time_cli(["cohorts", "--data", str(data)], env)  # warm the image cache first: cohorts is timed separately
+    wall = _time_cli(["run", "--data", str(data), "--profile", "paper", "--out", str(out), "--quiet"], env)
+    start = time.perf_counter()
+    records = ResultsStore(out).load_all()
+    summary_frame(records)
+    read_back = time.perf_counter() - start
+    student, teacher = matrix_flops(out, load_settings().data.image_size)
+    peak = matmul_peak_gflops()
+    floor = (student + teacher) / (peak * 1e9)
+    print(f"  paper profile: {len(records)} runs; training FLOPs {(student + teacher) / 1e12:.1f} TFLOP "
+          f"({teacher / 1e12:.1f} teacher training, {student / 1e12:.1f} students, teacher passes, evaluation)")
+    print(f"  floor = FLOPs / fp32 matmul peak ({peak:.0f} GFLOP/s) = {floor:.0f} s; measured {wall:.0f} s = "
+          f"{wall / floor:.2f} x floor (goal: <= 3 x)")
+    return [Measurement("paper profile, warm image cache", wall, 900.0),
+            Measurement("read the paper store + summary", read_back, 5.0)]
+
+
 STAGES: dict[str, Callable[[Path, Path], list[Measurement]]] = {
-    "cohorts": bench_cohorts, "training": bench_training, "smoke": bench_smoke}
+    "cohorts": bench_cohorts, "training": bench_training, "smoke": bench_smoke, "units": bench_units,
+    "paper": bench_paper}
 
 
 def main(argv: list[str] | None = None) -> int:
