@@ -178,6 +178,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.report import write_report
     from benchmark.runner import RunRequest, run_profile
     from benchmark.store import ResultsStore
     from benchmark.summary import write_summary
@@ -191,12 +192,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     outcome = run_profile(request)
     records = ResultsStore(out).load_all()
     summary = write_summary(records, out / "summary.csv")
+    report = write_report(out)
     print(f"{args.profile}: {outcome.total} runs; {outcome.skipped} already stored, {outcome.executed} run now, "
           f"{len(outcome.failures)} failed, in {outcome.seconds:.1f} s")
     for run_id, error in outcome.failures.items():
         print(f"  FAILED {run_id}: {error}", file=sys.stderr)
     print(f"summary: {summary}")
+    print(f"report: {report.resolve()}")
     return 1 if outcome.failures else 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from benchmark.report import write_report
+
+    target = write_report(Path(args.results), Path(args.out) if args.out else None)
+    print(f"report: {target.resolve()}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--teachers", help="teacher cache folder (default: OUT/teachers)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=_cmd_run)
+
+    report = commands.add_parser("report", help="render the HTML evidence report of a results store")
+    report.add_argument("--results", required=True, help="output folder of `ctxray-bench run`")
+    report.add_argument("--out", help="HTML file to write (default: RESULTS/report.html)")
+    report.set_defaults(handler=_cmd_report)
     return parser
 
 

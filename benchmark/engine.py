@@ -26,7 +26,7 @@ from benchmark.imaging import ImageBank
 from benchmark.losses import Objective, inverse_frequency_weights
 from benchmark.models import Classifier, LateFusion, build_classifier, build_late_fusion
 from benchmark.pipeline import PreparedData
-from benchmark.schemas import CasePrediction, ImageRecord, Modality, PairedRecord, Split
+from benchmark.schemas import CasePrediction, DeploymentProbe, ImageRecord, Modality, PairedRecord, Split
 from benchmark.teachers import TeacherStore, TrainedTeacher, check_no_leakage
 from benchmark.training import FitLog, TrainingSet, derive_generator, fit, forward_all, positive_scores
 
@@ -65,6 +65,7 @@ class RunOutput:
     predictions: list[CasePrediction]
     fitted: FittedRun
     seconds: dict[str, float] = field(default_factory=dict)
+    probe: DeploymentProbe | None = None
 
 
 def predict(model: Classifier | LateFusion, configuration: Configuration,
@@ -162,11 +163,26 @@ class Engine:
         fitted = self.fit(configuration, split, seed)
         trained = time.perf_counter()
         val = self.prepared.manifests[configuration.manifest].records_of(split.val_patients)
-        scores = predict(fitted.model, configuration, self.inputs_for(configuration, val))
+        inputs = self.inputs_for(configuration, val)
+        scores = predict(fitted.model, configuration, inputs)
+        probe = probe_ct_use(fitted.model, configuration, inputs, scores, seed) if "ct" in inputs and \
+            configuration.input_modality == "xray" else None
         predictions = [CasePrediction(patient_id=r.patient_id, image_id=r.image_id, label=r.label, score=float(s))
                        for r, s in zip(val, scores.tolist(), strict=True)]
         done = time.perf_counter()
         seconds = {"fit": trained - start, "predict": done - trained, "total": done - start}
         if fitted.teacher is not None:
             seconds["teacher_train"] = 0.0 if fitted.teacher.from_cache else fitted.teacher.train_seconds
-        return RunOutput(predictions, fitted, seconds)
+        return RunOutput(predictions, fitted, seconds, probe)
+
+
+def probe_ct_use(model: Classifier | LateFusion, configuration: Configuration, inputs: dict[Modality, Tensor],
+                 scores: Tensor, seed: int) -> DeploymentProbe:
+    """Re-predict with CT removed and with CT replaced by seeded noise; record the largest score change."""
+    noise = torch.randn(inputs["ct"].shape, generator=derive_generator(seed, "probe")) * 5
+    with_noise = predict(model, configuration, {**inputs, "ct": noise})
+    removed = None
+    if not configuration.reads_ct_at_inference:
+        removed = float((predict(model, configuration, {"xray": inputs["xray"]}) - scores).abs().max())
+    return DeploymentProbe(reads_ct_declared=configuration.reads_ct_at_inference, ct_removed_max_abs_diff=removed,
+                           ct_noise_max_abs_diff=float((with_noise - scores).abs().max()))

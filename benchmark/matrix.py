@@ -69,23 +69,41 @@ class Profile(BaseModel):
         return Settings.model_validate(merge_overrides(settings.model_dump(), self.settings))
 
 
+class Declaration(BaseModel):
+    """A block that declared a run, and the name it declared it under."""
+
+    model_config = ConfigDict(frozen=True)
+
+    block: str
+    name: str
+
+
 class RunSpec(BaseModel):
-    """One run to execute: a configuration on a split with a seed, with every name and block it serves."""
+    """One run to execute: a configuration on a split with a seed, with every (block, name) that declared it."""
 
     model_config = ConfigDict(frozen=True)
 
     run_id: str
-    names: tuple[str, ...]
-    blocks: tuple[str, ...]
+    declarations: tuple[Declaration, ...] = Field(min_length=1)
     regime: str
     configuration: Configuration
     split: Split
     seed: int
 
     @property
+    def names(self) -> tuple[str, ...]:
+        """Every name this run was declared under, first declaration first."""
+        return tuple(dict.fromkeys(d.name for d in self.declarations))
+
+    @property
+    def blocks(self) -> tuple[str, ...]:
+        """Every block that declared this run."""
+        return tuple(dict.fromkeys(d.block for d in self.declarations))
+
+    @property
     def name(self) -> str:
         """The first name this run was declared under."""
-        return self.names[0]
+        return self.declarations[0].name
 
 
 def run_id(configuration: Configuration, split: Split, seed: int) -> str:
@@ -159,6 +177,16 @@ def _block_configurations(block: Block, profile: Profile, configurations: dict[s
     return result
 
 
+def block_names(profile: Profile, specs: list[RunSpec]) -> dict[str, list[str]]:
+    """Block name -> the configuration names it declared, in declaration order."""
+    names: dict[str, list[str]] = {block.name: [] for block in profile.blocks}
+    for spec in specs:
+        for d in spec.declarations:
+            if d.name not in names.setdefault(d.block, []):
+                names[d.block].append(d.name)
+    return names
+
+
 def expand_profile(profile: Profile, configurations: dict[str, Configuration], regimes: list[Regime]
                    ) -> list[RunSpec]:
     """Every run of the profile, deduplicated by run id, in declaration order."""
@@ -178,12 +206,12 @@ def expand_profile(profile: Profile, configurations: dict[str, Configuration], r
                 for split in regime.splits:
                     for seed in block.seeds if block.seeds is not None else regime.seeds_for(split):
                         rid = run_id(config, split, seed)
+                        declaration = Declaration(block=block.name, name=config.name)
                         known = specs.get(rid)
                         if known is None:
-                            specs[rid] = RunSpec(run_id=rid, names=(config.name,), blocks=(block.name,),
-                                                 regime=regime.name, configuration=config, split=split, seed=seed)
-                        else:
-                            specs[rid] = known.model_copy(update={
-                                "names": tuple(dict.fromkeys([*known.names, config.name])),
-                                "blocks": tuple(dict.fromkeys([*known.blocks, block.name]))})
+                            specs[rid] = RunSpec(run_id=rid, declarations=(declaration,), regime=regime.name,
+                                                 configuration=config, split=split, seed=seed)
+                        elif declaration not in known.declarations:
+                            specs[rid] = known.model_copy(
+                                update={"declarations": (*known.declarations, declaration)})
     return list(specs.values())

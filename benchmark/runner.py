@@ -144,6 +144,7 @@ def execute_run(spec: RunSpec, engine: object, context: WorkerContext) -> RunRec
         fit=FitSummary(steps=fitted.fit_log.steps, epochs=fitted.fit_log.epochs, train_images=train_images,
                        seconds=fitted.fit_log.seconds, epoch_terms=fitted.fit_log.epoch_terms),
         timings=output.seconds, predictions=output.predictions, metrics=compute_metrics(output.predictions),
+        deployment_probe=output.probe,
         finished_at=now())
 
 

@@ -312,3 +312,13 @@ class CasePrediction(BaseModel):
     image_id: str
     label: Literal[0, 1]
     score: float = Field(ge=0.0, le=1.0)
+
+
+class DeploymentProbe(BaseModel):
+    """Evidence of CT use at inference: the largest score change with CT removed or replaced by noise."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reads_ct_declared: bool
+    ct_removed_max_abs_diff: float | None = Field(description="None: the model cannot run without CT")
+    ct_noise_max_abs_diff: float

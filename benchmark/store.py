@@ -25,7 +25,7 @@ from benchmark.config import Settings
 from benchmark.errors import StoreError
 from benchmark.matrix import Profile, RunSpec
 from benchmark.metrics import Metrics
-from benchmark.schemas import CasePrediction, CohortSummary, Regime
+from benchmark.schemas import CasePrediction, CohortSummary, DeploymentProbe, Regime
 
 STORE_SCHEMA_VERSION = 1
 
@@ -81,6 +81,8 @@ class RunRecord(BaseModel):
     timings: dict[str, float]
     predictions: list[CasePrediction]
     metrics: Metrics
+    deployment_probe: DeploymentProbe | None = Field(
+        default=None, description="paired configurations only: does the model's output depend on CT?")
     finished_at: str
 
 

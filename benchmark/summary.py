@@ -1,67 +1,104 @@
-"""The tidy summary: one row per configuration name x regime, mean and sd over runs, with support."""
+"""Aggregates over runs: one row per configuration name x regime, mean and sd over runs, with support.
+
+The summary CSV and every results table of the report are built from `aggregate`, so both show
+the same numbers, each traceable to the run ids it was computed from.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from pydantic import BaseModel
 
+from benchmark.atomic import write_atomically
 from benchmark.store import RunRecord
 
 SUMMARY_METRICS = ("balanced_accuracy", "macro_f1", "accuracy", "sensitivity", "specificity", "mcc", "pr_auc",
                    "roc_auc", "positive_prediction_rate")
 
 
-def runs_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
-    """One row per (run, name it serves): ids, regime, split, seed, support and every threshold-0.5 metric."""
-    rows = []
-    for record in records:
-        m = record.metrics
-        for name in record.spec.names:
-            rows.append({
-                "configuration": name, "regime": record.spec.regime, "run_id": record.spec.run_id,
-                "split_id": record.spec.split.split_id, "split_index": record.spec.split.index,
-                "seed": record.spec.seed, "blocks": ";".join(record.spec.blocks),
-                "val_patients": m.patients, "val_images": m.cases, "val_positive_images": m.positives,
-                "val_negative_images": m.negatives, "flags": ";".join(m.flags),
-                **{metric: getattr(m, metric) for metric in SUMMARY_METRICS},
-            })
-    return pd.DataFrame(rows)
+class Stat(BaseModel):
+    """Mean and sample sd (n - 1) of one metric over runs; n counts runs where the metric is defined."""
+
+    mean: float | None
+    sd: float | None
+    n: int
 
 
-def _span(values: pd.Series) -> str:
-    low, high = int(values.min()), int(values.max())
+class AggregateRow(BaseModel):
+    """A configuration name in a regime: statistics over its runs and their validation support."""
+
+    configuration: str
+    regime: str
+    runs: int
+    run_ids: list[str]
+    splits: int
+    seeds: list[int]
+    val_patients_per_run: str
+    val_images_per_run: str
+    val_images_total: int
+    val_positive_images_total: int
+    val_negative_images_total: int
+    stats: dict[str, Stat]
+
+
+def _span(values: Sequence[int]) -> str:
+    low, high = min(values), max(values)
     return str(low) if low == high else f"{low}-{high}"
 
 
+def stat(values: Sequence[float | None]) -> Stat:
+    """Mean and sd of the defined values."""
+    defined = [v for v in values if v is not None]
+    return Stat(mean=float(np.mean(defined)) if defined else None,
+                sd=float(np.std(defined, ddof=1)) if len(defined) > 1 else None, n=len(defined))
+
+
+def runs_of(records: Sequence[RunRecord], name: str, regime: str) -> list[RunRecord]:
+    """The runs declared under `name` in `regime`."""
+    return [r for r in records if name in r.spec.names and r.spec.regime == regime]
+
+
+def aggregate(records: Sequence[RunRecord], name: str, regime: str) -> AggregateRow | None:
+    """Statistics of `name` in `regime` over its runs; None when it has no run there."""
+    runs = runs_of(records, name, regime)
+    if not runs:
+        return None
+    metrics = [r.metrics for r in runs]
+    return AggregateRow(
+        configuration=name, regime=regime, runs=len(runs), run_ids=[r.spec.run_id for r in runs],
+        splits=len({r.val_hash for r in runs}), seeds=sorted({r.spec.seed for r in runs}),
+        val_patients_per_run=_span([m.patients for m in metrics]),
+        val_images_per_run=_span([m.cases for m in metrics]),
+        val_images_total=sum(m.cases for m in metrics),
+        val_positive_images_total=sum(m.positives for m in metrics),
+        val_negative_images_total=sum(m.negatives for m in metrics),
+        stats={metric: stat([getattr(m, metric) for m in metrics]) for metric in SUMMARY_METRICS})
+
+
+def all_aggregates(records: Sequence[RunRecord]) -> list[AggregateRow]:
+    """One aggregate per (name, regime) that has runs, in the order runs declare them."""
+    keys = dict.fromkeys((name, r.spec.regime) for r in records for name in r.spec.names)
+    return [row for name, regime in keys if (row := aggregate(records, name, regime)) is not None]
+
+
 def summary_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
-    """Mean and sd (n - 1) of each metric per configuration name and regime, beside its support."""
-    runs = runs_frame(records)
-    if runs.empty:
-        return pd.DataFrame()
+    """The tidy summary table: one row per configuration name x regime."""
     rows = []
-    for (name, regime), group in runs.groupby(["configuration", "regime"], sort=False):
-        row = {"configuration": name, "regime": regime, "runs": len(group),
-               "splits": group["split_id"].nunique(), "seeds": group["seed"].nunique(),
-               "val_patients_per_run": _span(group["val_patients"]),
-               "val_images_per_run": _span(group["val_images"]),
-               "val_images_total": int(group["val_images"].sum()),
-               "val_positive_images_total": int(group["val_positive_images"].sum()),
-               "val_negative_images_total": int(group["val_negative_images"].sum())}
-        for metric in SUMMARY_METRICS:
-            values = group[metric].dropna()
-            row[f"{metric}_mean"] = float(values.mean()) if len(values) else None
-            row[f"{metric}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else None
-            row[f"{metric}_n"] = len(values)
-        row["run_ids"] = ";".join(group["run_id"])
-        rows.append(row)
+    for row in all_aggregates(records):
+        flat = row.model_dump(exclude={"stats", "run_ids", "seeds"})
+        flat["seeds"] = ";".join(map(str, row.seeds))
+        for metric, s in row.stats.items():
+            flat.update({f"{metric}_mean": s.mean, f"{metric}_sd": s.sd, f"{metric}_n": s.n})
+        flat["run_ids"] = ";".join(row.run_ids)
+        rows.append(flat)
     return pd.DataFrame(rows)
 
 
 def write_summary(records: Sequence[RunRecord], path: Path) -> Path:
-    """Write the summary CSV (written to a temp name, then renamed)."""
-    from benchmark.atomic import write_atomically
-
+    """Write the summary CSV atomically."""
     write_atomically(path, summary_frame(records).to_csv(index=False, float_format="%.6g").encode("utf-8"))
     return path

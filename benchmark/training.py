@@ -46,10 +46,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-_PURPOSES = {"init": 1, "order": 2}
+_PURPOSES = {"init": 1, "order": 2, "probe": 3}
 
 
-def derive_generator(seed: int, purpose: Literal["init", "order"]) -> torch.Generator:
+def derive_generator(seed: int, purpose: Literal["init", "order", "probe"]) -> torch.Generator:
     """An independent CPU generator per (seed, purpose), so init and sample order never share a stream."""
     state = np.random.SeedSequence([seed, _PURPOSES[purpose]]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))

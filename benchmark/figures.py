@@ -1,0 +1,99 @@
+"""Report figures drawn with matplotlib and returned as SVG data URIs (self-contained, deterministic)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "ctxray-bench", "font.size": 9,
+                     "axes.spines.top": False, "axes.spines.right": False})
+
+
+def _data_uri(figure: plt.Figure) -> str:
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(figure)
+    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue().encode("utf-8")).decode("ascii")
+
+
+def bars_with_points(labels: Sequence[str], values: Sequence[Sequence[float]], ylabel: str, title: str) -> str:
+    """Bars of means with one dot per run (e.g. per seed); labels along x."""
+    figure, axes = plt.subplots(figsize=(max(4.0, 0.75 * len(labels) + 1.5), 3.2))
+    means = [float(np.mean(v)) if len(v) else np.nan for v in values]
+    axes.bar(range(len(labels)), means, color="#9ecae1", edgecolor="#3182bd", width=0.6)
+    for i, v in enumerate(values):
+        offsets = np.linspace(-0.15, 0.15, len(v)) if len(v) > 1 else [0.0]
+        axes.scatter(i + np.asarray(offsets), v, s=14, color="#08306b", zorder=3)
+    axes.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    axes.set_ylim(0, 1.05)
+    axes.axhline(0.5, color="grey", lw=0.8, ls=":")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    return _data_uri(figure)
+
+
+def paired_points(labels: Sequence[str], per_split: dict[str, dict[str, float]], ylabel: str, title: str) -> str:
+    """One point per split and configuration; grey lines join the same split across configurations."""
+    figure, axes = plt.subplots(figsize=(max(4.0, 0.75 * len(labels) + 1.5), 3.2))
+    for split, values in per_split.items():
+        xs = [i for i, label in enumerate(labels) if label in values]
+        axes.plot(xs, [values[labels[i]] for i in xs], color="#bdbdbd", lw=0.7, zorder=1)
+        axes.scatter(xs, [values[labels[i]] for i in xs], s=14, color="#08306b", zorder=3)
+    for i, label in enumerate(labels):
+        column = [v[label] for v in per_split.values() if label in v]
+        if column:
+            axes.scatter([i], [np.mean(column)], marker="_", s=400, color="#e6550d", zorder=4)
+    axes.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    axes.set_ylim(-0.05, 1.05)
+    axes.axhline(0.5, color="grey", lw=0.8, ls=":")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    return _data_uri(figure)
+
+
+def heatmaps(panels: dict[str, tuple[Sequence[float], Sequence[float], np.ndarray]], xlabel: str, ylabel: str,
+             title: str) -> str:
+    """One annotated heat map per panel: panel -> (x values, y values, matrix[y, x])."""
+    figure, axes_list = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.0), squeeze=False)
+    for axes, (name, (xs, ys, matrix)) in zip(axes_list[0], panels.items(), strict=True):
+        image = axes.imshow(matrix, vmin=0, vmax=1, cmap="viridis", origin="lower")
+        axes.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
+        axes.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
+        for (row, col), value in np.ndenumerate(matrix):
+            if np.isfinite(value):
+                axes.text(col, row, f"{value:.2f}", ha="center", va="center",
+                          color="white" if value < 0.6 else "black", fontsize=8)
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel(ylabel)
+        axes.set_title(name)
+    figure.colorbar(image, ax=axes_list[0].tolist(), shrink=0.8)
+    figure.suptitle(title)
+    return _data_uri(figure)
+
+
+def lines(series: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float] | None]], xlabel: str,
+          ylabel: str, title: str, *, log_x: bool = False) -> str:
+    """One line per series: name -> (x, mean, sd or None)."""
+    figure, axes = plt.subplots(figsize=(5.2, 3.2))
+    for name, (xs, means, sds) in series.items():
+        axes.plot(xs, means, marker="o", ms=3, label=name)
+        if sds is not None:
+            low = np.asarray(means) - np.nan_to_num(np.asarray(sds, dtype=float))
+            high = np.asarray(means) + np.nan_to_num(np.asarray(sds, dtype=float))
+            axes.fill_between(xs, low, high, alpha=0.15)
+    if log_x:
+        axes.set_xscale("log")
+    axes.set_ylim(-0.05, 1.05)
+    axes.axhline(0.5, color="grey", lw=0.8, ls=":")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.legend(fontsize=7, frameon=False, loc="best")
+    return _data_uri(figure)

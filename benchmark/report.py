@@ -1,0 +1,293 @@
+"""The evidence report: one self-contained HTML file rendered by Jinja2 from a results store only.
+
+Every results number in the page sits in an element carrying the metric, the statistic and the
+ids of the runs it was computed from (`data-metric`, `data-stat`, `data-runs`), and the whole
+report data is embedded as JSON, so the claim tests can recompute each number from the stored
+per-case predictions. Metadata text (findings, ids) is untrusted: templates are autoescaped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+from pydantic import BaseModel, Field
+
+from benchmark import figures
+from benchmark.atomic import write_atomically
+from benchmark.configurations import load_configurations
+from benchmark.evidence import FIXED, MONTE_CARLO, Evidence, evaluate_hypotheses
+from benchmark.matrix import block_names
+from benchmark.metrics import SWEEP_THRESHOLDS
+from benchmark.store import ResultsStore, RunRecord, StoreManifest, now
+from benchmark.summary import AggregateRow, aggregate, runs_of
+
+TEMPLATE_DIRS = (Path(__file__).parent / "templates", Path(__file__).resolve().parent.parent / "templates")
+TABLE_METRICS = ("balanced_accuracy", "macro_f1", "sensitivity", "specificity", "mcc", "pr_auc", "roc_auc",
+                 "positive_prediction_rate")
+METRIC_LABELS = {"balanced_accuracy": "BA", "macro_f1": "macro-F1", "sensitivity": "sens.", "specificity": "spec.",
+                 "mcc": "MCC", "pr_auc": "PR-AUC", "roc_auc": "ROC-AUC", "positive_prediction_rate": "PPR",
+                 "accuracy": "acc."}
+STRESS_BLOCKS = {"temperature-alpha", "leave-one-out", "progressive", "balanced-sampler", "training-length"}
+REFERENCE = ("xray-teacher-ref", "ct-teacher-ref")
+
+
+class BlockSection(BaseModel):
+    """One declared block of the matrix: its purpose and an aggregate row per name x regime."""
+
+    name: str
+    purpose: str
+    rows: list[AggregateRow]
+
+
+class RunIndexRow(BaseModel):
+    """One stored run, for the provenance index."""
+
+    run_id: str
+    names: list[str]
+    blocks: list[str]
+    regime: str
+    split_id: str
+    seed: int
+    balanced_accuracy: float
+    macro_f1: float
+    cases: int
+    code_version: str
+    finished_at: str
+
+
+class ReportData(BaseModel):
+    """Everything the report shows, computed from the store (embedded in the page as JSON)."""
+
+    generated_at: str
+    store: str
+    manifest: StoreManifest
+    complete: bool
+    missing_runs: int
+    tier_names: list[str]
+    references: list[AggregateRow]
+    fixed: list[AggregateRow]
+    monte_carlo: list[AggregateRow]
+    blocks: list[BlockSection]
+    evidence: Evidence
+    runs: list[RunIndexRow]
+    figures: dict[str, str] = Field(default_factory=dict)
+    figure_runs: dict[str, list[str]] = Field(default_factory=dict)
+
+
+def _rows(records: Sequence[RunRecord], names: Sequence[str], regimes: Sequence[str]) -> list[AggregateRow]:
+    return [row for name in names for regime in regimes if (row := aggregate(records, name, regime))]
+
+
+def _fixed_figure(records: Sequence[RunRecord], names: Sequence[str], regime: str, title: str) -> str | None:
+    present = [n for n in names if runs_of(records, n, regime)]
+    if not present:
+        return None
+    values = [[r.metrics.balanced_accuracy for r in runs_of(records, n, regime)] for n in present]
+    return figures.bars_with_points(present, values, "balanced accuracy", title)
+
+
+def _mc_figure(records: Sequence[RunRecord], names: Sequence[str], title: str) -> str | None:
+    present = [n for n in names if runs_of(records, n, MONTE_CARLO)]
+    if not present:
+        return None
+    per_split: dict[str, dict[str, float]] = {}
+    for name in present:
+        for run in runs_of(records, name, MONTE_CARLO):
+            per_split.setdefault(run.spec.split.split_id, {}).setdefault(name, run.metrics.balanced_accuracy)
+    return figures.paired_points(present, per_split, "balanced accuracy (one point per resample)", title)
+
+
+def _grid_figure(records: Sequence[RunRecord], names: Sequence[str]) -> str | None:
+    panels = {}
+    for base in ("plain-ct-kd", "jdcnet"):
+        runs = [r for n in names if n.startswith(base + "@") for r in runs_of(records, n, FIXED)]
+        if not runs:
+            continue
+        temperatures = sorted({r.spec.configuration.loss.temperature for r in runs})
+        alphas = sorted({r.spec.configuration.loss.kd_alpha for r in runs})
+        matrix = np.full((len(alphas), len(temperatures)), np.nan)
+        for run in runs:
+            loss = run.spec.configuration.loss
+            matrix[alphas.index(loss.kd_alpha), temperatures.index(loss.temperature)] = run.metrics.balanced_accuracy
+        panels[base] = (temperatures, alphas, matrix)
+    if not panels:
+        return None
+    return figures.heatmaps(panels, "temperature T", "KD weight a", "balanced accuracy, fixed split, seed 42")
+
+
+def _length_figure(records: Sequence[RunRecord], names: Sequence[str]) -> str | None:
+    series = {}
+    for base in dict.fromkeys(n.split("@", 1)[0] for n in names):
+        points = []
+        for name in names:
+            if name.split("@", 1)[0] != base:
+                continue
+            row = aggregate(records, name, MONTE_CARLO)
+            runs = runs_of(records, name, MONTE_CARLO)
+            if row and runs:
+                s = row.stats["balanced_accuracy"]
+                points.append((runs[0].spec.configuration.training.epochs, s.mean, s.sd))
+        if points:
+            points.sort()
+            series[base] = ([p[0] for p in points], [p[1] for p in points], [p[2] for p in points])
+    if not series:
+        return None
+    return figures.lines(series, "student epochs (teachers unchanged)", "balanced accuracy (MC mean ± sd)",
+                         "training length, Monte Carlo resamples", log_x=True)
+
+
+def _sweep_figure(records: Sequence[RunRecord], names: Sequence[str]) -> str | None:
+    series = {}
+    for name in names:
+        runs = runs_of(records, name, MONTE_CARLO)
+        if runs:
+            curves = np.array([[p.balanced_accuracy for p in r.metrics.sweep] for r in runs])
+            series[name] = (list(SWEEP_THRESHOLDS), list(curves.mean(axis=0)), None)
+    if not series:
+        return None
+    return figures.lines(series, "threshold", "balanced accuracy (MC mean)", "threshold sweep, Monte Carlo resamples")
+
+
+def build_report_data(store: ResultsStore) -> ReportData:
+    """Compute every table, figure and status of the report from the store alone."""
+    manifest = store.manifest()
+    records = store.load_all()
+    configurations = load_configurations()
+    tier_names = [n for n, c in sorted(configurations.items(), key=lambda kv: (kv[1].tier or 0)) if c.tier]
+    declared = block_names(manifest.profile, [r.spec for r in records])
+    blocks = [BlockSection(name=b.name, purpose=b.purpose, rows=_rows(records, declared.get(b.name, []), b.regimes))
+              for b in manifest.profile.blocks if b.name in STRESS_BLOCKS]
+    data = ReportData(
+        generated_at=now(), store=str(store.root), manifest=manifest,
+        complete=len(records) == len(manifest.run_ids), missing_runs=len(manifest.run_ids) - len(records),
+        tier_names=tier_names,
+        references=_rows(records, REFERENCE, ("reference-all-xray", "reference-all-ct")),
+        fixed=_rows(records, tier_names, (FIXED,)), monte_carlo=_rows(records, tier_names, (MONTE_CARLO,)),
+        blocks=blocks, evidence=evaluate_hypotheses(records),
+        runs=[RunIndexRow(run_id=r.spec.run_id, names=list(r.spec.names), blocks=list(r.spec.blocks),
+                          regime=r.spec.regime, split_id=r.spec.split.split_id, seed=r.spec.seed,
+                          balanced_accuracy=r.metrics.balanced_accuracy, macro_f1=r.metrics.macro_f1,
+                          cases=r.metrics.cases, code_version=r.code_version, finished_at=r.finished_at)
+              for r in records])
+    candidates = {
+        "fixed": (_fixed_figure(records, tier_names, FIXED, "fixed split: mean over seeds, one dot per seed"),
+                  [i for row in data.fixed for i in row.run_ids]),
+        "monte_carlo": (_mc_figure(records, tier_names, "Monte Carlo: same-case resamples"),
+                        [i for row in data.monte_carlo for i in row.run_ids]),
+    }
+    for block in data.blocks:
+        names = declared.get(block.name, [])
+        block_runs = [i for row in block.rows for i in row.run_ids]
+        if block.name == "temperature-alpha":
+            candidates[block.name] = (_grid_figure(records, names), block_runs)
+        elif block.name == "training-length":
+            candidates[block.name] = (_length_figure(records, names), block_runs)
+        elif block.name in ("leave-one-out", "progressive"):
+            candidates[block.name] = (_fixed_figure(records, names, FIXED, f"{block.name}: fixed split"), block_runs)
+        elif block.name == "balanced-sampler":
+            candidates[block.name] = (_mc_figure(records, names, "balanced sampler: Monte Carlo resamples"),
+                                      block_runs)
+    candidates["sweep"] = (_sweep_figure(records, tier_names), [i for row in data.monte_carlo for i in row.run_ids])
+    data.figures = {k: uri for k, (uri, _) in candidates.items() if uri}
+    data.figure_runs = {k: runs for k, (uri, runs) in candidates.items() if uri}
+    return data
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _json_island(data: BaseModel) -> Markup:
+    """JSON safe inside <script>: <, > and & escaped as unicode."""
+    text = data.model_dump_json(exclude={"figures"})
+    return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+
+
+def template_environment() -> Environment:
+    """The autoescaping Jinja2 environment of the report templates."""
+    folder = next((d for d in TEMPLATE_DIRS if (d / "report.html.j2").is_file()), None)
+    if folder is None:
+        raise FileNotFoundError(f"report templates not found in {', '.join(map(str, TEMPLATE_DIRS))}")
+    environment = Environment(loader=FileSystemLoader(folder), autoescape=select_autoescape(default=True),
+                              undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    environment.filters["number"] = _number
+    environment.globals.update(METRIC_LABELS=METRIC_LABELS, TABLE_METRICS=TABLE_METRICS)
+    return environment
+
+
+def render_report(data: ReportData) -> str:
+    """The report's HTML."""
+    return template_environment().get_template("report.html.j2").render(data=data, island=_json_island(data))
+
+
+def write_report(store_root: Path, out: Path | None = None) -> Path:
+    """Render the report of a store to `out` (default STORE/report.html) and its evidence to STORE/evidence.json."""
+    store = ResultsStore(store_root)
+    data = build_report_data(store)
+    target = out or store.root / "report.html"
+    write_atomically(store.root / "evidence.json", data.evidence.model_dump_json(indent=1).encode("utf-8"))
+    write_atomically(target, render_report(data).encode("utf-8"))
+    return target
+
+
+def report_data_from_html(html: str) -> dict[str, Any]:
+    """The JSON data island of a rendered report (for the claim tests)."""
+    start = html.index('<script type="application/json" id="report-data">') + len(
+        '<script type="application/json" id="report-data">')
+    return json.loads(html[start:html.index("</script>", start)])
+
+
+class ReportNumber(BaseModel):
+    """A number shown in the report with the attributes that say how to recompute it."""
+
+    attributes: dict[str, str]
+    text: str
+
+
+class _NumberParser(HTMLParser):
+    """Collects the text of every element carrying data-metric, data-support or data-evidence."""
+
+    KEYS = ("data-metric", "data-support", "data-evidence")
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[ReportNumber] = []
+        self._open: list[tuple[str, dict[str, str], list[str], int]] = []
+        self._depth = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("br", "img", "meta", "link", "input", "hr"):
+            return
+        self._depth += 1
+        attributes = {k: v or "" for k, v in attrs}
+        if any(k in attributes for k in self.KEYS):
+            self._open.append((tag, attributes, [], self._depth))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("br", "img", "meta", "link", "input", "hr"):
+            return
+        if self._open and self._open[-1][3] == self._depth:
+            _, attributes, parts, _ = self._open.pop()
+            text = "".join(parts).strip()
+            self.found.append(ReportNumber(attributes=attributes, text=text))
+            if self._open:
+                self._open[-1][2].append(text)
+        self._depth -= 1
+
+    def handle_data(self, data: str) -> None:
+        if self._open:
+            self._open[-1][2].append(data)
+
+
+def numbers_in_report(html: str) -> list[ReportNumber]:
+    """Every traceable number of a rendered report, with its data-* attributes (for the claim tests)."""
+    parser = _NumberParser()
+    parser.feed(html)
+    return parser.found

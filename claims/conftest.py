@@ -1,0 +1,80 @@
+"""Locate the results store the claim tests judge.
+
+Order: `--results DIR`, then $CTXRAY_RESULTS; with neither, the `paper` profile is run on
+$CTXRAY_DATA into $CTXRAY_CLAIMS_OUT (default results/paper), reusing whatever that store already
+holds, and its report is rendered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from benchmark.errors import StoreError
+from benchmark.store import ResultsStore, RunRecord, StoreManifest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--results", help="output folder of `ctxray-bench run` to judge (default: $CTXRAY_RESULTS)")
+
+
+def _produce_paper_store() -> Path:
+    from benchmark.pipeline import resolve_data_root
+    from benchmark.report import write_report
+    from benchmark.runner import RunRequest, run_profile
+    from benchmark.summary import write_summary
+
+    out = Path(os.environ.get("CTXRAY_CLAIMS_OUT", "results/paper"))
+    outcome = run_profile(RunRequest(data_root=resolve_data_root(None), profile="paper", out=out,
+                                     workers=os.cpu_count() or 1, progress=False))
+    if outcome.failures:
+        raise StoreError(f"{len(outcome.failures)} paper run(s) failed: {next(iter(outcome.failures.values()))}")
+    records = ResultsStore(out).load_all()
+    write_summary(records, out / "summary.csv")
+    write_report(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def results_dir(pytestconfig: pytest.Config) -> Path:
+    """The output folder under judgement."""
+    given = pytestconfig.getoption("--results") or os.environ.get("CTXRAY_RESULTS")
+    return Path(given) if given else _produce_paper_store()
+
+
+@pytest.fixture(scope="session")
+def store(results_dir: Path) -> ResultsStore:
+    return ResultsStore(results_dir)
+
+
+@pytest.fixture(scope="session")
+def manifest(store: ResultsStore) -> StoreManifest:
+    return store.manifest()
+
+
+@pytest.fixture(scope="session")
+def records(store: ResultsStore, manifest: StoreManifest) -> list[RunRecord]:
+    loaded = store.load_all()
+    assert loaded, f"{store.root}: the store holds no finished run"
+    return loaded
+
+
+@pytest.fixture(scope="session")
+def report_html(results_dir: Path) -> str:
+    path = results_dir / "report.html"
+    assert path.is_file(), f"{path}: no report (run `ctxray-bench report --results {results_dir}`)"
+    return path.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def data_root(manifest: StoreManifest) -> Path:
+    """A data root whose metadata.csv is the one the store was computed on."""
+    candidates = [manifest.data.data_root, os.environ.get("CTXRAY_DATA")]
+    for candidate in filter(None, candidates):
+        metadata = Path(candidate) / "metadata.csv"
+        if metadata.is_file() and hashlib.sha256(metadata.read_bytes()).hexdigest() == manifest.data.metadata_sha256:
+            return Path(candidate)
+    pytest.fail(f"cannot rerun runs: none of {candidates} holds the metadata.csv this store was computed on")
