@@ -1,0 +1,183 @@
+"""Every claim test can fail: corrupt a copy of a real (synthetic-data) store and watch the claim catch it.
+
+A store is produced once with the smoke profile on a synthetic cohort; each test copies it,
+corrupts one thing, runs `pytest claims/ --results COPY -k CLAIM` in a fresh process and expects
+exactly that claim test to fail. The untouched copy passes every claim.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def clean_store(synthetic_store: Path) -> Path:
+    return synthetic_store
+
+
+def run_claims(store: Path, claim: str | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "pytest", "claims/", "--results", str(store), "-q", "-p", "no:cacheprovider"]
+    if claim:
+        command += ["-k", claim]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def corrupted(clean: Path, tmp_path: Path, corrupt: Callable[[Path], None]) -> Path:
+    copy = tmp_path / "store"
+    shutil.copytree(clean, copy)
+    corrupt(copy)
+    return copy
+
+
+def edit_runs(store: Path, edit: Callable[[dict], bool]) -> None:
+    """Apply `edit` to run records until one reports it changed something."""
+    for path in sorted((store / "runs").glob("*.json")):
+        record = json.loads(path.read_text())
+        if edit(record):
+            path.write_text(json.dumps(record))
+            return
+    raise AssertionError("no run record could be corrupted")
+
+
+def assert_only_claim_fails(store: Path, claim: str) -> None:
+    result = run_claims(store, claim)
+    assert result.returncode == 1 and "1 failed" in result.stdout, result.stdout[-3000:]
+
+
+def test_the_untouched_store_passes_every_claim(clean_store: Path) -> None:
+    result = run_claims(clean_store)
+    assert result.returncode == 0 and "7 passed" in result.stdout, result.stdout[-3000:]
+
+
+def _move_validation_patient_into_training(record: dict) -> bool:
+    record["train_patients"].append(record["spec"]["split"]["val_patients"][0])
+    return True
+
+
+def _teach_on_a_validation_patient(record: dict) -> bool:
+    if not record["teacher"]:
+        return False
+    record["teacher"]["training_patients"].append(record["spec"]["split"]["val_patients"][0])
+    return True
+
+
+@pytest.mark.parametrize("edit", [_move_validation_patient_into_training, _teach_on_a_validation_patient])
+def test_claim1_catches_a_patient_in_train_and_validation(clean_store: Path, tmp_path: Path, edit) -> None:
+    assert_only_claim_fails(corrupted(clean_store, tmp_path, lambda s: edit_runs(s, edit)), "claim1")
+
+
+def _add_a_second_negative(record: dict) -> bool:
+    if record["spec"]["regime"] != "paired-monte-carlo":
+        return False
+    positive = next(p["patient_id"] for p in record["predictions"] if p["label"] == 1)
+    for prediction in record["predictions"]:
+        if prediction["patient_id"] == positive:
+            prediction["label"] = 0
+    return True
+
+
+def test_claim2_catches_a_second_negative(clean_store: Path, tmp_path: Path) -> None:
+    assert_only_claim_fails(corrupted(clean_store, tmp_path, lambda s: edit_runs(s, _add_a_second_negative)),
+                            "claim2")
+
+
+def _drop_a_case(record: dict) -> bool:
+    if record["spec"]["regime"] != "paired-fixed" or len(record["predictions"]) < 2:
+        return False
+    record["predictions"].pop()
+    return True
+
+
+def test_claim3_catches_a_configuration_evaluated_on_other_cases(clean_store: Path, tmp_path: Path) -> None:
+    assert_only_claim_fails(corrupted(clean_store, tmp_path, lambda s: edit_runs(s, _drop_a_case)), "claim3")
+
+
+def _let_an_xray_model_depend_on_ct(record: dict) -> bool:
+    probe = record.get("deployment_probe")
+    if not probe or probe["reads_ct_declared"]:
+        return False
+    probe["ct_noise_max_abs_diff"] = 0.01
+    return True
+
+
+def test_claim4_catches_an_xray_only_model_that_reads_ct(clean_store: Path, tmp_path: Path) -> None:
+    assert_only_claim_fails(corrupted(clean_store, tmp_path, lambda s: edit_runs(s, _let_an_xray_model_depend_on_ct)),
+                            "claim4")
+
+
+def _edit_a_stored_metric(store: Path) -> None:
+    def edit(record: dict) -> bool:
+        record["metrics"]["balanced_accuracy"] = round(1.0 - record["metrics"]["balanced_accuracy"] + 0.01, 6)
+        return True
+    edit_runs(store, edit)
+
+
+def _edit_a_number_in_the_report(store: Path) -> None:
+    html = (store / "report.html").read_text()
+    pattern = re.compile(r'(data-metric="balanced_accuracy" data-stat="mean" data-runs="[^"]+">)(\d\.\d{3})')
+    match = pattern.search(html)
+    assert match is not None
+    wrong = "0.999" if match.group(2) != "0.999" else "0.111"
+    (store / "report.html").write_text(html[:match.start(2)] + wrong + html[match.end(2):])
+
+
+def _edit_the_summary(store: Path) -> None:
+    lines = (store / "summary.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    column = header.index("balanced_accuracy_mean")
+    cells = lines[1].split(",")
+    cells[column] = "0.987654"
+    lines[1] = ",".join(cells)
+    (store / "summary.csv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("corrupt", [_edit_a_stored_metric, _edit_a_number_in_the_report, _edit_the_summary])
+def test_claim5_catches_an_edited_number(clean_store: Path, tmp_path: Path, corrupt) -> None:
+    assert_only_claim_fails(corrupted(clean_store, tmp_path, corrupt), "claim5")
+
+
+def _flip_a_status_in_evidence(store: Path) -> None:
+    evidence = json.loads((store / "evidence.json").read_text())
+    evidence["hypotheses"][1]["status"] = "supported"
+    (store / "evidence.json").write_text(json.dumps(evidence))
+
+
+def _flip_a_status_in_the_report(store: Path) -> None:
+    html = (store / "report.html").read_text()
+    pattern = re.compile(r'(data-evidence="H2:status">)([^<]+)')
+    match = pattern.search(html)
+    assert match is not None and match.group(2) != "supported"
+    (store / "report.html").write_text(html[:match.start(2)] + "supported" + html[match.end(2):])
+
+
+def _add_a_test_to_the_fixed_split(store: Path) -> None:
+    html = (store / "report.html").read_text()
+    marker = '<section id="fixed">'
+    (store / "report.html").write_text(html.replace(marker, marker + "<p>p = 0.03 on the fixed split</p>", 1))
+
+
+@pytest.mark.parametrize("corrupt", [_flip_a_status_in_evidence, _flip_a_status_in_the_report,
+                                     _add_a_test_to_the_fixed_split])
+def test_claim6_catches_a_status_or_test_the_rules_do_not_give(clean_store: Path, tmp_path: Path, corrupt) -> None:
+    assert_only_claim_fails(corrupted(clean_store, tmp_path, corrupt), "claim6")
+
+
+def test_claim7_catches_predictions_that_do_not_reproduce(clean_store: Path, tmp_path: Path) -> None:
+    def shift_scores(store: Path) -> None:
+        for path in (store / "runs").glob("*.json"):
+            record = json.loads(path.read_text())
+            for prediction in record["predictions"]:
+                prediction["score"] = min(1.0, prediction["score"] + 1e-6)
+            path.write_text(json.dumps(record))
+    assert_only_claim_fails(corrupted(clean_store, tmp_path, shift_scores), "claim7")

@@ -1,0 +1,61 @@
+"""The report in a real browser: headless Chromium (Debian) driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from benchmark.report import report_data_from_html
+
+SECTIONS = ("question", "cohort", "regimes", "references", "fixed", "monte-carlo", "stress", "hypotheses", "methods",
+            "provenance")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    required = os.environ.get("CTXRAY_REQUIRE_BROWSER") == "1"
+    if not Path(path).exists():
+        if required:
+            pytest.fail("CTXRAY_REQUIRE_BROWSER=1 but Debian's chromium is not installed")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        if required:
+            pytest.fail("CTXRAY_REQUIRE_BROWSER=1 but the playwright package is not installed")
+        pytest.skip("the playwright package is not installed")
+    return path
+
+
+def test_the_report_renders_every_section_and_figure_without_console_errors(synthetic_store: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    executable = _chromium()
+    report = synthetic_store / "report.html"
+    expected_figures = len(report_data_from_html(report.read_text())["figure_runs"])
+    artifacts = Path(os.environ.get("CTXRAY_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(report.as_uri(), wait_until="load")
+            images = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth, e.alt])")
+            present = [s for s in SECTIONS if page.query_selector(f"section#{s}") is not None]
+            statuses = page.eval_on_selector_all("[data-status]", "els => els.map(e => e.textContent)")
+            page.screenshot(path=str(artifacts / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert errors == []
+    assert len(images) == expected_figures > 0
+    assert all(complete and width > 0 for complete, width, _ in images), f"broken images: {images}"
+    assert present == list(SECTIONS)
+    assert len(statuses) == 5
+    assert (artifacts / "report.png").stat().st_size > 10_000
