@@ -210,6 +210,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_fetch(args: argparse.Namespace) -> int:
+    from benchmark.fetch import fetch
+
+    folder, verification, fetched = fetch(Path(args.dest) if args.dest else None, args.ref, args.url, args.sha256)
+    state = "fetched and verified" if fetched else "already fetched; verified"
+    print(f"{state}: metadata.csv sha256 {verification.metadata_sha256}, {verification.present_images} of "
+          f"{verification.referenced_images} referenced images present")
+    print(f"data: {folder.resolve()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="ctxray-bench", description=__doc__)
@@ -252,6 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--teachers", help="teacher cache folder (default: OUT/teachers)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=_cmd_run)
+
+    from benchmark.fetch import PINNED_COMMIT, UPSTREAM_URL
+
+    data = commands.add_parser("data", help="obtain the dataset")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    fetch = data_commands.add_parser("fetch", help="clone the public collection at a pinned commit and verify it")
+    fetch.add_argument("--dest", help="folder to fetch into (default: $CTXRAY_HOME/data/... or "
+                                      "~/.local/share/ctxray-bench/data/covid-chestxray-dataset)")
+    fetch.add_argument("--ref", default=PINNED_COMMIT, help=f"commit to check out (default: {PINNED_COMMIT})")
+    fetch.add_argument("--url", default=UPSTREAM_URL, help=f"git repository (default: {UPSTREAM_URL})")
+    fetch.add_argument("--sha256", help="expected sha256 of metadata.csv (known for the pinned commit)")
+    fetch.set_defaults(handler=_cmd_data_fetch)
 
     report = commands.add_parser("report", help="render the HTML evidence report of a results store")
     report.add_argument("--results", required=True, help="output folder of `ctxray-bench run`")

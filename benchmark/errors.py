@@ -48,3 +48,7 @@ class LeakageError(CtxrayError):
 
 class StoreError(CtxrayError):
     """A results store is unreadable, incomplete, or belongs to other data."""
+
+
+class FetchError(CtxrayError):
+    """The dataset could not be fetched, or what was fetched does not verify."""

@@ -26,11 +26,15 @@ DATA_ENV = "CTXRAY_DATA"
 
 
 def resolve_data_root(explicit: str | Path | None) -> Path:
-    """The data root from --data, else $CTXRAY_DATA; a clear error when neither names a folder."""
-    candidate = explicit or os.environ.get(DATA_ENV)
+    """The data root from --data, else $CTXRAY_DATA, else the `data fetch` default; a clear error otherwise."""
+    from benchmark.fetch import default_data_dir
+
+    fetched = default_data_dir()
+    candidate = explicit or os.environ.get(DATA_ENV) or (fetched if (fetched / "metadata.csv").is_file() else None)
     if not candidate:
-        raise ConfigError(f"no data: pass --data PATH or set {DATA_ENV} to a clone of the COVID-19 "
-                          "Image Data Collection (a folder with metadata.csv and images/)")
+        raise ConfigError(f"no data: pass --data PATH, set {DATA_ENV} to a clone of the COVID-19 Image Data "
+                          f"Collection (a folder with metadata.csv and images/), or run `ctxray-bench data fetch` "
+                          f"(it clones into {fetched})")
     root = Path(candidate).expanduser()
     if not root.is_dir():
         raise ConfigError(f"{root}: data root is not a folder")
