@@ -40,10 +40,13 @@ def test_cohorts_reads_the_data_root_from_the_environment(write_cohort: CohortWr
     assert main(["cohorts", "--cache", str(tmp_path / "c")]) == 0
 
 
-def test_no_data_root_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_no_data_root_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                                          tmp_path: Path) -> None:
     monkeypatch.delenv("CTXRAY_DATA", raising=False)
+    monkeypatch.setenv("CTXRAY_HOME", str(tmp_path))  # nothing fetched there
     assert main(["cohorts"]) == 2
-    assert "pass --data PATH or set CTXRAY_DATA" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "pass --data PATH, set CTXRAY_DATA" in err and "ctxray-bench data fetch" in err
 
 
 def test_missing_column_is_reported_without_a_traceback(write_cohort: CohortWriter, tmp_path: Path,
