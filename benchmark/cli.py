@@ -188,7 +188,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         data_root=resolve_data_root(args.data), profile=args.profile, out=out, workers=args.workers,
         device=args.device, settings_path=args.config, configurations_path=args.configurations,
         matrix_path=args.matrix, cache_root=args.cache, teacher_root=args.teachers,
-        progress=not args.quiet and sys.stderr.isatty())
+        progress=not args.quiet and sys.stderr.isatty(), executor=args.executor, ray_address=args.address)
     outcome = run_profile(request)
     records = ResultsStore(out).load_all()
     summary = write_summary(records, out / "summary.csv")
@@ -261,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--matrix", help="experiment matrix TOML (default: the packaged configs/matrix.toml)")
     run.add_argument("--cache", help="image cache folder (default: $CTXRAY_CACHE or ~/.cache/ctxray-bench)")
     run.add_argument("--teachers", help="teacher cache folder (default: OUT/teachers)")
+    run.add_argument("--executor", default="local", choices=["local", "ray"],
+                     help="local worker processes (default) or Ray tasks")
+    run.add_argument("--address", help="Ray cluster address (e.g. auto or ray://HEAD:10001; default: start a "
+                                       "local Ray instance)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=_cmd_run)
 

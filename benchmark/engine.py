@@ -24,7 +24,7 @@ from benchmark.configurations import Configuration
 from benchmark.errors import LeakageError
 from benchmark.imaging import ImageBank
 from benchmark.losses import Objective, inverse_frequency_weights
-from benchmark.models import Classifier, LateFusion, build_classifier, build_late_fusion
+from benchmark.models import Classifier, LateFusion, build_classifier, build_late_fusion, init_parameters
 from benchmark.pipeline import PreparedData
 from benchmark.schemas import CasePrediction, DeploymentProbe, ImageRecord, Modality, PairedRecord, Split
 from benchmark.teachers import TeacherStore, TrainedTeacher, check_no_leakage
@@ -146,6 +146,7 @@ class Engine:
                                   student_channels={f"stage{i}": w for i, w in
                                                     enumerate(configuration.network.widths, 1)},
                                   teacher_channels=teacher_channels)
+            init_parameters(objective, init)  # the hint regressor, seeded like the model
             if configuration.teacher is not None:
                 teacher_outputs = forward_all(teacher.model, inputs[configuration.teacher.modality],
                                               keep=objective.teacher_features(), device=self.device)

@@ -1,39 +1,29 @@
-"""Turn a declared profile into stored runs, in parallel local processes, resuming where it stopped.
+"""Turn a declared profile into stored runs on an executor (local processes or Ray), resuming where it stopped.
 
 Scheduling: every distinct teacher the remaining runs need is trained first (longest first), each
 in one worker, and cached on disk; a run that distils is submitted as soon as its teacher exists,
-runs without a teacher from the start. Workers write each finished run's record themselves
-(atomically), so killing everything loses only the runs in flight; a rerun skips finished runs.
-A run that raises is reported with its id and does not stop the others.
+runs without a teacher from the start. Workers return each finished run's record and the driver
+writes it atomically as it arrives, so killing everything loses only the runs in flight; a rerun
+skips finished runs. A run that raises is reported with its id and does not stop the others.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
-import traceback
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark.configurations import load_configurations
 from benchmark.config import Settings, load_settings
-from benchmark.errors import StoreError
-from benchmark.imaging import ImageBank, ImageCache
+from benchmark.configurations import load_configurations
+from benchmark.errors import ConfigError
+from benchmark.executors import Executor, LocalExecutor, RayExecutor
+from benchmark.imaging import ImageCache
 from benchmark.matrix import RunSpec, expand_profile, load_profile
-from benchmark.metrics import compute_metrics
 from benchmark.pipeline import PreparedData, cohort_summary, prepare_data
-from benchmark.store import (
-    DataIdentity,
-    FitSummary,
-    ResultsStore,
-    RunRecord,
-    StoreManifest,
-    TeacherProvenance,
-    code_version,
-    now,
-)
+from benchmark.store import ResultsStore, RunRecord, StoreManifest, code_version, now
+from benchmark.worker import WorkerContext, data_identity
 
 
 @dataclass(frozen=True)
@@ -51,6 +41,8 @@ class RunRequest:
     cache_root: Path | None = None
     teacher_root: Path | None = None
     progress: bool = True
+    executor: str = "local"
+    ray_address: str | None = None
 
 
 @dataclass
@@ -63,89 +55,6 @@ class RunOutcome:
     executed: int
     failures: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class WorkerContext:
-    """What a worker process needs to rebuild the same cohort, engine and store."""
-
-    data_root: str
-    settings: Settings
-    cache_root: str | None
-    teacher_root: str
-    store_root: str
-    device: str
-    threads: int
-    code_version: str
-    data: DataIdentity
-
-
-_WORKER: dict[str, object] = {}  # per worker process: its engine, store and context (set by _init_worker)
-
-
-def data_identity(prepared: PreparedData) -> DataIdentity:
-    """The data hashes of a prepared cohort."""
-    cohort = prepared.cohort
-    return DataIdentity(data_root=str(cohort.data_root), metadata_sha256=cohort.metadata_sha256,
-                        image_list_sha256=cohort.image_list_sha256)
-
-
-def _init_worker(context: WorkerContext) -> None:
-    import torch
-
-    from benchmark.engine import Engine
-    from benchmark.teachers import TeacherStore
-    from benchmark.training import resolve_device
-
-    torch.set_num_threads(context.threads)
-    cache = ImageCache(context.cache_root, context.settings.data.image_size)
-    prepared = prepare_data(Path(context.data_root), context.settings, cache)
-    if not data_identity(prepared).same_data(context.data):
-        raise StoreError(f"{context.data_root}: the data changed while the run was starting")
-    bank = ImageBank(cache, context.settings.data.normalise_mean, context.settings.data.normalise_std)
-    _WORKER.update(engine=Engine(prepared, bank, TeacherStore(context.teacher_root), resolve_device(context.device)),
-                   store=ResultsStore(context.store_root), context=context)
-
-
-def _train_teacher(spec: RunSpec) -> str:
-    engine = _WORKER["engine"]
-    return engine.teacher_for(spec.configuration, spec.split).teacher_id  # type: ignore[attr-defined]
-
-
-def _execute(spec: RunSpec) -> tuple[str, str | None]:
-    """Run one specification and store it; (run id, error text or None)."""
-    try:
-        record = execute_run(spec, _WORKER["engine"], _WORKER["context"])  # type: ignore[arg-type]
-        _WORKER["store"].write(record)  # type: ignore[attr-defined]
-        return spec.run_id, None
-    except Exception:  # noqa: BLE001 - one failed run must not stop the others; reported with its id
-        return spec.run_id, traceback.format_exc(limit=6)
-
-
-def execute_run(spec: RunSpec, engine: object, context: WorkerContext) -> RunRecord:
-    """Train and evaluate one specification and build its record (no I/O)."""
-    import torch
-
-    output = engine.run(spec.configuration, spec.split, spec.seed)  # type: ignore[attr-defined]
-    fitted = output.fitted
-    teacher = None
-    if fitted.teacher is not None:
-        t = fitted.teacher
-        teacher = TeacherProvenance(teacher_id=t.teacher_id, modality=t.modality, seed=t.seed,
-                                    training_patients=list(t.training_patients),
-                                    training_images=t.training_images, steps=t.steps,
-                                    train_seconds=t.train_seconds)
-    train_images = len(engine.prepared.manifests[spec.configuration.manifest]  # type: ignore[attr-defined]
-                       .records_of(spec.split.train_patients))
-    return RunRecord(
-        spec=spec, val_hash=spec.split.val_hash, train_patients=list(fitted.train_patients), data=context.data,
-        code_version=context.code_version, torch_version=torch.__version__, device=str(engine.device),  # type: ignore[attr-defined]
-        threads=torch.get_num_threads(), teacher=teacher,
-        fit=FitSummary(steps=fitted.fit_log.steps, epochs=fitted.fit_log.epochs, train_images=train_images,
-                       seconds=fitted.fit_log.seconds, epoch_terms=fitted.fit_log.epoch_terms),
-        timings=output.seconds, predictions=output.predictions, metrics=compute_metrics(output.predictions),
-        deployment_probe=output.probe,
-        finished_at=now())
 
 
 def _cost(spec: RunSpec) -> float:
@@ -172,6 +81,14 @@ def plan(request: RunRequest) -> tuple[PreparedData, list[RunSpec], StoreManifes
     return prepared, specs, manifest, settings
 
 
+def _executor(request: RunRequest, context: WorkerContext, workers: int) -> Executor:
+    if request.executor == "local":
+        return LocalExecutor(context, workers)
+    if request.executor == "ray":
+        return RayExecutor(context, request.ray_address, num_cpus=os.cpu_count())
+    raise ConfigError(f"unknown executor {request.executor!r}: use local or ray")
+
+
 def run_profile(request: RunRequest) -> RunOutcome:
     """Execute every not-yet-finished run of the profile and store it; returns what was done."""
     from tqdm import tqdm
@@ -191,9 +108,8 @@ def run_profile(request: RunRequest) -> RunOutcome:
     context = WorkerContext(
         data_root=str(request.data_root), settings=settings,
         cache_root=str(request.cache_root) if request.cache_root else None,
-        teacher_root=str(request.teacher_root or request.out / "teachers"), store_root=str(request.out),
-        device=request.device, threads=max(1, (os.cpu_count() or 1) // workers),
-        code_version=manifest.code_version, data=manifest.data)
+        teacher_root=str(request.teacher_root or request.out / "teachers"), device=request.device,
+        threads=max(1, (os.cpu_count() or 1) // workers), code_version=manifest.code_version, data=manifest.data)
 
     waiting: dict[str, list[RunSpec]] = {}
     for spec in todo:
@@ -202,42 +118,44 @@ def run_profile(request: RunRequest) -> RunOutcome:
     teacher_jobs = sorted(waiting.items(), key=lambda item: item[1][0].configuration.teacher.modality != "xray")  # type: ignore[union-attr]
 
     bar = tqdm(total=len(todo), desc=f"{request.profile} runs", unit="run", disable=not request.progress,
-               initial=0, dynamic_ncols=True)
+               dynamic_ncols=True)
     bar.set_postfix_str(f"{outcome.skipped} already stored, {len(teacher_jobs)} teachers to train")
-    context_mp = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context_mp, initializer=_init_worker,
-                             initargs=(context,)) as pool:
-        pending: dict[Future, tuple[str, object]] = {}
+    executor = _executor(request, context, workers)
+    try:
+        pending: dict[Future, tuple[str, str]] = {}
         for key, group in teacher_jobs:
-            pending[pool.submit(_train_teacher, group[0])] = ("teacher", key)
+            pending[executor.submit("teacher", group[0])] = ("teacher", key)
         for spec in todo:
             if spec.configuration.teacher is None:
-                pending[pool.submit(_execute, spec)] = ("run", spec)
+                pending[executor.submit("run", spec)] = ("run", spec.run_id)
+        by_id = {spec.run_id: spec for spec in todo}
         teachers_done = 0
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                kind, payload = pending.pop(future)
+                kind, key = pending.pop(future)
+                error = future.exception()
                 if kind == "teacher":
                     teachers_done += 1
-                    group = waiting[payload]  # type: ignore[index]
-                    error = future.exception()
-                    if error is not None:
-                        for spec in group:
-                            outcome.failures[spec.run_id] = f"{spec.name}: teacher training failed: {error!r}"
-                        bar.update(len(group))
-                        continue
-                    for spec in group:
-                        pending[pool.submit(_execute, spec)] = ("run", spec)
+                    for spec in waiting[key]:
+                        if error is None:
+                            pending[executor.submit("run", spec)] = ("run", spec.run_id)
+                        else:
+                            outcome.failures[spec.run_id] = f"{spec.name}: its teacher failed to train: {error!r}"
+                            bar.update(1)
                     bar.set_postfix_str(f"teachers {teachers_done}/{len(teacher_jobs)}")
+                    continue
+                result = future.result() if error is None else None
+                if result is not None and result.record_json is not None:
+                    store.write(RunRecord.model_validate_json(result.record_json))
+                    outcome.executed += 1
                 else:
-                    run_id, error = future.result()
-                    if error is None:
-                        outcome.executed += 1
-                    else:
-                        outcome.failures[run_id] = f"{payload.name} ({payload.split.split_id}, seed "  # type: ignore[union-attr]
-                        outcome.failures[run_id] += f"{payload.seed}): {error}"  # type: ignore[union-attr]
-                    bar.update(1)
-    bar.close()
+                    spec = by_id[key]
+                    why = result.error if result is not None else repr(error)
+                    outcome.failures[key] = f"{spec.name} ({spec.split.split_id}, seed {spec.seed}): {why}"
+                bar.update(1)
+    finally:
+        executor.shutdown()
+        bar.close()
     outcome.seconds = time.perf_counter() - start
     return outcome

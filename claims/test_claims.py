@@ -189,7 +189,7 @@ def test_claim7_runs_reproduce_bit_for_bit(records: list[RunRecord], manifest: S
     from benchmark.engine import Engine
     from benchmark.imaging import ImageBank, ImageCache
     from benchmark.pipeline import prepare_data
-    from benchmark.runner import data_identity
+    from benchmark.worker import data_identity
     from benchmark.teachers import TeacherStore
 
     settings = manifest.settings

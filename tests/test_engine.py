@@ -38,6 +38,20 @@ def test_same_configuration_split_and_seed_give_bit_identical_predictions(engine
     assert scores(first) == scores(second)
 
 
+@pytest.mark.parametrize("name", list(CONFIGURATIONS))
+def test_predictions_do_not_depend_on_the_global_random_state(engine_factory, name: str) -> None:
+    config = fast(CONFIGURATIONS[name])
+    engine = engine_factory()
+    regime = {"all-xray": "reference-all-xray", "all-ct": "reference-all-ct"}.get(config.manifest, "paired-fixed")
+    split = next(r for r in engine.prepared.regimes if r.name == regime).splits[0]
+    engine.teacher_for(config, split) if config.teacher else None
+    torch.manual_seed(1)
+    first = scores(engine.run(config, split, 42))
+    torch.manual_seed(2)
+    torch.rand(1000)
+    assert scores(engine.run(config, split, 42)) == first
+
+
 def test_another_seed_gives_other_predictions(engine_factory) -> None:
     engine = engine_factory()
     config = fast(CONFIGURATIONS["student-only"], epochs=2)

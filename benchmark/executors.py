@@ -1,0 +1,75 @@
+"""Where jobs run: local worker processes, or Ray tasks on a local or remote Ray cluster.
+
+Both executors take (kind, spec) jobs and return `concurrent.futures.Future`s of `JobResult`s,
+so the runner's scheduling is the same for both. Ray retries a task whose worker died
+(`max_retries`); since workers only return records and the driver writes them atomically,
+a retried run is never half-written.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Protocol
+
+from benchmark.errors import ConfigError
+from benchmark.matrix import RunSpec
+from benchmark.worker import JobResult, WorkerContext, ensure_worker, run_job
+
+
+class Executor(Protocol):
+    """Runs jobs somewhere and hands back futures."""
+
+    def submit(self, kind: str, spec: RunSpec) -> Future[JobResult]:
+        """Start one job: 'teacher' (train the teacher `spec` needs) or 'run' (execute `spec`)."""
+        ...
+
+    def shutdown(self) -> None:
+        """Release the workers."""
+        ...
+
+
+class LocalExecutor:
+    """A pool of spawned worker processes on this machine, each with its own engine."""
+
+    def __init__(self, context: WorkerContext, workers: int) -> None:
+        self._context = context
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=ensure_worker, initargs=(context,))
+
+    def submit(self, kind: str, spec: RunSpec) -> Future[JobResult]:
+        """Queue a job on the pool."""
+        return self._pool.submit(run_job, self._context, kind, spec)
+
+    def shutdown(self) -> None:
+        """Wait for the workers to exit."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RayExecutor:
+    """Ray tasks (CPUs per task = the worker thread count, one GPU each with --device cuda), retried on death."""
+
+    def __init__(self, context: WorkerContext, address: str | None, *, num_cpus: int | None = None,
+                 max_retries: int = 3) -> None:
+        try:
+            import ray
+        except ImportError as exc:
+            raise ConfigError("--executor ray needs Ray: pip install 'ctxray-bench[ray]'") from exc
+        self._ray = ray
+        self._started_here = not ray.is_initialized()
+        if self._started_here:
+            ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+        gpus = 1 if context.device == "cuda" else 0
+        self._context_ref = ray.put(context)
+        self._task = ray.remote(run_job).options(num_cpus=context.threads, num_gpus=gpus,
+                                                  max_retries=max_retries, retry_exceptions=False)
+
+    def submit(self, kind: str, spec: RunSpec) -> Future[JobResult]:
+        """Submit a Ray task; its ObjectRef as a future."""
+        return self._task.remote(self._context_ref, kind, spec).future()
+
+    def shutdown(self) -> None:
+        """Disconnect from (or stop) the Ray cluster this executor started."""
+        if self._started_here:
+            self._ray.shutdown()

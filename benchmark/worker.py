@@ -1,0 +1,113 @@
+"""What runs inside a worker process (local or Ray): rebuild the engine once, then train teachers and runs.
+
+A worker returns each finished run's record as JSON to the driver, which writes it to the store:
+the store has one writer whichever executor is used, and a worker on another machine needs no
+access to the output folder.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmark.config import Settings
+from benchmark.errors import StoreError
+from benchmark.imaging import ImageBank, ImageCache
+from benchmark.matrix import RunSpec
+from benchmark.metrics import compute_metrics
+from benchmark.pipeline import PreparedData, prepare_data
+from benchmark.store import DataIdentity, FitSummary, RunRecord, TeacherProvenance, now
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """What a worker needs to rebuild the same cohort and engine as the driver."""
+
+    data_root: str
+    settings: Settings
+    cache_root: str | None
+    teacher_root: str
+    device: str
+    threads: int
+    code_version: str
+    data: DataIdentity
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """The outcome of one job: a teacher trained, or a run's record (JSON) or its error."""
+
+    kind: str
+    run_id: str
+    record_json: str | None = None
+    error: str | None = None
+
+
+_STATE: dict[str, object] = {}  # this worker process's context and engine, set by `ensure_worker`
+
+
+def data_identity(prepared: PreparedData) -> DataIdentity:
+    """The data hashes of a prepared cohort."""
+    cohort = prepared.cohort
+    return DataIdentity(data_root=str(cohort.data_root), metadata_sha256=cohort.metadata_sha256,
+                        image_list_sha256=cohort.image_list_sha256)
+
+
+def ensure_worker(context: WorkerContext) -> None:
+    """Build this process's engine for `context` unless it already has one (workers are reused)."""
+    if _STATE.get("context") == context:
+        return
+    import torch
+
+    from benchmark.engine import Engine
+    from benchmark.teachers import TeacherStore
+    from benchmark.training import resolve_device
+
+    torch.set_num_threads(context.threads)
+    cache = ImageCache(context.cache_root, context.settings.data.image_size)
+    prepared = prepare_data(Path(context.data_root), context.settings, cache)
+    if not data_identity(prepared).same_data(context.data):
+        raise StoreError(f"{context.data_root}: this worker sees other data than the driver "
+                         f"(metadata sha256 {prepared.cohort.metadata_sha256[:12]}...)")
+    bank = ImageBank(cache, context.settings.data.normalise_mean, context.settings.data.normalise_std)
+    _STATE.update(context=context, engine=Engine(prepared, bank, TeacherStore(context.teacher_root),
+                                                 resolve_device(context.device)))
+
+
+def run_job(context: WorkerContext, kind: str, spec: RunSpec) -> JobResult:
+    """Train the teacher `spec` needs (kind 'teacher') or execute `spec` (kind 'run')."""
+    ensure_worker(context)
+    engine = _STATE["engine"]
+    if kind == "teacher":
+        engine.teacher_for(spec.configuration, spec.split)  # type: ignore[attr-defined]
+        return JobResult(kind, spec.run_id)
+    try:
+        record = execute_run(spec, engine, context)
+        return JobResult(kind, spec.run_id, record_json=record.model_dump_json())
+    except Exception:  # noqa: BLE001 - one failed run must not stop the others; reported with its id
+        return JobResult(kind, spec.run_id, error=traceback.format_exc(limit=6))
+
+
+def execute_run(spec: RunSpec, engine: object, context: WorkerContext) -> RunRecord:
+    """Train and evaluate one specification and build its record (no I/O)."""
+    import torch
+
+    output = engine.run(spec.configuration, spec.split, spec.seed)  # type: ignore[attr-defined]
+    fitted = output.fitted
+    teacher = None
+    if fitted.teacher is not None:
+        t = fitted.teacher
+        teacher = TeacherProvenance(teacher_id=t.teacher_id, modality=t.modality, seed=t.seed,
+                                    training_patients=list(t.training_patients), training_images=t.training_images,
+                                    steps=t.steps, train_seconds=t.train_seconds)
+    train_images = len(engine.prepared.manifests[spec.configuration.manifest]  # type: ignore[attr-defined]
+                       .records_of(spec.split.train_patients))
+    return RunRecord(
+        spec=spec, val_hash=spec.split.val_hash, train_patients=list(fitted.train_patients), data=context.data,
+        code_version=context.code_version, torch_version=torch.__version__,
+        device=str(engine.device), threads=torch.get_num_threads(), teacher=teacher,  # type: ignore[attr-defined]
+        fit=FitSummary(steps=fitted.fit_log.steps, epochs=fitted.fit_log.epochs, train_images=train_images,
+                       seconds=fitted.fit_log.seconds, epoch_terms=fitted.fit_log.epoch_terms),
+        timings=output.seconds, predictions=output.predictions, metrics=compute_metrics(output.predictions),
+        deployment_probe=output.probe, finished_at=now())
