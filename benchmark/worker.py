@@ -7,6 +7,7 @@ access to the output folder.
 
 from __future__ import annotations
 
+import os
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,10 @@ def ensure_worker(context: WorkerContext) -> None:
     from benchmark.training import resolve_device
 
     torch.set_num_threads(context.threads)
+    if context.device != "cpu":  # deterministic cuDNN/cuBLAS kernels: same run, same predictions on one GPU
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
     cache = ImageCache(context.cache_root, context.settings.data.image_size)
     prepared = prepare_data(Path(context.data_root), context.settings, cache)
     if not data_identity(prepared).same_data(context.data):

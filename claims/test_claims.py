@@ -196,14 +196,14 @@ def test_claim7_runs_reproduce_bit_for_bit(records: list[RunRecord], manifest: S
     cache = ImageCache(None, settings.data.image_size)
     prepared = prepare_data(data_root, settings, cache)
     assert data_identity(prepared).same_data(manifest.data), f"{data_root}: not the data of this store"
-    engine = Engine(prepared, ImageBank(cache, settings.data.normalise_mean, settings.data.normalise_std),
-                    TeacherStore(None))  # teachers are retrained too
+    bank = ImageBank(cache, settings.data.normalise_mean, settings.data.normalise_std)
     sample = _sample(records)
     assert sample, "no paired run to reproduce"
     threads = torch.get_num_threads()
     try:
         for record in sample:
             torch.set_num_threads(record.threads)
+            engine = Engine(prepared, bank, TeacherStore(None), record.device)  # teachers are retrained too
             output = engine.run(record.spec.configuration, record.spec.split, record.spec.seed)
             again = [(p.image_id, p.score) for p in output.predictions]
             before = [(p.image_id, p.score) for p in record.predictions]
