@@ -108,9 +108,9 @@ def format_cohort_summary(summary: CohortSummary, *, list_skipped: bool = False)
                           [[d.patient_id, d.xray_label, d.ct_label, "yes" if d.in_paired_cohort else "no",
                             "; ".join(d.xray_findings), "; ".join(d.ct_findings)]
                            for d in audit.disagreeing_patients], indent="    "))
-    out.append(f"  paired negative patients: {len(audit.paired_negative_patients)} "
-               f"({', '.join(audit.paired_negative_patients) or '-'}); of them with a COVID-19 CT: "
-               f"{len(audit.paired_negatives_with_covid_ct)} ({', '.join(audit.paired_negatives_with_covid_ct) or '-'})")
+    negatives, covid_ct = audit.paired_negative_patients, audit.paired_negatives_with_covid_ct
+    out.append(f"  paired negative patients: {len(negatives)} ({', '.join(negatives) or '-'}); "
+               f"of them with a COVID-19 CT: {len(covid_ct)} ({', '.join(covid_ct) or '-'})")
     out.append(f"  matched pairs whose X-ray and CT labels differ: {audit.paired_label_mismatched_pairs}")
     out.append("  label-definition sensitivity (paired cohort):")
     for d in audit.label_definitions:

@@ -35,7 +35,6 @@ from benchmark.schemas import (
     PairedRecord,
     PatientLabelDisagreement,
     SkippedRow,
-    patient_labels,
 )
 
 REQUIRED_COLUMNS = ("patientid", "offset", "finding", "modality", "folder", "filename", "view")

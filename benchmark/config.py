@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -54,18 +55,29 @@ class Settings(BaseModel):
     splits: SplitSettings = Field(default_factory=SplitSettings)
 
 
+def read_toml(source: Path, what: str) -> dict[str, Any]:
+    """Parse a TOML file; ConfigError naming the file when it is absent, unreadable or not TOML."""
+    try:
+        return tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{source}: {what} not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: {what} is not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read {what}: {exc}") from exc
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """Every problem of a pydantic validation error as `dotted.key: message (value: ...)`."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (value: {e.get('input')!r})"
+                     for e in exc.errors())
+
+
 def load_settings(path: Path | str | None = None) -> Settings:
     """Read and validate a settings TOML file; the packaged default when `path` is None."""
     source = Path(path) if path is not None else DEFAULT_CONFIG
-    try:
-        raw = tomllib.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{source}: settings file not found") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    raw = read_toml(source, "settings file")
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (value: {e.get('input')!r})"
-                             for e in exc.errors())
-        raise ConfigError(f"{source}: {problems}") from exc
+        raise ConfigError(f"{source}: {validation_problems(exc)}") from exc

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, model_validator
 
+from benchmark.config import read_toml, validation_problems
 from benchmark.errors import ConfigError
 from benchmark.losses import LossConfig
 from benchmark.models import NetworkConfig
@@ -124,10 +124,7 @@ def _resolve_network(spec: Any, networks: dict[str, dict[str, Any]], where: str)
 def load_configurations(path: Path | str | None = None) -> dict[str, Configuration]:
     """Read the configuration table (name -> Configuration); ConfigError naming file and entry when invalid."""
     source = Path(path) if path is not None else DEFAULT_CONFIGURATIONS
-    try:
-        raw = tomllib.loads(source.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{source}: cannot read configurations: {exc}") from exc
+    raw = read_toml(source, "configuration table")
     networks = raw.get("networks", {})
     defaults = raw.get("defaults", {})
     result: dict[str, Configuration] = {}
@@ -145,8 +142,7 @@ def load_configurations(path: Path | str | None = None) -> dict[str, Configurati
         try:
             configuration = Configuration.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"{where}: {problems}") from exc
+            raise ConfigError(f"{where}: {validation_problems(exc)}") from exc
         if configuration.name in result:
             raise ConfigError(f"{where}: configuration name {configuration.name!r} is declared twice")
         result[configuration.name] = configuration

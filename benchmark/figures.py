@@ -42,7 +42,7 @@ def bars_with_points(labels: Sequence[str], values: Sequence[Sequence[float]], y
 def paired_points(labels: Sequence[str], per_split: dict[str, dict[str, float]], ylabel: str, title: str) -> str:
     """One point per split and configuration; grey lines join the same split across configurations."""
     figure, axes = plt.subplots(figsize=(max(4.0, 0.75 * len(labels) + 1.5), 3.2))
-    for split, values in per_split.items():
+    for values in per_split.values():
         xs = [i for i, label in enumerate(labels) if label in values]
         axes.plot(xs, [values[labels[i]] for i in xs], color="#bdbdbd", lw=0.7, zorder=1)
         axes.scatter(xs, [values[labels[i]] for i in xs], s=14, color="#08306b", zorder=3)

@@ -12,13 +12,12 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from benchmark.config import Settings
+from benchmark.config import Settings, read_toml, validation_problems
 from benchmark.configurations import Configuration, merge_overrides
 from benchmark.errors import ConfigError
 from benchmark.schemas import Regime, Split
@@ -117,18 +116,14 @@ def run_id(configuration: Configuration, split: Split, seed: int) -> str:
 def load_profile(name: str, path: Path | str | None = None) -> Profile:
     """The named profile of the matrix file (default: the packaged one); ConfigError when absent or invalid."""
     source = Path(path) if path is not None else DEFAULT_MATRIX
-    try:
-        raw = tomllib.loads(source.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{source}: cannot read the experiment matrix: {exc}") from exc
+    raw = read_toml(source, "experiment matrix")
     profiles = raw.get("profiles", {})
     if name not in profiles:
         raise ConfigError(f"{source}: no profile {name!r}; declared: {', '.join(profiles) or 'none'}")
     try:
         return Profile.model_validate({"name": name, **profiles[name]})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{source}: profile {name!r}: {problems}") from exc
+        raise ConfigError(f"{source}: profile {name!r}: {validation_problems(exc)}") from exc
 
 
 def _dotted(path: str, value: Any) -> dict[str, Any]:
@@ -198,8 +193,8 @@ def expand_profile(profile: Profile, configurations: dict[str, Configuration], r
                 actual = _REFERENCE_REGIME.get(config.manifest, "") if regime_name == "reference" else regime_name
                 regime = by_name.get(actual)
                 if regime is None:
-                    raise ConfigError(f"profile {profile.name!r}, block {block.name!r}: regime {actual or regime_name!r}"
-                                      f" for {config.name} is not available on this cohort")
+                    raise ConfigError(f"profile {profile.name!r}, block {block.name!r}: regime "
+                                      f"{actual or regime_name!r} for {config.name} is not available on this cohort")
                 if regime.manifest != config.manifest:
                     raise ConfigError(f"block {block.name!r}: {config.name} trains on {config.manifest}, "
                                       f"regime {regime.name} splits {regime.manifest}")

@@ -10,7 +10,6 @@ from benchmark.cohort import Cohort, audit_labels, build_cohort, build_manifests
 from benchmark.config import Settings
 from benchmark.errors import ConfigError
 from benchmark.imaging import ImageCache
-from benchmark.splits import default_regimes
 from benchmark.schemas import (
     CohortSummary,
     DataAudit,
@@ -21,6 +20,7 @@ from benchmark.schemas import (
     SplitSupport,
     SupportCounts,
 )
+from benchmark.splits import default_regimes
 
 DATA_ENV = "CTXRAY_DATA"
 
@@ -79,4 +79,5 @@ def cohort_summary(prepared: PreparedData) -> CohortSummary:
         image_list_sha256=cohort.image_list_sha256, image_size=prepared.image_size,
         filter_report=cohort.filter_report,
         manifests={name: m.support for name, m in prepared.manifests.items()},
-        regimes=[RegimeSummary.of(r) for r in prepared.regimes], splits=split_support, split_errors=prepared.split_errors, audit=prepared.audit)
+        regimes=[RegimeSummary.of(r) for r in prepared.regimes], splits=split_support,
+        split_errors=prepared.split_errors, audit=prepared.audit)

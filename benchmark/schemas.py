@@ -220,7 +220,8 @@ class Regime(BaseModel):
     manifest: ManifestName
     splits: list[Split]
     training_seeds: list[int] | None = Field(
-        default=None, description="seeds every split is trained with; None: each split's own seed (Monte Carlo: base + r)")
+        default=None,
+        description="seeds every split is trained with; None: each split's own seed (Monte Carlo: base + r)")
     admissible_sets: int | None = Field(
         default=None, description="number of admissible validation sets (Monte Carlo and exhaustive regimes)")
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from benchmark.evidence import MONTE_CARLO, Status, evaluate_hypotheses
 from benchmark.metrics import compute_metrics
@@ -169,7 +168,8 @@ def test_claim6_every_status_follows_its_rule_and_the_fixed_split_has_no_test(
             keys = set(h.fixed_split.model_dump())
             assert not {k for k in keys if "p_value" in k or "interval" in k or k.startswith("ci")}
 
-    fixed_section = report_html[report_html.index('<section id="fixed">'):report_html.index('<section id="monte-carlo">')]
+    start, stop = report_html.index('<section id="fixed">'), report_html.index('<section id="monte-carlo">')
+    fixed_section = report_html[start:stop]
     for forbidden in ("p =", "p-value", "confidence interval", "95%", "data-evidence"):
         assert forbidden not in fixed_section, f"the fixed-split section shows {forbidden!r}"
 
@@ -189,8 +189,8 @@ def test_claim7_runs_reproduce_bit_for_bit(records: list[RunRecord], manifest: S
     from benchmark.engine import Engine
     from benchmark.imaging import ImageBank, ImageCache
     from benchmark.pipeline import prepare_data
-    from benchmark.worker import data_identity
     from benchmark.teachers import TeacherStore
+    from benchmark.worker import data_identity
 
     settings = manifest.settings
     cache = ImageCache(None, settings.data.image_size)

@@ -95,7 +95,8 @@ def _student_and_teacher() -> tuple[torch.nn.Module, torch.nn.Module]:
     return student, teacher
 
 
-@pytest.mark.parametrize("loss", [LossConfig(), LossConfig(attention_weight=1000.0, attention_stages=("stage2", "stage3")),
+@pytest.mark.parametrize("loss", [LossConfig(),
+                                  LossConfig(attention_weight=1000.0, attention_stages=("stage2", "stage3")),
                                   LossConfig(hint_weight=1.0, hint_stage="stage2")])
 def test_gradients_reach_the_student_and_never_the_teacher(loss: LossConfig) -> None:
     student, teacher = _student_and_teacher()

@@ -7,7 +7,7 @@ import pytest
 from benchmark.cohort import audit_labels, build_cohort, build_manifests, match_ct
 from benchmark.imaging import ImageCache
 from benchmark.schemas import ImageRecord, Manifest, PairedRecord, SupportCounts
-from tests.conftest import CohortWriter, row
+from tests.conftest import CohortWriter
 
 
 def record(image_id: str, patient: str = "1", modality: str = "ct", offset: float | None = None,
