@@ -20,8 +20,8 @@ from benchmark.worker import JobResult, WorkerContext, ensure_worker, run_job
 class Executor(Protocol):
     """Runs jobs somewhere and hands back futures."""
 
-    def submit(self, kind: str, spec: RunSpec) -> Future[JobResult]:
-        """Start one job: 'teacher' (train the teacher `spec` needs) or 'run' (execute `spec`)."""
+    def submit(self, context: WorkerContext, kind: str, spec: RunSpec) -> Future[JobResult]:
+        """Start one job on `context`'s data: 'teacher' (train the teacher `spec` needs) or 'run' (execute it)."""
         ...
 
     def shutdown(self) -> None:
@@ -32,14 +32,14 @@ class Executor(Protocol):
 class LocalExecutor:
     """A pool of spawned worker processes on this machine, each with its own engine."""
 
-    def __init__(self, context: WorkerContext, workers: int) -> None:
-        self._context = context
+    def __init__(self, workers: int, warm: WorkerContext | None = None) -> None:
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=ensure_worker, initargs=(context,))
+                                         initializer=ensure_worker if warm else None,
+                                         initargs=(warm,) if warm else ())
 
-    def submit(self, kind: str, spec: RunSpec) -> Future[JobResult]:
+    def submit(self, context: WorkerContext, kind: str, spec: RunSpec) -> Future[JobResult]:
         """Queue a job on the pool."""
-        return self._pool.submit(run_job, self._context, kind, spec)
+        return self._pool.submit(run_job, context, kind, spec)
 
     def shutdown(self) -> None:
         """Wait for the workers to exit."""
@@ -49,7 +49,7 @@ class LocalExecutor:
 class RayExecutor:
     """Ray tasks (CPUs per task = the worker thread count, one GPU each with --device cuda), retried on death."""
 
-    def __init__(self, context: WorkerContext, address: str | None, *, num_cpus: int | None = None,
+    def __init__(self, address: str | None, *, threads: int, device: str, num_cpus: int | None = None,
                  max_retries: int = 3) -> None:
         try:
             import ray
@@ -60,14 +60,16 @@ class RayExecutor:
         if self._started_here:
             ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
                      log_to_driver=False, configure_logging=False)
-        gpus = 1 if context.device == "cuda" else 0
-        self._context_ref = ray.put(context)
-        self._task = ray.remote(run_job).options(num_cpus=context.threads, num_gpus=gpus,
-                                                  max_retries=max_retries, retry_exceptions=False)
+        gpus = 1 if device == "cuda" else 0
+        self._contexts: dict[str, object] = {}
+        self._task = ray.remote(run_job).options(num_cpus=threads, num_gpus=gpus, max_retries=max_retries,
+                                                 retry_exceptions=False)
 
-    def submit(self, kind: str, spec: RunSpec) -> Future[JobResult]:
-        """Submit a Ray task; its ObjectRef as a future."""
-        return self._task.remote(self._context_ref, kind, spec).future()
+    def submit(self, context: WorkerContext, kind: str, spec: RunSpec) -> Future[JobResult]:
+        """Submit a Ray task; its ObjectRef as a future (each context is put in the object store once)."""
+        if context.key not in self._contexts:
+            self._contexts[context.key] = self._ray.put(context)
+        return self._task.remote(self._contexts[context.key], kind, spec).future()
 
     def shutdown(self) -> None:
         """Disconnect from (or stop) the Ray cluster this executor started."""

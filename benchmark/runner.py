@@ -81,18 +81,84 @@ def plan(request: RunRequest) -> tuple[PreparedData, list[RunSpec], StoreManifes
     return prepared, specs, manifest, settings
 
 
-def _executor(request: RunRequest, context: WorkerContext, workers: int) -> Executor:
-    if request.executor == "local":
-        return LocalExecutor(context, workers)
-    if request.executor == "ray":
-        return RayExecutor(context, request.ray_address, num_cpus=os.cpu_count())
-    raise ConfigError(f"unknown executor {request.executor!r}: use local or ray")
+def make_executor(kind: str, workers: int, threads: int, device: str, ray_address: str | None = None,
+                  warm: WorkerContext | None = None) -> Executor:
+    """The executor `kind` ('local' or 'ray') for `workers` parallel jobs of `threads` threads each."""
+    if kind == "local":
+        return LocalExecutor(workers, warm)
+    if kind == "ray":
+        return RayExecutor(ray_address, threads=threads, device=device, num_cpus=os.cpu_count())
+    raise ConfigError(f"unknown executor {kind!r}: use local or ray")
+
+
+@dataclass
+class Batch:
+    """One store's remaining work: the context its workers rebuild and the runs still to do."""
+
+    context: WorkerContext
+    store: ResultsStore
+    todo: list[RunSpec]
+
+
+def execute_batches(batches: list[Batch], executor: Executor, *, label: str, progress: bool
+                    ) -> tuple[int, dict[str, str]]:
+    """Train every needed teacher, then every run, of all batches; write records as they arrive.
+
+    Returns (runs executed, failures by run id)."""
+    from tqdm import tqdm
+
+    waiting: dict[tuple[int, str], list[RunSpec]] = {}
+    for number, batch in enumerate(batches):
+        for spec in batch.todo:
+            if spec.configuration.teacher is not None:
+                waiting.setdefault((number, _teacher_key(spec)), []).append(spec)
+    teacher_jobs = sorted(waiting.items(), key=lambda item: item[1][0].configuration.teacher.modality != "xray")  # type: ignore[union-attr]
+    total = sum(len(b.todo) for b in batches)
+    bar = tqdm(total=total, desc=label, unit="run", disable=not progress, dynamic_ncols=True)
+    bar.set_postfix_str(f"{len(teacher_jobs)} teachers to train")
+    executed, failures = 0, {}
+    pending: dict[Future, tuple[str, int, str]] = {}
+    for (number, key), group in teacher_jobs:
+        pending[executor.submit(batches[number].context, "teacher", group[0])] = ("teacher", number, key)
+    for number, batch in enumerate(batches):
+        for spec in batch.todo:
+            if spec.configuration.teacher is None:
+                pending[executor.submit(batch.context, "run", spec)] = ("run", number, spec.run_id)
+    specs = {(number, spec.run_id): spec for number, batch in enumerate(batches) for spec in batch.todo}
+    teachers_done = 0
+    try:
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                kind, number, key = pending.pop(future)
+                error = future.exception()
+                if kind == "teacher":
+                    teachers_done += 1
+                    for spec in waiting[(number, key)]:
+                        if error is None:
+                            pending[executor.submit(batches[number].context, "run", spec)] = (
+                                "run", number, spec.run_id)
+                        else:
+                            failures[spec.run_id] = f"{spec.name}: its teacher failed to train: {error!r}"
+                            bar.update(1)
+                    bar.set_postfix_str(f"teachers {teachers_done}/{len(teacher_jobs)}")
+                    continue
+                result = future.result() if error is None else None
+                if result is not None and result.record_json is not None:
+                    batches[number].store.write(RunRecord.model_validate_json(result.record_json))
+                    executed += 1
+                else:
+                    spec = specs[(number, key)]
+                    why = result.error if result is not None else repr(error)
+                    failures[key] = f"{spec.name} ({spec.split.split_id}, seed {spec.seed}): {why}"
+                bar.update(1)
+    finally:
+        bar.close()
+    return executed, failures
 
 
 def run_profile(request: RunRequest) -> RunOutcome:
     """Execute every not-yet-finished run of the profile and store it; returns what was done."""
-    from tqdm import tqdm
-
     start = time.perf_counter()
     prepared, specs, manifest, settings = plan(request)
     store = ResultsStore(request.out)
@@ -100,62 +166,20 @@ def run_profile(request: RunRequest) -> RunOutcome:
     finished = store.finished_ids()
     todo = sorted((s for s in specs if s.run_id not in finished), key=_cost, reverse=True)
     outcome = RunOutcome(out=request.out, total=len(specs), skipped=len(specs) - len(todo), executed=0)
-    if not todo:
-        outcome.seconds = time.perf_counter() - start
-        return outcome
-
-    workers = max(1, min(request.workers, len(todo)))
-    context = WorkerContext(
-        data_root=str(request.data_root), settings=settings,
-        cache_root=str(request.cache_root) if request.cache_root else None,
-        teacher_root=str(request.teacher_root or request.out / "teachers"), device=request.device,
-        threads=max(1, (os.cpu_count() or 1) // workers), code_version=manifest.code_version, data=manifest.data)
-
-    waiting: dict[str, list[RunSpec]] = {}
-    for spec in todo:
-        if spec.configuration.teacher is not None:
-            waiting.setdefault(_teacher_key(spec), []).append(spec)
-    teacher_jobs = sorted(waiting.items(), key=lambda item: item[1][0].configuration.teacher.modality != "xray")  # type: ignore[union-attr]
-
-    bar = tqdm(total=len(todo), desc=f"{request.profile} runs", unit="run", disable=not request.progress,
-               dynamic_ncols=True)
-    bar.set_postfix_str(f"{outcome.skipped} already stored, {len(teacher_jobs)} teachers to train")
-    executor = _executor(request, context, workers)
-    try:
-        pending: dict[Future, tuple[str, str]] = {}
-        for key, group in teacher_jobs:
-            pending[executor.submit("teacher", group[0])] = ("teacher", key)
-        for spec in todo:
-            if spec.configuration.teacher is None:
-                pending[executor.submit("run", spec)] = ("run", spec.run_id)
-        by_id = {spec.run_id: spec for spec in todo}
-        teachers_done = 0
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                kind, key = pending.pop(future)
-                error = future.exception()
-                if kind == "teacher":
-                    teachers_done += 1
-                    for spec in waiting[key]:
-                        if error is None:
-                            pending[executor.submit("run", spec)] = ("run", spec.run_id)
-                        else:
-                            outcome.failures[spec.run_id] = f"{spec.name}: its teacher failed to train: {error!r}"
-                            bar.update(1)
-                    bar.set_postfix_str(f"teachers {teachers_done}/{len(teacher_jobs)}")
-                    continue
-                result = future.result() if error is None else None
-                if result is not None and result.record_json is not None:
-                    store.write(RunRecord.model_validate_json(result.record_json))
-                    outcome.executed += 1
-                else:
-                    spec = by_id[key]
-                    why = result.error if result is not None else repr(error)
-                    outcome.failures[key] = f"{spec.name} ({spec.split.split_id}, seed {spec.seed}): {why}"
-                bar.update(1)
-    finally:
-        executor.shutdown()
-        bar.close()
+    if todo:
+        workers = max(1, min(request.workers, len(todo)))
+        context = WorkerContext(
+            data_root=str(request.data_root), settings=settings,
+            cache_root=str(request.cache_root) if request.cache_root else None,
+            teacher_root=str(request.teacher_root or request.out / "teachers"), device=request.device,
+            threads=max(1, (os.cpu_count() or 1) // workers), code_version=manifest.code_version,
+            data=manifest.data)
+        executor = make_executor(request.executor, workers, context.threads, request.device, request.ray_address,
+                                 warm=context)
+        try:
+            outcome.executed, outcome.failures = execute_batches(
+                [Batch(context, store, todo)], executor, label=f"{request.profile} runs", progress=request.progress)
+        finally:
+            executor.shutdown()
     outcome.seconds = time.perf_counter() - start
     return outcome

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import traceback
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,12 @@ class WorkerContext:
     code_version: str
     data: DataIdentity
 
+    @property
+    def key(self) -> str:
+        """A string identifying everything in this context (pydantic fields are not hashable)."""
+        return "|".join([self.data_root, self.settings.model_dump_json(), str(self.cache_root), self.teacher_root,
+                         self.device, str(self.threads), self.code_version, self.data.model_dump_json()])
+
 
 @dataclass(frozen=True)
 class JobResult:
@@ -45,7 +52,8 @@ class JobResult:
     error: str | None = None
 
 
-_STATE: dict[str, object] = {}  # this worker process's context and engine, set by `ensure_worker`
+_ENGINES: OrderedDict[str, object] = OrderedDict()  # this process's engines, most recently used last
+_MAX_ENGINES = 16  # a power study interleaves many small cohorts; keep their engines warm
 
 
 def data_identity(prepared: PreparedData) -> DataIdentity:
@@ -55,10 +63,11 @@ def data_identity(prepared: PreparedData) -> DataIdentity:
                         image_list_sha256=cohort.image_list_sha256)
 
 
-def ensure_worker(context: WorkerContext) -> None:
-    """Build this process's engine for `context` unless it already has one (workers are reused)."""
-    if _STATE.get("context") == context:
-        return
+def ensure_worker(context: WorkerContext) -> object:
+    """This process's engine for `context`, built on first use and kept (workers are reused across jobs)."""
+    if context.key in _ENGINES:
+        _ENGINES.move_to_end(context.key)
+        return _ENGINES[context.key]
     import torch
 
     from benchmark.engine import Engine
@@ -76,14 +85,16 @@ def ensure_worker(context: WorkerContext) -> None:
         raise StoreError(f"{context.data_root}: this worker sees other data than the driver "
                          f"(metadata sha256 {prepared.cohort.metadata_sha256[:12]}...)")
     bank = ImageBank(cache, context.settings.data.normalise_mean, context.settings.data.normalise_std)
-    _STATE.update(context=context, engine=Engine(prepared, bank, TeacherStore(context.teacher_root),
-                                                 resolve_device(context.device)))
+    engine = Engine(prepared, bank, TeacherStore(context.teacher_root), resolve_device(context.device))
+    _ENGINES[context.key] = engine
+    while len(_ENGINES) > _MAX_ENGINES:
+        _ENGINES.popitem(last=False)
+    return engine
 
 
 def run_job(context: WorkerContext, kind: str, spec: RunSpec) -> JobResult:
     """Train the teacher `spec` needs (kind 'teacher') or execute `spec` (kind 'run')."""
-    ensure_worker(context)
-    engine = _STATE["engine"]
+    engine = ensure_worker(context)
     if kind == "teacher":
         engine.teacher_for(spec.configuration, spec.split)  # type: ignore[attr-defined]
         return JobResult(kind, spec.run_id)
