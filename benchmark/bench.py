@@ -295,9 +295,20 @@ def bench_paper(data: Path, workdir: Path) -> list[Measurement]:
     return [*measurements, Measurement("read the paper store + summary", read_back, 5.0)]
 
 
+def bench_power(data: Path, workdir: Path) -> list[Measurement]:
+    """The default power grid as a user runs it (`ctxray-bench power`), against its 20-minute target."""
+    out = workdir / "power"
+    wall = _time_cli(["power", "--grid", "default", "--out", str(out), "--quiet"], dict(os.environ))
+    from benchmark.power import read_power
+
+    result = read_power(out / "power.json")
+    print(f"  power grid default: {len(result.replicates)} replicate evaluations; {result.statement}")
+    return [Measurement("power study, default grid", wall, 1200.0)]
+
+
 STAGES: dict[str, Callable[[Path, Path], list[Measurement]]] = {
     "cohorts": bench_cohorts, "training": bench_training, "smoke": bench_smoke, "units": bench_units,
-    "paper": bench_paper}
+    "paper": bench_paper, "power": bench_power}
 
 
 def main(argv: list[str] | None = None) -> int:

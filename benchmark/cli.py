@@ -8,6 +8,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmark import __version__
 from benchmark.config import load_settings
@@ -15,6 +16,9 @@ from benchmark.errors import ConfigError, CtxrayError
 from benchmark.imaging import ImageCache
 from benchmark.pipeline import cohort_summary, prepare_data, resolve_data_root
 from benchmark.schemas import CohortSummary, SplitSupport, SupportCounts
+
+if TYPE_CHECKING:
+    from benchmark.power import PowerResult, Rate
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]], indent: str = "  ") -> str:
@@ -221,6 +225,39 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_power(result: PowerResult) -> str:
+    """The power table printed by `ctxray-bench power`."""
+
+    def rate(r: Rate | None) -> str:
+        return "-" if r is None else f"{r.rate:.2f} ({r.detections}/{r.replicates}; {r.low:.2f}-{r.high:.2f})"
+
+    rows = [[c.paired_patients, c.negative_patients, c.resamples, rate(c.h1_power), rate(c.h1_false_positive_rate),
+             rate(c.h2_power), rate(c.h2_false_positive_rate)] for c in result.cells]
+    return "\n".join([
+        f"power grid {result.grid.name}: {len(result.replicates)} replicate evaluations in {result.seconds:.0f} s",
+        _table(["paired", "neg", "R", "H1 power (planted)", "H1 false positives (null)", "H2 power",
+                "H2 false positives"], rows),
+        "", f"minimum decisive experiment: {result.statement}"])
+
+
+def _cmd_power(args: argparse.Namespace) -> int:
+    from benchmark.power import load_grid, run_power, write_power
+    from benchmark.report import render_power_report, write_report
+
+    out = Path(args.out)
+    result = run_power(load_grid(args.grid, args.grids), out, workers=args.workers, executor=args.executor,
+                       device=args.device, progress=not args.quiet and sys.stderr.isatty())
+    print(format_power(result))
+    write_power(result, out / "power.json")
+    page = out / "power.html"
+    page.write_text(render_power_report(result), encoding="utf-8")
+    print(f"power: {page.resolve()}")
+    if args.results:
+        write_power(result, Path(args.results) / "power.json")
+        print(f"report: {write_report(Path(args.results)).resolve()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="ctxray-bench", description=__doc__)
@@ -267,6 +304,18 @@ def build_parser() -> argparse.ArgumentParser:
                                        "local Ray instance)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=_cmd_run)
+
+    power = commands.add_parser("power", help="measure the protocol's power and false-positive rate on synthetic "
+                                              "cohorts, and the minimum decisive experiment")
+    power.add_argument("--grid", default="default", help="grid of benchmark/configs/power.toml (default: default)")
+    power.add_argument("--grids", help="power grids TOML (default: the packaged one)")
+    power.add_argument("--out", default="results/power", help="folder for cohorts, stores, power.json, power.html")
+    power.add_argument("--results", help="a results store whose report should show the power section")
+    power.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel workers")
+    power.add_argument("--executor", default="local", choices=["local", "ray"], help="local processes or Ray")
+    power.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="default: cpu")
+    power.add_argument("--quiet", action="store_true", help="no progress bar")
+    power.set_defaults(handler=_cmd_power)
 
     from benchmark.fetch import PINNED_COMMIT, UPSTREAM_URL
 

@@ -52,3 +52,7 @@ class StoreError(CtxrayError):
 
 class FetchError(CtxrayError):
     """The dataset could not be fetched, or what was fetched does not verify."""
+
+
+class RunError(CtxrayError):
+    """Runs failed while executing (the message names them and the first error)."""

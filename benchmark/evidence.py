@@ -15,6 +15,7 @@ every Monte Carlo resample both with the default sampler and with the class-bala
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 from scipy.stats import permutation_test
 
-from benchmark.store import RunRecord
+from benchmark.store import RunRecord, StoreManifest
 from benchmark.summary import runs_of
 
 ALPHA = 0.05
@@ -95,6 +96,21 @@ class RateCheck(BaseModel):
     inside: bool
 
 
+class EffectEstimate(BaseModel):
+    """How large an MC effect is (patient-level bootstrap) and what a confirmation would need."""
+
+    mean_d_balanced_accuracy: float
+    sd_d_balanced_accuracy: float | None
+    bootstrap_low: float
+    bootstrap_high: float
+    level: float
+    replicates: int
+    method: str
+    resamples_needed: int | None
+    resamples_available: int | None = Field(default=None, description="admissible validation sets of the cohort")
+    needs: str
+
+
 class HypothesisResult(BaseModel):
     """One hypothesis: its rule, status, why, and the comparisons that decided it."""
 
@@ -109,6 +125,7 @@ class HypothesisResult(BaseModel):
     fixed_split: FixedSplitComparison | None = None
     balanced_monte_carlo: MonteCarloComparison | None = None
     rate_checks: list[RateCheck] = Field(default_factory=list)
+    estimate: EffectEstimate | None = Field(default=None, description="H1-H4: bootstrap interval and needs")
 
 
 class Evidence(BaseModel):
@@ -181,6 +198,86 @@ def fixed_split_comparison(records: Sequence[RunRecord], a: str, b: str) -> Fixe
         advantage=mean_a is not None and mean_b is not None and mean_a > mean_b)
 
 
+BOOTSTRAP_REPLICATES = 2000
+Z_ONE_SIDED_ALPHA = 1.6448536269514722  # scipy.stats.norm.ppf(0.95)
+Z_POWER_80 = 0.8416212335729143  # scipy.stats.norm.ppf(0.80)
+
+
+def _patient_counts(runs: list[RunRecord]) -> tuple[np.ndarray, np.ndarray]:
+    """Per validation patient: (is positive, [tp, fn, tn, fp] summed over the runs' images at threshold 0.5)."""
+    counts: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(4))
+    positive: dict[str, int] = defaultdict(int)
+    for run in runs:
+        for p in run.predictions:
+            predicted = p.score >= 0.5
+            column = (0 if predicted else 1) if p.label == 1 else (3 if predicted else 2)
+            counts[p.patient_id][column] += 1 / len(runs)
+            positive[p.patient_id] = max(positive[p.patient_id], p.label)
+    patients = sorted(counts)
+    return np.array([positive[x] for x in patients], dtype=bool), np.array([counts[x] for x in patients])
+
+
+def _balanced_accuracy(totals: np.ndarray) -> np.ndarray:
+    """BA from [..., 4] count totals (tp, fn, tn, fp); a class without cases contributes nothing."""
+    tp, fn, tn, fp = np.moveaxis(totals, -1, 0)
+    sensitivity = np.divide(tp, tp + fn, out=np.full_like(tp, np.nan), where=(tp + fn) > 0)
+    specificity = np.divide(tn, tn + fp, out=np.full_like(tn, np.nan), where=(tn + fp) > 0)
+    return np.nanmean(np.stack([sensitivity, specificity]), axis=0)
+
+
+def patient_bootstrap(records: Sequence[RunRecord], comparison: MonteCarloComparison,
+                      replicates: int = BOOTSTRAP_REPLICATES, level: float = 0.95,
+                      seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of the mean BA difference: resample the resamples, then patients within each
+    (positives and negatives separately, so every validation set keeps its one negative)."""
+    rng = np.random.default_rng(seed)
+    differences = []
+    for resample in comparison.resamples:
+        d = np.zeros(replicates)
+        for sign, ids in ((1, resample.a_run_ids), (-1, resample.b_run_ids)):
+            runs = [r for r in records if r.spec.run_id in set(ids)]
+            positive, counts = _patient_counts(runs)
+            totals = np.zeros((replicates, 4))
+            for group in (counts[positive], counts[~positive]):
+                if len(group):
+                    draws = rng.integers(0, len(group), size=(replicates, len(group)))
+                    totals += group[draws].sum(axis=1)
+            d += sign * _balanced_accuracy(totals)
+        differences.append(d)
+    matrix = np.array(differences)  # (resamples, replicates)
+    chosen = rng.integers(0, len(matrix), size=(replicates, len(matrix)))
+    means = matrix[chosen, np.arange(replicates)[:, None]].mean(axis=1)
+    tail = (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
+def effect_estimate(records: Sequence[RunRecord], comparison: MonteCarloComparison,
+                    admissible: int | None) -> EffectEstimate | None:
+    """Bootstrap interval of an MC effect and the resamples a confirmation would need (80% power, one-sided 5%)."""
+    d = np.array([r.d_balanced_accuracy for r in comparison.resamples])
+    if len(d) < 2:
+        return None
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    low, high = patient_bootstrap(records, comparison)
+    if mean <= 0:
+        needed, needs = None, "the observed mean difference is <= 0: no number of resamples is expected to confirm it"
+    elif sd == 0:
+        needed = 5
+        needs = "every resample agrees; 5 resamples are the fewest with which the sign-flip test can reach p <= 0.05"
+    else:
+        needed = max(5, math.ceil(((Z_ONE_SIDED_ALPHA + Z_POWER_80) * sd / mean) ** 2))
+        needs = (f"about {needed} resamples for 80% power at the observed mean {mean:.3f} and sd {sd:.3f} "
+                 "(normal approximation)")
+        if admissible is not None and needed > admissible:
+            needs += f"; the cohort has only {admissible} distinct validation sets: more patients are needed"
+    return EffectEstimate(
+        mean_d_balanced_accuracy=mean, sd_d_balanced_accuracy=sd, bootstrap_low=low, bootstrap_high=high,
+        level=0.95, replicates=BOOTSTRAP_REPLICATES,
+        method="percentile interval over resamples resampled with replacement and, within each, validation patients "
+               "resampled with replacement by class (seed 0)", resamples_needed=needed, resamples_available=admissible,
+        needs=needs)
+
+
 @dataclass(frozen=True)
 class Hypothesis:
     """A hypothesis of section 8: which configurations it compares and its rule in words."""
@@ -215,7 +312,8 @@ def _absent(records: Sequence[RunRecord], names: Sequence[str]) -> list[str]:
     return [n for n in names if not runs_of(records, n, MONTE_CARLO)]
 
 
-def _decide(h: Hypothesis, records: Sequence[RunRecord], decided: dict[str, HypothesisResult]) -> HypothesisResult:
+def _decide(h: Hypothesis, records: Sequence[RunRecord], decided: dict[str, HypothesisResult],
+            admissible: int | None) -> HypothesisResult:
     base = {"hypothesis": h.key, "statement": h.statement, "a": h.a, "b": h.b, "rule": h.rule}
     needed = [h.a, h.b] + (["plain-ct-kd", "student-only"] if h.key == "H5" else [])
     absent = _absent(records, [n for n in needed if n])
@@ -254,12 +352,22 @@ def _decide(h: Hypothesis, records: Sequence[RunRecord], decided: dict[str, Hypo
             "; no fixed-split advantage" if h.key == "H1" else "")
     if not mc.confirmed and mc.missing:
         reason += f" (resamples missing a run: {', '.join(mc.missing)})"
-    return HypothesisResult(**base, status=status, reason=reason, monte_carlo=mc, fixed_split=fixed)
+    return HypothesisResult(**base, status=status, reason=reason, monte_carlo=mc, fixed_split=fixed,
+                            estimate=effect_estimate(records, mc, admissible))
 
 
-def evaluate_hypotheses(records: Sequence[RunRecord]) -> Evidence:
-    """The status of H1-H5 on these runs, each with the numbers and the rule it was decided by."""
+def evaluate_hypotheses(records: Sequence[RunRecord], admissible: int | None = None) -> Evidence:
+    """The status of H1-H5 on these runs, each with the numbers and the rule it was decided by.
+
+    `admissible`: the number of distinct Monte Carlo validation sets of the cohort, to say whether
+    the resamples a confirmation would need exist."""
     decided: dict[str, HypothesisResult] = {}
     for hypothesis in HYPOTHESES:
-        decided[hypothesis.key] = _decide(hypothesis, records, decided)
+        decided[hypothesis.key] = _decide(hypothesis, records, decided, admissible)
     return Evidence(runs=len(records), hypotheses=list(decided.values()))
+
+
+def store_evidence(manifest: StoreManifest, records: Sequence[RunRecord]) -> Evidence:
+    """The evidence of a store's runs, with the cohort's number of admissible Monte Carlo validation sets."""
+    admissible = next((r.admissible_sets for r in manifest.regimes if r.name == MONTE_CARLO), None)
+    return evaluate_hypotheses(records, admissible)

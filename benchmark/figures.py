@@ -97,3 +97,20 @@ def lines(series: dict[str, tuple[Sequence[float], Sequence[float], Sequence[flo
     axes.set_title(title)
     axes.legend(fontsize=7, frameon=False, loc="best")
     return _data_uri(figure)
+
+
+def power_curves(series: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float]]],
+                 target: float, ceiling: float, title: str) -> str:
+    """Detection rate against cohort size with exact binomial intervals: name -> (x, rate, low, high)."""
+    figure, axes = plt.subplots(figsize=(5.6, 3.4))
+    for name, (xs, rates, lows, highs) in series.items():
+        line = axes.plot(xs, rates, marker="o", ms=4, label=name)[0]
+        axes.fill_between(xs, lows, highs, alpha=0.12, color=line.get_color())
+    axes.axhline(target, color="#31a354", lw=0.9, ls="--", label=f"power target {target:g}")
+    axes.axhline(ceiling, color="#de2d26", lw=0.9, ls=":", label=f"false-positive ceiling {ceiling:g}")
+    axes.set_ylim(-0.05, 1.05)
+    axes.set_xlabel("paired patients in the synthetic cohort")
+    axes.set_ylabel("H1 detection rate")
+    axes.set_title(title)
+    axes.legend(fontsize=7, frameon=False, loc="center right")
+    return _data_uri(figure)

@@ -22,9 +22,10 @@ from pydantic import BaseModel, Field
 from benchmark import figures
 from benchmark.atomic import write_atomically
 from benchmark.configurations import load_configurations
-from benchmark.evidence import FIXED, MONTE_CARLO, Evidence, evaluate_hypotheses
+from benchmark.evidence import FIXED, MONTE_CARLO, Evidence, store_evidence
 from benchmark.matrix import block_names
 from benchmark.metrics import SWEEP_THRESHOLDS
+from benchmark.power import MAX_FALSE_POSITIVE_RATE, TARGET_POWER, PowerResult, read_power
 from benchmark.store import ResultsStore, RunRecord, StoreManifest, now
 from benchmark.summary import AggregateRow, aggregate, runs_of
 
@@ -79,6 +80,21 @@ class ReportData(BaseModel):
     runs: list[RunIndexRow]
     figures: dict[str, str] = Field(default_factory=dict)
     figure_runs: dict[str, list[str]] = Field(default_factory=dict)
+    power: PowerResult | None = None
+
+
+def power_figure(power: PowerResult) -> str:
+    """H1 power (planted) and false-positive rate (null) against cohort size, one pair of lines per R."""
+    series = {}
+    for resamples in sorted({c.resamples for c in power.cells}):
+        cells = sorted((c for c in power.cells if c.resamples == resamples), key=lambda c: c.paired_patients)
+        for label, attribute in (("power", "h1_power"), ("false positives", "h1_false_positive_rate")):
+            rates = [(c.paired_patients, getattr(c, attribute)) for c in cells if getattr(c, attribute)]
+            if rates:
+                series[f"{label}, R = {resamples}"] = ([x for x, _ in rates], [r.rate for _, r in rates],
+                                                       [r.low for _, r in rates], [r.high for _, r in rates])
+    return figures.power_curves(series, TARGET_POWER, MAX_FALSE_POSITIVE_RATE,
+                                "H1 on synthetic cohorts (planted: power; null: false positives)")
 
 
 def _rows(records: Sequence[RunRecord], names: Sequence[str], regimes: Sequence[str]) -> list[AggregateRow]:
@@ -170,7 +186,7 @@ def build_report_data(store: ResultsStore) -> ReportData:
         tier_names=tier_names,
         references=_rows(records, REFERENCE, ("reference-all-xray", "reference-all-ct")),
         fixed=_rows(records, tier_names, (FIXED,)), monte_carlo=_rows(records, tier_names, (MONTE_CARLO,)),
-        blocks=blocks, evidence=evaluate_hypotheses(records),
+        blocks=blocks, evidence=store_evidence(manifest, records),
         runs=[RunIndexRow(run_id=r.spec.run_id, names=list(r.spec.names), blocks=list(r.spec.blocks),
                           regime=r.spec.regime, split_id=r.spec.split.split_id, seed=r.spec.seed,
                           balanced_accuracy=r.metrics.balanced_accuracy, macro_f1=r.metrics.macro_f1,
@@ -197,6 +213,10 @@ def build_report_data(store: ResultsStore) -> ReportData:
     candidates["sweep"] = (_sweep_figure(records, tier_names), [i for row in data.monte_carlo for i in row.run_ids])
     data.figures = {k: uri for k, (uri, _) in candidates.items() if uri}
     data.figure_runs = {k: runs for k, (uri, runs) in candidates.items() if uri}
+    power_path = store.root / "power.json"
+    if power_path.is_file():
+        data.power = read_power(power_path)
+        data.figures["power"] = power_figure(data.power)
     return data
 
 
@@ -225,6 +245,11 @@ def template_environment() -> Environment:
 def render_report(data: ReportData) -> str:
     """The report's HTML."""
     return template_environment().get_template("report.html.j2").render(data=data, island=_json_island(data))
+
+
+def render_power_report(power: PowerResult) -> str:
+    """A standalone page with the power study alone (written beside power.json)."""
+    return template_environment().get_template("power.html.j2").render(power=power, figure=power_figure(power))
 
 
 def write_report(store_root: Path, out: Path | None = None) -> Path:

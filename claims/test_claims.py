@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.evidence import MONTE_CARLO, Status, evaluate_hypotheses
+from benchmark.evidence import MONTE_CARLO, Status, store_evidence
 from benchmark.metrics import compute_metrics
 from benchmark.report import numbers_in_report, report_data_from_html
 from benchmark.store import RunRecord, StoreManifest
@@ -147,8 +147,8 @@ def test_claim5_every_reported_number_recomputes_from_the_per_case_predictions(
 
 
 def test_claim6_every_status_follows_its_rule_and_the_fixed_split_has_no_test(
-        records: list[RunRecord], results_dir: Path, report_html: str) -> None:
-    evidence = evaluate_hypotheses(_recomputed(records))
+        records: list[RunRecord], manifest: StoreManifest, results_dir: Path, report_html: str) -> None:
+    evidence = store_evidence(manifest, _recomputed(records))
     stored = json.loads((results_dir / "evidence.json").read_text())
     assert stored == json.loads(evidence.model_dump_json()), "evidence.json differs from the rules on the runs"
     island = report_data_from_html(report_html)["evidence"]

@@ -24,8 +24,8 @@ def git(*args: str, cwd: Path) -> str:
 @pytest.fixture
 def upstream(tmp_path: Path) -> tuple[str, str, str]:
     """(file:// url of a bare repository holding a synthetic collection, its commit, metadata sha256)."""
-    work = write_synthetic_cohort(tmp_path / "work", paired_positives=2, paired_negatives=1, ct_only=0,
-                                  xray_only=1, size=16)
+    work = write_synthetic_cohort(tmp_path / "work", paired_patients=3, ct_only_patients=0,
+                                  xray_only_patients=1, size=16)
     git("init", "--quiet", cwd=work)
     git("add", ".", cwd=work)
     git("commit", "--quiet", "-m", "data", cwd=work)
@@ -77,8 +77,8 @@ def test_a_wrong_metadata_hash_is_refused(upstream, tmp_path: Path) -> None:
 
 
 def test_missing_referenced_images_are_refused(tmp_path: Path) -> None:
-    work = write_synthetic_cohort(tmp_path / "work", paired_positives=2, paired_negatives=1, ct_only=0,
-                                  xray_only=1, size=16)
+    work = write_synthetic_cohort(tmp_path / "work", paired_patients=3, ct_only_patients=0,
+                                  xray_only_patients=1, size=16)
     removed = sorted((work / "images").iterdir())[0]
     removed.unlink()
     git("init", "--quiet", cwd=work)

@@ -36,7 +36,8 @@ def test_the_report_renders_every_section_and_figure_without_console_errors(synt
 
     executable = _chromium()
     report = synthetic_store / "report.html"
-    expected_figures = len(report_data_from_html(report.read_text())["figure_runs"])
+    island = report_data_from_html(report.read_text())
+    expected_figures = len(island["figure_runs"]) + (1 if island.get("power") else 0)
     artifacts = Path(os.environ.get("CTXRAY_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
     artifacts.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
