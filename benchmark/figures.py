@@ -102,7 +102,7 @@ def lines(series: dict[str, tuple[Sequence[float], Sequence[float], Sequence[flo
 def power_curves(series: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float]]],
                  target: float, ceiling: float, title: str) -> str:
     """Detection rate against cohort size with exact binomial intervals: name -> (x, rate, low, high)."""
-    figure, axes = plt.subplots(figsize=(5.6, 3.4))
+    figure, axes = plt.subplots(figsize=(7.4, 3.4))
     for name, (xs, rates, lows, highs) in series.items():
         line = axes.plot(xs, rates, marker="o", ms=4, label=name)[0]
         axes.fill_between(xs, lows, highs, alpha=0.12, color=line.get_color())
@@ -112,5 +112,6 @@ def power_curves(series: dict[str, tuple[Sequence[float], Sequence[float], Seque
     axes.set_xlabel("paired patients in the synthetic cohort")
     axes.set_ylabel("H1 detection rate")
     axes.set_title(title)
-    axes.legend(fontsize=7, frameon=False, loc="center right")
+    axes.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    figure.tight_layout()
     return _data_uri(figure)

@@ -257,10 +257,19 @@ def minimum_decisive_experiment(cells: list[PowerCell]) -> tuple[PowerCell | Non
                 f"{power.replicates} replicates (power {power.rate:.2f}, 95% CI {power.low:.2f}-{power.high:.2f}) "
                 f"while confirming H1 in {false_positive.detections}/{false_positive.replicates} null replicates "
                 f"(false-positive rate {false_positive.rate:.2f}, 95% CI {false_positive.low:.2f}-"
-                f"{false_positive.high:.2f}).")
+                f"{false_positive.high:.2f}).{_precision_caveat(power, false_positive)}")
     return None, (f"No cohort on this grid reaches power >= {TARGET_POWER} with a false-positive rate <= "
                   f"{MAX_FALSE_POSITIVE_RATE}: a decisive experiment needs a larger cohort or more resamples than "
                   "the grid holds.")
+
+
+def _precision_caveat(power: Rate, false_positive: Rate) -> str:
+    """Say when the replicates are too few for the intervals themselves to clear the thresholds."""
+    if power.low >= TARGET_POWER and false_positive.high <= MAX_FALSE_POSITIVE_RATE:
+        return ""
+    return (f" These are point estimates from {power.replicates} planted and {false_positive.replicates} null "
+            f"replicates: the intervals do not yet exclude power below {TARGET_POWER} or a false-positive rate "
+            f"above {MAX_FALSE_POSITIVE_RATE}; raise the grid's replicates for a confirmatory answer.")
 
 
 def write_power(result: PowerResult, path: Path) -> Path:

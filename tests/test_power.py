@@ -66,6 +66,16 @@ def test_the_minimum_decisive_experiment_is_the_smallest_cohort_then_fewest_resa
     assert "24 paired patients" in statement and "R = 16" in statement
 
 
+def test_a_decisive_experiment_from_few_replicates_says_its_intervals_are_wide() -> None:
+    _, statement = minimum_decisive_experiment([_cell(24, 16, (4, 5), (0, 5))])
+    assert "point estimates from 5 planted and 5 null replicates" in statement
+
+
+def test_a_decisive_experiment_whose_intervals_clear_the_thresholds_carries_no_caveat() -> None:
+    _, statement = minimum_decisive_experiment([_cell(24, 16, (100, 100), (0, 100))])
+    assert "24 paired patients" in statement and "point estimates" not in statement
+
+
 def test_no_decisive_experiment_is_stated_as_such() -> None:
     decisive, statement = minimum_decisive_experiment([_cell(12, 8, (3, 10), (0, 10))])
     assert decisive is None and statement.startswith("No cohort on this grid")
