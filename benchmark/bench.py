@@ -219,7 +219,7 @@ def _flops_per_sample(configuration, image_size: int) -> dict[str, float]:  # no
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             teacher_output = teacher(x)
         result["teacher_forward"] = counter.get_total_flops() / 2
-        teacher_channels = {f"stage{i}": w for i, w in enumerate(configuration.teacher.network.widths, 1)}
+        teacher_channels = configuration.teacher.network.stage_channels
     if configuration.kind == "late-fusion":
         model = build_late_fusion(configuration.network, generator)
         forward = lambda: model(x, x)  # noqa: E731
@@ -227,7 +227,7 @@ def _flops_per_sample(configuration, image_size: int) -> dict[str, float]:  # no
         model = build_classifier(configuration.network, generator)
         forward = lambda: model(x)  # noqa: E731
     objective = Objective(configuration.loss, torch.ones(2), has_teacher=teacher_output is not None,
-                          student_channels={f"stage{i}": w for i, w in enumerate(configuration.network.widths, 1)},
+                          student_channels=configuration.network.stage_channels,
                           teacher_channels=teacher_channels)
     with FlopCounterMode(display=False) as counter:
         loss, _ = objective(forward(), labels, teacher_output)

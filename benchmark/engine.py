@@ -140,11 +140,10 @@ class Engine:
                                          teacher.training_patients, len(teacher.training_images),
                                          teacher.train_seconds, teacher.steps,
                                          teacher.from_cache)
-                teacher_channels = {f"stage{i}": w for i, w in enumerate(configuration.teacher.network.widths, 1)}
+                teacher_channels = configuration.teacher.network.stage_channels
             objective = Objective(configuration.loss, inverse_frequency_weights(labels),
                                   has_teacher=configuration.teacher is not None,
-                                  student_channels={f"stage{i}": w for i, w in
-                                                    enumerate(configuration.network.widths, 1)},
+                                  student_channels=configuration.network.stage_channels,
                                   teacher_channels=teacher_channels)
             init_parameters(objective, init)  # the hint regressor, seeded like the model
             if configuration.teacher is not None:

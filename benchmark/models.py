@@ -45,6 +45,11 @@ class NetworkConfig(BaseModel):
     dfpn: bool = False
     dfpn_channels: int = Field(default=64, ge=4)
 
+    @property
+    def stage_channels(self) -> dict[str, int]:
+        """Channels of each named backbone stage (stage1, stage2, ...), as feature-matching losses need them."""
+        return {f"stage{i}": width for i, width in enumerate(self.widths, 1)}
+
     @model_validator(mode="after")
     def _heads_divide_width(self) -> NetworkConfig:
         if self.mhra and self.widths[-1] % self.mhra_heads:
