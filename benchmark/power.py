@@ -29,11 +29,11 @@ from benchmark.errors import ConfigError, RunError
 from benchmark.evidence import MONTE_CARLO, monte_carlo_comparison
 from benchmark.imaging import ImageCache
 from benchmark.matrix import Block, Profile, expand_profile
-from benchmark.pipeline import cohort_summary, prepare_data
-from benchmark.runner import Batch, execute_batches, make_executor
-from benchmark.store import ResultsStore, StoreManifest, code_version, now
+from benchmark.pipeline import prepare_data
+from benchmark.runner import Batch, execute_batches, make_executor, open_store, store_manifest
+from benchmark.store import ResultsStore, code_version, now
 from benchmark.synthetic import SyntheticSpec, write_synthetic_cohort
-from benchmark.worker import WorkerContext, data_identity
+from benchmark.worker import WorkerContext
 
 DEFAULT_GRIDS = Path(__file__).parent / "configs" / "power.toml"
 Mode = Literal["planted", "null"]
@@ -171,30 +171,28 @@ def run_power(grid: PowerGrid, out: Path, *, workers: int = 1, executor: str = "
     base = SyntheticSpec.model_validate(grid.generator)
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     version = code_version()
+    cache = ImageCache(out / "cache", settings.data.image_size)
     batches: list[Batch] = []
-    planned: list[tuple[Mode, CohortSize, int, int, Path]] = []
+    planned: list[tuple[Mode, SyntheticSpec, int, Path]] = []
     for index, size in enumerate(grid.cohorts):
         for replicate in range(grid.replicates):
-            seed = _seed(grid, index, replicate)
             for mode in grid.modes:
+                spec = base.model_copy(update={"mode": mode, "paired_patients": size.paired_patients,
+                                               "negative_fraction": size.negative_fraction,
+                                               "seed": _seed(grid, index, replicate)})
                 name = f"{mode}-n{size.paired_patients}-f{size.negative_fraction:g}-r{replicate}"
                 data = out / "cohorts" / name
                 if not (data / "metadata.csv").is_file():
-                    write_synthetic_cohort(data, base, mode=mode, paired_patients=size.paired_patients,
-                                           negative_fraction=size.negative_fraction, seed=seed)
-                cache = ImageCache(out / "cache", settings.data.image_size)
+                    write_synthetic_cohort(data, spec)
                 prepared = prepare_data(data, settings, cache)
                 specs = expand_profile(profile, configurations, prepared.regimes)
-                store = ResultsStore(out / "stores" / name)
-                store.open(StoreManifest(profile=profile, settings=settings, data=data_identity(prepared),
-                                         code_version=version, created_at=now(), cohort=cohort_summary(prepared),
-                                         regimes=prepared.regimes, run_ids=[s.run_id for s in specs]))
-                finished = store.finished_ids()
+                manifest = store_manifest(profile, settings, prepared, specs, version)
+                store, todo = open_store(out / "stores" / name, manifest, specs)
                 context = WorkerContext(data_root=str(data), settings=settings, cache_root=str(out / "cache"),
                                         teacher_root=str(out / "teachers"), device=device, threads=threads,
-                                        code_version=version, data=data_identity(prepared))
-                batches.append(Batch(context, store, [s for s in specs if s.run_id not in finished]))
-                planned.append((mode, size, replicate, seed, store.root))
+                                        code_version=version, data=manifest.data)
+                batches.append(Batch(context, store, todo))
+                planned.append((mode, spec, replicate, store.root))
     pool = make_executor(executor, workers, threads, device)
     try:
         _, failures = execute_batches([b for b in batches if b.todo], pool, label=f"power {grid.name}",
@@ -206,17 +204,15 @@ def run_power(grid: PowerGrid, out: Path, *, workers: int = 1, executor: str = "
         raise RunError(f"{len(failures)} power run(s) failed, e.g. {run_id}: {why}")
 
     outcomes = []
-    for mode, size, replicate, seed, root in planned:
+    for mode, spec, replicate, root in planned:
         records = ResultsStore(root).load_all()
         for resamples in grid.resamples:
             subset = [r for r in records if r.spec.regime == MONTE_CARLO and r.spec.split.index < resamples]
             h1 = monte_carlo_comparison(subset, "plain-ct-kd", "student-only")
             h2 = monte_carlo_comparison(subset, "plain-ct-kd", "same-modality-kd")
-            negatives = SyntheticSpec(paired_patients=size.paired_patients,
-                                      negative_fraction=size.negative_fraction).negative_patients
             outcomes.append(ReplicateOutcome(
-                mode=mode, paired_patients=size.paired_patients, negative_patients=negatives, resamples=resamples,
-                replicate=replicate, seed=seed, h1_confirmed=h1.confirmed,
+                mode=mode, paired_patients=spec.paired_patients, negative_patients=spec.negative_patients,
+                resamples=resamples, replicate=replicate, seed=spec.seed, h1_confirmed=h1.confirmed,
                 h1_mean_d_balanced_accuracy=h1.mean_d_balanced_accuracy, h1_p_value=h1.p_value,
                 h2_confirmed=h2.confirmed, store=str(root)))
     cells = _cells(outcomes)

@@ -20,7 +20,7 @@ from benchmark.configurations import load_configurations
 from benchmark.errors import ConfigError
 from benchmark.executors import Executor, LocalExecutor, RayExecutor
 from benchmark.imaging import ImageCache
-from benchmark.matrix import RunSpec, expand_profile, load_profile
+from benchmark.matrix import Profile, RunSpec, expand_profile, load_profile
 from benchmark.pipeline import PreparedData, cohort_summary, prepare_data
 from benchmark.store import ResultsStore, RunRecord, StoreManifest, code_version, now
 from benchmark.worker import WorkerContext, data_identity
@@ -68,6 +68,14 @@ def _teacher_key(spec: RunSpec) -> str:
     return spec.configuration.teacher.model_dump_json() + "|" + spec.split.val_hash + f"|{spec.split.seed}"
 
 
+def store_manifest(profile: Profile, settings: Settings, prepared: PreparedData, specs: list[RunSpec],
+                   version: str) -> StoreManifest:
+    """The manifest of a store that holds `specs`, the runs of `profile` on `prepared` data."""
+    return StoreManifest(profile=profile, settings=settings, data=data_identity(prepared), code_version=version,
+                         created_at=now(), cohort=cohort_summary(prepared), regimes=prepared.regimes,
+                         run_ids=[s.run_id for s in specs])
+
+
 def plan(request: RunRequest) -> tuple[PreparedData, list[RunSpec], StoreManifest, Settings]:
     """Prepare the data and expand the profile (no training): what `run_profile` will do."""
     profile = load_profile(request.profile, request.matrix_path)
@@ -75,10 +83,7 @@ def plan(request: RunRequest) -> tuple[PreparedData, list[RunSpec], StoreManifes
     cache = ImageCache(request.cache_root, settings.data.image_size)
     prepared = prepare_data(request.data_root, settings, cache, progress=request.progress)
     specs = expand_profile(profile, load_configurations(request.configurations_path), prepared.regimes)
-    manifest = StoreManifest(profile=profile, settings=settings, data=data_identity(prepared),
-                             code_version=code_version(), created_at=now(), cohort=cohort_summary(prepared),
-                             regimes=prepared.regimes, run_ids=[s.run_id for s in specs])
-    return prepared, specs, manifest, settings
+    return prepared, specs, store_manifest(profile, settings, prepared, specs, code_version()), settings
 
 
 def make_executor(kind: str, workers: int, threads: int, device: str, ray_address: str | None = None,
@@ -100,6 +105,14 @@ class Batch:
     todo: list[RunSpec]
 
 
+def open_store(root: Path, manifest: StoreManifest, specs: list[RunSpec]) -> tuple[ResultsStore, list[RunSpec]]:
+    """Open (or reopen) the store at `root`; returns it and the runs of `specs` it does not hold yet."""
+    store = ResultsStore(root)
+    store.open(manifest)
+    finished = store.finished_ids()
+    return store, [s for s in specs if s.run_id not in finished]
+
+
 def execute_batches(batches: list[Batch], executor: Executor, *, label: str, progress: bool
                     ) -> tuple[int, dict[str, str]]:
     """Train every needed teacher, then every run, of all batches; write records as they arrive.
@@ -107,11 +120,12 @@ def execute_batches(batches: list[Batch], executor: Executor, *, label: str, pro
     Returns (runs executed, failures by run id)."""
     from tqdm import tqdm
 
+    costliest_first = sorted(((number, spec) for number, batch in enumerate(batches) for spec in batch.todo),
+                             key=lambda item: _cost(item[1]), reverse=True)
     waiting: dict[tuple[int, str], list[RunSpec]] = {}
-    for number, batch in enumerate(batches):
-        for spec in batch.todo:
-            if spec.configuration.teacher is not None:
-                waiting.setdefault((number, _teacher_key(spec)), []).append(spec)
+    for number, spec in costliest_first:
+        if spec.configuration.teacher is not None:
+            waiting.setdefault((number, _teacher_key(spec)), []).append(spec)
     teacher_jobs = sorted(waiting.items(), key=lambda item: item[1][0].configuration.teacher.modality != "xray")  # type: ignore[union-attr]
     total = sum(len(b.todo) for b in batches)
     bar = tqdm(total=total, desc=label, unit="run", disable=not progress, dynamic_ncols=True)
@@ -120,10 +134,9 @@ def execute_batches(batches: list[Batch], executor: Executor, *, label: str, pro
     pending: dict[Future, tuple[str, int, str]] = {}
     for (number, key), group in teacher_jobs:
         pending[executor.submit(batches[number].context, "teacher", group[0])] = ("teacher", number, key)
-    for number, batch in enumerate(batches):
-        for spec in batch.todo:
-            if spec.configuration.teacher is None:
-                pending[executor.submit(batch.context, "run", spec)] = ("run", number, spec.run_id)
+    for number, spec in costliest_first:
+        if spec.configuration.teacher is None:
+            pending[executor.submit(batches[number].context, "run", spec)] = ("run", number, spec.run_id)
     specs = {(number, spec.run_id): spec for number, batch in enumerate(batches) for spec in batch.todo}
     teachers_done = 0
     try:
@@ -161,10 +174,7 @@ def run_profile(request: RunRequest) -> RunOutcome:
     """Execute every not-yet-finished run of the profile and store it; returns what was done."""
     start = time.perf_counter()
     prepared, specs, manifest, settings = plan(request)
-    store = ResultsStore(request.out)
-    store.open(manifest)
-    finished = store.finished_ids()
-    todo = sorted((s for s in specs if s.run_id not in finished), key=_cost, reverse=True)
+    store, todo = open_store(request.out, manifest, specs)
     outcome = RunOutcome(out=request.out, total=len(specs), skipped=len(specs) - len(todo), executed=0)
     if todo:
         workers = max(1, min(request.workers, len(todo)))
