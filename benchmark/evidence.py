@@ -23,7 +23,7 @@ from enum import StrEnum
 
 import numpy as np
 from pydantic import BaseModel, Field
-from scipy.stats import permutation_test
+from scipy.stats import norm, permutation_test
 
 from benchmark.store import RunRecord, StoreManifest
 from benchmark.summary import runs_of
@@ -199,8 +199,8 @@ def fixed_split_comparison(records: Sequence[RunRecord], a: str, b: str) -> Fixe
 
 
 BOOTSTRAP_REPLICATES = 2000
-Z_ONE_SIDED_ALPHA = 1.6448536269514722  # scipy.stats.norm.ppf(0.95)
-Z_POWER_80 = 0.8416212335729143  # scipy.stats.norm.ppf(0.80)
+Z_ONE_SIDED_ALPHA = float(norm.ppf(1 - ALPHA))
+Z_POWER_80 = float(norm.ppf(0.80))
 
 
 def _patient_counts(runs: list[RunRecord]) -> tuple[np.ndarray, np.ndarray]:
@@ -235,8 +235,8 @@ def patient_bootstrap(records: Sequence[RunRecord], comparison: MonteCarloCompar
     for resample in comparison.resamples:
         d = np.zeros(replicates)
         for sign, ids in ((1, resample.a_run_ids), (-1, resample.b_run_ids)):
-            runs = [r for r in records if r.spec.run_id in set(ids)]
-            positive, counts = _patient_counts(runs)
+            wanted = set(ids)
+            positive, counts = _patient_counts([r for r in records if r.spec.run_id in wanted])
             totals = np.zeros((replicates, 4))
             for group in (counts[positive], counts[~positive]):
                 if len(group):
