@@ -241,6 +241,7 @@ def format_power(result: PowerResult) -> str:
 
 
 def _cmd_power(args: argparse.Namespace) -> int:
+    from benchmark.atomic import write_atomically
     from benchmark.power import load_grid, run_power, write_power
     from benchmark.report import render_power_report, write_report
 
@@ -250,7 +251,7 @@ def _cmd_power(args: argparse.Namespace) -> int:
     print(format_power(result))
     write_power(result, out / "power.json")
     page = out / "power.html"
-    page.write_text(render_power_report(result), encoding="utf-8")
+    write_atomically(page, render_power_report(result).encode("utf-8"))
     print(f"power: {page.resolve()}")
     if args.results:
         write_power(result, Path(args.results) / "power.json")

@@ -11,7 +11,7 @@ import pytest
 
 from benchmark.configurations import load_configurations
 from benchmark.errors import ConfigError
-from benchmark.matrix import expand_profile, load_profile, run_id
+from benchmark.matrix import Profile, expand_profile, load_profile, run_id
 
 CONFIGURATIONS = load_configurations()
 
@@ -108,17 +108,19 @@ def test_unknown_profile_lists_the_declared_ones() -> None:
         load_profile("nope")
 
 
-def test_unknown_configuration_in_a_block_names_the_block(tmp_path: Path, regimes) -> None:
+def _one_block_profile(tmp_path: Path, configuration: str, regime: str) -> Profile:
+    """Profile 'p' of a matrix file with one block 'b' running `configuration` in `regime`."""
     path = tmp_path / "m.toml"
     path.write_text('[profiles.p]\ndescription = "d"\n[[profiles.p.blocks]]\nname = "b"\npurpose = "x"\n'
-                    'configurations = ["nope"]\nregimes = ["paired-fixed"]\n')
+                    f'configurations = ["{configuration}"]\nregimes = ["{regime}"]\n')
+    return load_profile("p", path)
+
+
+def test_unknown_configuration_in_a_block_names_the_block(tmp_path: Path, regimes) -> None:
     with pytest.raises(ConfigError, match="block 'b': unknown configuration 'nope'"):
-        expand_profile(load_profile("p", path), CONFIGURATIONS, regimes)
+        expand_profile(_one_block_profile(tmp_path, "nope", "paired-fixed"), CONFIGURATIONS, regimes)
 
 
 def test_a_block_with_a_regime_of_another_manifest_is_refused(tmp_path: Path, regimes) -> None:
-    path = tmp_path / "m.toml"
-    path.write_text('[profiles.p]\ndescription = "d"\n[[profiles.p.blocks]]\nname = "b"\npurpose = "x"\n'
-                    'configurations = ["xray-teacher-ref"]\nregimes = ["paired-fixed"]\n')
     with pytest.raises(ConfigError, match="xray-teacher-ref trains on all-xray"):
-        expand_profile(load_profile("p", path), CONFIGURATIONS, regimes)
+        expand_profile(_one_block_profile(tmp_path, "xray-teacher-ref", "paired-fixed"), CONFIGURATIONS, regimes)
