@@ -182,10 +182,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.report import write_report
+    from benchmark.report import write_store_outputs
     from benchmark.runner import RunRequest, run_profile
-    from benchmark.store import ResultsStore
-    from benchmark.summary import write_summary
 
     out = Path(args.out or f"results/{args.profile}")
     request = RunRequest(
@@ -194,9 +192,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         matrix_path=args.matrix, cache_root=args.cache, teacher_root=args.teachers,
         progress=not args.quiet and sys.stderr.isatty(), executor=args.executor, ray_address=args.address)
     outcome = run_profile(request)
-    records = ResultsStore(out).load_all()
-    summary = write_summary(records, out / "summary.csv")
-    report = write_report(out)
+    summary, report = write_store_outputs(out)
     print(f"{args.profile}: {outcome.total} runs; {outcome.skipped} already stored, {outcome.executed} run now, "
           f"{len(outcome.failures)} failed, in {outcome.seconds:.1f} s")
     for run_id, error in outcome.failures.items():

@@ -27,7 +27,7 @@ from benchmark.matrix import block_names
 from benchmark.metrics import SWEEP_THRESHOLDS
 from benchmark.power import MAX_FALSE_POSITIVE_RATE, TARGET_POWER, PowerResult, read_power
 from benchmark.store import ResultsStore, RunRecord, StoreManifest, now
-from benchmark.summary import AggregateRow, aggregate, runs_of
+from benchmark.summary import AggregateRow, aggregate, runs_of, write_summary
 
 TEMPLATE_DIRS = (Path(__file__).parent / "templates", Path(__file__).resolve().parent.parent / "templates")
 TABLE_METRICS = ("balanced_accuracy", "macro_f1", "sensitivity", "specificity", "mcc", "pr_auc", "roc_auc",
@@ -260,6 +260,12 @@ def write_report(store_root: Path, out: Path | None = None) -> Path:
     write_atomically(store.root / "evidence.json", data.evidence.model_dump_json(indent=1).encode("utf-8"))
     write_atomically(target, render_report(data).encode("utf-8"))
     return target
+
+
+def write_store_outputs(store_root: Path) -> tuple[Path, Path]:
+    """Write what a finished store publishes, its summary CSV and its report (with evidence.json); their paths."""
+    summary = write_summary(ResultsStore(store_root).load_all(), store_root / "summary.csv")
+    return summary, write_report(store_root)
 
 
 def report_data_from_html(html: str) -> dict[str, Any]:

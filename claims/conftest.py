@@ -23,18 +23,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _produce_paper_store() -> Path:
     from benchmark.pipeline import resolve_data_root
-    from benchmark.report import write_report
+    from benchmark.report import write_store_outputs
     from benchmark.runner import RunRequest, run_profile
-    from benchmark.summary import write_summary
 
     out = Path(os.environ.get("CTXRAY_CLAIMS_OUT", "results/paper"))
     outcome = run_profile(RunRequest(data_root=resolve_data_root(None), profile="paper", out=out,
                                      workers=os.cpu_count() or 1, progress=False))
     if outcome.failures:
         raise StoreError(f"{len(outcome.failures)} paper run(s) failed: {next(iter(outcome.failures.values()))}")
-    records = ResultsStore(out).load_all()
-    write_summary(records, out / "summary.csv")
-    write_report(out)
+    write_store_outputs(out)
     return out
 
 

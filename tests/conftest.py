@@ -155,10 +155,8 @@ def fast(configuration, epochs: int = 1):
 @pytest.fixture(scope="session")
 def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished smoke-profile store (summary, evidence, report) on a synthetic cohort at 32 x 32."""
-    from benchmark.report import write_report
+    from benchmark.report import write_store_outputs
     from benchmark.runner import RunRequest, run_profile
-    from benchmark.store import ResultsStore
-    from benchmark.summary import write_summary
     from benchmark.synthetic import write_synthetic_cohort
 
     root = tmp_path_factory.mktemp("synthetic-store")
@@ -169,6 +167,5 @@ def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     outcome = run_profile(RunRequest(data_root=data, profile="smoke", out=out, workers=2, settings_path=settings,
                                      cache_root=root / "cache", progress=False))
     assert not outcome.failures, outcome.failures
-    write_summary(ResultsStore(out).load_all(), out / "summary.csv")
-    write_report(out)
+    write_store_outputs(out)
     return out
