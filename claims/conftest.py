@@ -1,8 +1,8 @@
 """Locate the results store the claim tests judge.
 
-Order: `--results DIR`, then $CTXRAY_RESULTS; with neither, the `paper` profile is run on
-$CTXRAY_DATA into $CTXRAY_CLAIMS_OUT (default results/paper), reusing whatever that store already
-holds, and its report is rendered.
+Order: `--results DIR`, then $CTXRAY_RESULTS; with neither, the `paper` profile is run on the data
+(`--data PATH`, $CTXRAY_DATA, or the fetched default) into $CTXRAY_CLAIMS_OUT (default
+results/paper), reusing whatever that store already holds, and its report is rendered.
 """
 
 from __future__ import annotations
@@ -13,21 +13,22 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.claims.options import add_options, named_data_root
 from benchmark.errors import StoreError
 from benchmark.store import ResultsStore, RunRecord, StoreManifest
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--results", help="output folder of `ctxray-bench run` to judge (default: $CTXRAY_RESULTS)")
+    add_options(parser)
 
 
-def _produce_paper_store() -> Path:
+def _produce_paper_store(data: Path | None) -> Path:
     from benchmark.pipeline import resolve_data_root
     from benchmark.report import write_store_outputs
     from benchmark.runner import RunRequest, run_profile
 
     out = Path(os.environ.get("CTXRAY_CLAIMS_OUT", "results/paper"))
-    outcome = run_profile(RunRequest(data_root=resolve_data_root(None), profile="paper", out=out,
+    outcome = run_profile(RunRequest(data_root=resolve_data_root(data), profile="paper", out=out,
                                      workers=os.cpu_count() or 1, progress=False))
     if outcome.failures:
         raise StoreError(f"{len(outcome.failures)} paper run(s) failed: {next(iter(outcome.failures.values()))}")
@@ -39,7 +40,7 @@ def _produce_paper_store() -> Path:
 def results_dir(pytestconfig: pytest.Config) -> Path:
     """The output folder under judgement."""
     given = pytestconfig.getoption("--results") or os.environ.get("CTXRAY_RESULTS")
-    return Path(given) if given else _produce_paper_store()
+    return Path(given) if given else _produce_paper_store(named_data_root(pytestconfig))
 
 
 @pytest.fixture(scope="session")
@@ -67,9 +68,10 @@ def report_html(results_dir: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def data_root(manifest: StoreManifest) -> Path:
+def data_root(pytestconfig: pytest.Config, manifest: StoreManifest) -> Path:
     """A data root whose metadata.csv is the one the store was computed on."""
-    candidates = [manifest.data.data_root, os.environ.get("CTXRAY_DATA")]
+    named = named_data_root(pytestconfig)
+    candidates = [manifest.data.data_root, str(named) if named else None]
     for candidate in filter(None, candidates):
         metadata = Path(candidate) / "metadata.csv"
         if metadata.is_file() and hashlib.sha256(metadata.read_bytes()).hexdigest() == manifest.data.metadata_sha256:

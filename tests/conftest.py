@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmark.claims.options import add_options, required_data_root
 from benchmark.cohort import REQUIRED_COLUMNS
 from benchmark.imaging import ImageCache
 
@@ -75,15 +75,14 @@ def cache(tmp_path: Path) -> ImageCache:
     return ImageCache(tmp_path / "cache", size=16)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
 @pytest.fixture(scope="session")
-def real_data_root() -> Path:
-    """The shared real data (CTXRAY_DATA); skipped when it is not set, failing when CI requires it."""
-    value = os.environ.get("CTXRAY_DATA")
-    if not value or not (Path(value) / "metadata.csv").is_file():
-        if os.environ.get("CTXRAY_REQUIRE_DATA") == "1":
-            pytest.fail(f"CTXRAY_REQUIRE_DATA=1 but CTXRAY_DATA={value!r} holds no metadata.csv")
-        pytest.skip("CTXRAY_DATA does not point at the COVID-19 Image Data Collection")
-    return Path(value)
+def real_data_root(pytestconfig: pytest.Config) -> Path:
+    """The shared real data (--data or CTXRAY_DATA): skipped when none is named, failing when it is not there."""
+    return required_data_root(pytestconfig)
 
 
 @pytest.fixture
