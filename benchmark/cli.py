@@ -6,13 +6,15 @@ import argparse
 import os
 import re
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmark import __version__
+from benchmark.atomic import write_atomically
 from benchmark.config import load_settings
-from benchmark.errors import ConfigError, CtxrayError
+from benchmark.errors import ConfigError, CtxrayError, OutputError, describe_os_error
 from benchmark.imaging import ImageCache
 from benchmark.pipeline import cohort_summary, prepare_data, resolve_data_root
 from benchmark.schemas import CohortSummary, SplitSupport, SupportCounts
@@ -21,9 +23,23 @@ if TYPE_CHECKING:
     from benchmark.power import PowerResult, Rate
 
 
+MAX_CELL = 80  # characters of one table cell; metadata cells can be megabytes long
+
+
+def _cell(value: object, limit: int = MAX_CELL) -> str:
+    """One table cell on one line, cut to `limit` characters with the length it had."""
+    text = str(value)
+    if len(text) > limit:
+        text = f"{text[:limit - 20]}... [{len(text):,} chars]"
+    return text.translate(_ONE_LINE)
+
+
+_ONE_LINE = str.maketrans({"\n": " ", "\r": " ", "\t": " "})
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]], indent: str = "  ") -> str:
-    """A plain-text table: numeric columns right-aligned, text columns left-aligned."""
-    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+    """A plain-text table: numeric columns right-aligned, text columns left-aligned, long cells cut."""
+    cells = [[_cell(c) for c in header]] + [[_cell(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     numeric = [bool(rows) and all(re.fullmatch(r"[\d.,/+\-]+", row[i]) for row in cells[1:])
                for i in range(len(header))]
@@ -132,7 +148,7 @@ def _cmd_cohorts(args: argparse.Namespace) -> int:
     summary = cohort_summary(prepared)
     print(format_cohort_summary(summary, list_skipped=args.list_skipped))
     if args.json:
-        Path(args.json).write_text(summary.model_dump_json(indent=2), encoding="utf-8")
+        write_atomically(Path(args.json), summary.model_dump_json(indent=2).encode("utf-8"))
         print(f"\nwrote {args.json}")
     return 0
 
@@ -188,15 +204,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"results/{args.profile}")
     request = RunRequest(
         data_root=resolve_data_root(args.data), profile=args.profile, out=out, workers=args.workers,
-        device=args.device, settings_path=args.config, configurations_path=args.configurations,
+        threads=args.threads, device=args.device, settings_path=args.config, configurations_path=args.configurations,
         matrix_path=args.matrix, cache_root=args.cache, teacher_root=args.teachers,
         progress=not args.quiet and sys.stderr.isatty(), executor=args.executor, ray_address=args.address)
     outcome = run_profile(request)
-    summary, report = write_store_outputs(out)
+    for path in outcome.set_aside:
+        print(f"ctxray-bench: warning: {path.with_suffix('')}: not a valid run record; set aside as {path.name} "
+              f"and computed again", file=sys.stderr)
     print(f"{args.profile}: {outcome.total} runs; {outcome.skipped} already stored, {outcome.executed} run now, "
           f"{len(outcome.failures)} failed, in {outcome.seconds:.1f} s")
     for run_id, error in outcome.failures.items():
         print(f"  FAILED {run_id}: {error}", file=sys.stderr)
+    if outcome.storage_error is not None:
+        raise OutputError(out, f"results could not be stored, {outcome.executed} runs were: {outcome.storage_error}; "
+                               f"free the space and rerun the same command to finish")
+    summary, report = write_store_outputs(out)
     print(f"summary: {summary}")
     print(f"report: {report.resolve()}")
     return 1 if outcome.failures else 0
@@ -208,6 +230,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     target = write_report(Path(args.results), Path(args.out) if args.out else None)
     print(f"report: {target.resolve()}")
     return 0
+
+
+def _cmd_claims(args: argparse.Namespace) -> int:
+    import pytest
+
+    import benchmark.claims
+
+    argv = [str(Path(benchmark.claims.__file__).parent), "-p", "no:cacheprovider"]
+    argv += ["--results", args.results] if args.results else []
+    argv += ["--data", args.data] if args.data else []
+    return int(pytest.main(argv + list(args.pytest_args)))
 
 
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
@@ -242,8 +275,8 @@ def _cmd_power(args: argparse.Namespace) -> int:
     from benchmark.report import render_power_report, write_report
 
     out = Path(args.out)
-    result = run_power(load_grid(args.grid, args.grids), out, workers=args.workers, executor=args.executor,
-                       device=args.device, progress=not args.quiet and sys.stderr.isatty())
+    result = run_power(load_grid(args.grid, args.grids), out, workers=args.workers, threads=args.threads,
+                       executor=args.executor, device=args.device, progress=not args.quiet and sys.stderr.isatty())
     print(format_power(result))
     write_power(result, out / "power.json")
     page = out / "power.html"
@@ -255,13 +288,29 @@ def _cmd_power(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least_one(text: str) -> int:
+    """An argparse type: an integer of at least 1 (worker and thread counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="ctxray-bench", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    cohorts = commands.add_parser("cohorts", help="filter the data, build manifests and splits, print support")
+    cohorts = commands.add_parser("cohorts",
+        parents=[common], help="filter the data, build manifests and splits, print support")
     cohorts.add_argument("--data", help="data root with metadata.csv and images/ (default: $CTXRAY_DATA)")
     cohorts.add_argument("--config", help="settings TOML (default: the packaged configs/default.toml)")
     cohorts.add_argument("--cache", help="image cache folder (default: $CTXRAY_CACHE or ~/.cache/ctxray-bench)")
@@ -270,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     cohorts.add_argument("--list-skipped", action="store_true", help="list every skipped row with its reason")
     cohorts.set_defaults(handler=_cmd_cohorts)
 
-    train = commands.add_parser("train", help="train one configuration on one split and print its predictions")
+    train = commands.add_parser("train",
+        parents=[common], help="train one configuration on one split and print its predictions")
     train.add_argument("configuration", help="a configuration name (see benchmark/configs/configurations.toml)")
     train.add_argument("--data", help="data root with metadata.csv and images/ (default: $CTXRAY_DATA)")
     train.add_argument("--regime", help="regime name (default: the configuration's reference or paired-fixed)")
@@ -283,12 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--teachers", help="folder to cache trained teachers in (default: memory only)")
     train.set_defaults(handler=_cmd_train)
 
-    run = commands.add_parser("run", help="run a profile of the experiment matrix into a results store")
+    run = commands.add_parser("run",
+        parents=[common], help="run a profile of the experiment matrix into a results store")
     run.add_argument("--data", help="data root with metadata.csv and images/ (default: $CTXRAY_DATA)")
     run.add_argument("--profile", default="paper", help="profile of the matrix (default: paper)")
     run.add_argument("--out", help="output folder: store, summary, report (default: results/PROFILE)")
-    run.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+    run.add_argument("--workers", type=_at_least_one, default=os.cpu_count() or 1,
                      help="parallel local worker processes (default: one per CPU)")
+    run.add_argument("--threads", type=_at_least_one,
+                     help="torch threads per worker (default: CPUs / workers); part of what makes a run bit-exact")
     run.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="default: cpu")
     run.add_argument("--config", help="settings TOML (default: the packaged configs/default.toml)")
     run.add_argument("--configurations", help="configuration table TOML (default: the packaged one)")
@@ -302,13 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=_cmd_run)
 
-    power = commands.add_parser("power", help="measure the protocol's power and false-positive rate on synthetic "
+    power = commands.add_parser("power",
+        parents=[common], help="measure the protocol's power and false-positive rate on synthetic "
                                               "cohorts, and the minimum decisive experiment")
     power.add_argument("--grid", default="default", help="grid of benchmark/configs/power.toml (default: default)")
     power.add_argument("--grids", help="power grids TOML (default: the packaged one)")
     power.add_argument("--out", default="results/power", help="folder for cohorts, stores, power.json, power.html")
     power.add_argument("--results", help="a results store whose report should show the power section")
-    power.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel workers")
+    power.add_argument("--workers", type=_at_least_one, default=os.cpu_count() or 1, help="parallel workers")
+    power.add_argument("--threads", type=_at_least_one, help="torch threads per worker (default: CPUs / workers)")
     power.add_argument("--executor", default="local", choices=["local", "ray"], help="local processes or Ray")
     power.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="default: cpu")
     power.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -316,9 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from benchmark.fetch import PINNED_COMMIT, UPSTREAM_URL
 
-    data = commands.add_parser("data", help="obtain the dataset")
+    data = commands.add_parser("data",
+        parents=[common], help="obtain the dataset")
     data_commands = data.add_subparsers(dest="data_command", required=True)
-    fetch = data_commands.add_parser("fetch", help="clone the public collection at a pinned commit and verify it")
+    fetch = data_commands.add_parser("fetch",
+        parents=[common], help="clone the public collection at a pinned commit and verify it")
     fetch.add_argument("--dest", help="folder to fetch into (default: $CTXRAY_HOME/data/... or "
                                       "~/.local/share/ctxray-bench/data/covid-chestxray-dataset)")
     fetch.add_argument("--ref", default=PINNED_COMMIT, help=f"commit to check out (default: {PINNED_COMMIT})")
@@ -326,24 +383,37 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--sha256", help="expected sha256 of metadata.csv (known for the pinned commit)")
     fetch.set_defaults(handler=_cmd_data_fetch)
 
-    report = commands.add_parser("report", help="render the HTML evidence report of a results store")
+    report = commands.add_parser("report",
+        parents=[common], help="render the HTML evidence report of a results store")
     report.add_argument("--results", required=True, help="output folder of `ctxray-bench run`")
     report.add_argument("--out", help="HTML file to write (default: RESULTS/report.html)")
     report.set_defaults(handler=_cmd_report)
+
+    claims = commands.add_parser("claims",
+        parents=[common], help="judge a results store with the claim tests (pytest's exit code)")
+    claims.add_argument("--results", help="output folder of `ctxray-bench run` (default: $CTXRAY_RESULTS; with "
+                                          "neither, the paper profile is run on the data into results/paper)")
+    claims.add_argument("--data", help="data root the store was computed on (default: $CTXRAY_DATA)")
+    claims.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARGS", help="more pytest arguments after --")
+    claims.set_defaults(handler=_cmd_claims)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `ctxray-bench` console script; errors of ours exit 2 with a one-line message."""
+    """Entry point of the `ctxray-bench` console script: every error is one line (exit 2 for bad input, 1 for the
+    machine's), with its traceback under --debug."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
-    except CtxrayError as exc:
-        print(f"ctxray-bench: error: {exc}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # output piped into `head` and closed early: not an error of ours
         sys.stderr.close()
         return 0
+    except (CtxrayError, OSError) as exc:  # ours, or the machine's (permissions, full disk): one line each
+        if args.debug:
+            traceback.print_exc()
+        message = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+        print(f"ctxray-bench: error: {' '.join(message.split())}", file=sys.stderr)
+        return 2 if isinstance(exc, CtxrayError) and not isinstance(exc, OutputError) else 1
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from benchmark.errors import ConfigError
+from benchmark.errors import ConfigError, describe_os_error
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.toml"
 
@@ -63,8 +63,11 @@ def read_toml(source: Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{source}: {what} not found") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: {what} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: {what} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                          f"{exc.start})") from exc
     except OSError as exc:
-        raise ConfigError(f"{source}: cannot read {what}: {exc}") from exc
+        raise ConfigError(f"{source}: cannot read {what}: {describe_os_error(exc)}") from exc
 
 
 def validation_problems(exc: ValidationError) -> str:

@@ -56,3 +56,29 @@ class FetchError(CtxrayError):
 
 class RunError(CtxrayError):
     """Runs failed while executing (the message names them and the first error)."""
+
+
+class OutputError(CtxrayError):
+    """An output file or folder cannot be written: permissions, a file in the way, a read-only or full disk."""
+
+    def __init__(self, path: Path | str, cause: str) -> None:
+        super().__init__(f"{path}: {cause}")
+        self.path = Path(path)
+        self.cause = cause
+
+
+def os_error_cause(exc: OSError) -> str:
+    """The cause of an error of the machine, with the uid we run as where permissions matter."""
+    import errno
+    import os
+
+    cause = exc.strerror or str(exc) or exc.__class__.__name__
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and hasattr(os, "getuid"):
+        cause += f" (running as uid {os.getuid()})"
+    return cause
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an error of the machine: the path(s) and the cause."""
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {os_error_cause(exc)}" if paths else os_error_cause(exc)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from benchmark.cohort import Cohort, audit_labels, build_cohort, build_manifests
 from benchmark.config import Settings
-from benchmark.errors import ConfigError
+from benchmark.errors import ConfigError, MetadataError
 from benchmark.imaging import ImageCache
 from benchmark.schemas import (
     CohortSummary,
@@ -23,6 +23,7 @@ from benchmark.schemas import (
 from benchmark.splits import default_regimes
 
 DATA_ENV = "CTXRAY_DATA"
+CONTAINER_ENV = "CTXRAY_CONTAINER"  # set by the Dockerfile: errors then say how to mount data into the container
 
 
 def resolve_data_root(explicit: str | Path | None) -> Path:
@@ -31,6 +32,11 @@ def resolve_data_root(explicit: str | Path | None) -> Path:
 
     fetched = default_data_dir()
     candidate = explicit or os.environ.get(DATA_ENV) or (fetched if (fetched / "metadata.csv").is_file() else None)
+    if not candidate and os.environ.get(CONTAINER_ENV):
+        raise ConfigError(f"no data in this container: mount your clone of the COVID-19 Image Data Collection "
+                          f"(a folder with metadata.csv and images/) read-only and name it, e.g. "
+                          f"`docker run -v /path/to/covid-chestxray-dataset:/data:ro -e {DATA_ENV}=/data ...`, "
+                          f"or build the image with its default FETCH_DATA=1")
     if not candidate:
         raise ConfigError(f"no data: pass --data PATH, set {DATA_ENV} to a clone of the COVID-19 Image Data "
                           f"Collection (a folder with metadata.csv and images/), or run `ctxray-bench data fetch` "
@@ -57,6 +63,13 @@ def prepare_data(data_root: Path, settings: Settings, cache: ImageCache, *, exha
                  progress: bool = False) -> PreparedData:
     """Build the cohort, its manifests, the default regimes and the label audit from one data root."""
     cohort = build_cohort(data_root, cache, progress=progress)
+    report = cohort.filter_report
+    if report.kept_rows == 0:
+        reasons = ", ".join(f"{count} {reason.value}" for reason, count in report.counts.items() if count)
+        example = f"; e.g. line {report.skipped[0].line}: {report.skipped[0].detail}" if report.skipped else ""
+        raise MetadataError(report.metadata_path, "no row was kept, so there is nothing to train or evaluate: "
+                            + (f"all {report.total_rows} rows were dropped ({reasons}){example}"[:400]
+                               if report.total_rows else "the file has a header but no data rows"))
     manifests = build_manifests(cohort.records)
     regimes, errors = default_regimes(manifests, settings.splits, exhaustive=exhaustive)
     audit = audit_labels(cohort.records, manifests["paired"], settings.splits.monte_carlo_val_patients)

@@ -14,7 +14,6 @@ the grid reaches it. H2's rule (plain-ct-kd > same-modality-kd) is reported alon
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy.stats import binomtest
 
-from benchmark.atomic import write_atomically
+from benchmark.atomic import ensure_writable_folder, write_atomically
 from benchmark.config import Settings, load_settings, read_toml, validation_problems
 from benchmark.configurations import load_configurations, merge_overrides
 from benchmark.errors import ConfigError, RunError
@@ -30,7 +29,7 @@ from benchmark.evidence import MONTE_CARLO, monte_carlo_comparison
 from benchmark.imaging import ImageCache
 from benchmark.matrix import Block, Profile, expand_profile
 from benchmark.pipeline import prepare_data
-from benchmark.runner import Batch, execute_batches, make_executor, open_store, store_manifest
+from benchmark.runner import Batch, execute_batches, make_executor, open_store, parallelism, store_manifest
 from benchmark.store import ResultsStore, code_version, now
 from benchmark.synthetic import SyntheticSpec, write_synthetic_cohort
 from benchmark.worker import WorkerContext
@@ -161,15 +160,19 @@ def _seed(grid: PowerGrid, cohort_index: int, replicate: int) -> int:
     return grid.seed + 1000 * cohort_index + replicate
 
 
-def run_power(grid: PowerGrid, out: Path, *, workers: int = 1, executor: str = "local", device: str = "cpu",
-              progress: bool = True) -> PowerResult:
+def run_power(grid: PowerGrid, out: Path, *, workers: int = 1, threads: int | None = None, executor: str = "local",
+              device: str = "cpu", progress: bool = True) -> PowerResult:
     """Generate every replicate cohort, run the protocol on all of them, and tabulate power and false positives."""
+    from benchmark.training import resolve_device
+
     start = time.perf_counter()
+    workers, threads = parallelism(workers, threads)
+    resolve_device(device)
+    ensure_writable_folder(out)
     settings = _study_settings(grid)
     profile = _profile(grid)
     configurations = load_configurations()
     base = SyntheticSpec.model_validate(grid.generator)
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     version = code_version()
     cache = ImageCache(out / "cache", settings.data.image_size)
     batches: list[Batch] = []
@@ -187,16 +190,16 @@ def run_power(grid: PowerGrid, out: Path, *, workers: int = 1, executor: str = "
                 prepared = prepare_data(data, settings, cache)
                 specs = expand_profile(profile, configurations, prepared.regimes)
                 manifest = store_manifest(profile, settings, prepared, specs, version)
-                store, todo = open_store(out / "stores" / name, manifest, specs)
+                opened = open_store(out / "stores" / name, manifest, specs)
                 context = WorkerContext(data_root=str(data), settings=settings, cache_root=str(out / "cache"),
                                         teacher_root=str(out / "teachers"), device=device, threads=threads,
                                         code_version=version, data=manifest.data)
-                batches.append(Batch(context, store, todo))
-                planned.append((mode, spec, replicate, store.root))
+                batches.append(Batch(context, opened.store, opened.todo))
+                planned.append((mode, spec, replicate, opened.store.root))
     pool = make_executor(executor, workers, threads, device)
     try:
-        _, failures = execute_batches([b for b in batches if b.todo], pool, label=f"power {grid.name}",
-                                      progress=progress)
+        failures = execute_batches([b for b in batches if b.todo], pool, label=f"power {grid.name}",
+                                   progress=progress).failures
     finally:
         pool.shutdown()
     if failures:

@@ -15,9 +15,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmark.atomic import ensure_writable_folder
 from benchmark.config import Settings, load_settings
 from benchmark.configurations import load_configurations
-from benchmark.errors import ConfigError
+from benchmark.errors import ConfigError, OutputError
 from benchmark.executors import Executor, LocalExecutor, RayExecutor
 from benchmark.imaging import ImageCache
 from benchmark.matrix import Profile, RunSpec, expand_profile, load_profile
@@ -43,6 +44,7 @@ class RunRequest:
     progress: bool = True
     executor: str = "local"
     ray_address: str | None = None
+    threads: int | None = None
 
 
 @dataclass
@@ -55,6 +57,20 @@ class RunOutcome:
     executed: int
     failures: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    set_aside: list[Path] = field(default_factory=list)
+    storage_error: str | None = None
+
+
+def parallelism(workers: int, threads: int | None = None) -> tuple[int, int]:
+    """(workers, threads per worker): the thread count is the one asked for, else the CPUs divided by `workers`.
+
+    Never derived from the work left to do, so a resumed run computes with the same threads (and so the
+    same bits) as an uninterrupted one."""
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, not {workers}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be at least 1, not {threads}")
+    return workers, threads if threads is not None else max(1, (os.cpu_count() or 1) // workers)
 
 
 def _cost(spec: RunSpec) -> float:
@@ -105,19 +121,38 @@ class Batch:
     todo: list[RunSpec]
 
 
-def open_store(root: Path, manifest: StoreManifest, specs: list[RunSpec]) -> tuple[ResultsStore, list[RunSpec]]:
-    """Open (or reopen) the store at `root`; returns it and the runs of `specs` it does not hold yet."""
+@dataclass
+class OpenedStore:
+    """A store opened for writing: the runs of the profile it does not hold yet, and records it set aside."""
+
+    store: ResultsStore
+    todo: list[RunSpec]
+    set_aside: list[Path]
+
+
+def open_store(root: Path, manifest: StoreManifest, specs: list[RunSpec]) -> OpenedStore:
+    """Open (or reopen) the store at `root`; unreadable records are set aside and their runs count as to do."""
     store = ResultsStore(root)
-    store.open(manifest)
+    set_aside = store.open(manifest)
     finished = store.finished_ids()
-    return store, [s for s in specs if s.run_id not in finished]
+    return OpenedStore(store, [s for s in specs if s.run_id not in finished], set_aside)
 
 
-def execute_batches(batches: list[Batch], executor: Executor, *, label: str, progress: bool
-                    ) -> tuple[int, dict[str, str]]:
+@dataclass
+class BatchOutcome:
+    """What `execute_batches` did: runs stored, failures by run id, and why storing stopped (if it did)."""
+
+    executed: int = 0
+    failures: dict[str, str] = field(default_factory=dict)
+    storage_error: str | None = None
+
+
+def execute_batches(batches: list[Batch], executor: Executor, *, label: str, progress: bool) -> BatchOutcome:
     """Train every needed teacher, then every run, of all batches; write records as they arrive.
 
-    Returns (runs executed, failures by run id)."""
+    When a record cannot be written (full disk, folder gone or read-only), nothing more is started: that run and
+    every run not yet stored are listed as failures and the storage error is returned, while every
+    record already written stays valid."""
     from tqdm import tqdm
 
     costliest_first = sorted(((number, spec) for number, batch in enumerate(batches) for spec in batch.todo),
@@ -130,7 +165,8 @@ def execute_batches(batches: list[Batch], executor: Executor, *, label: str, pro
     total = sum(len(b.todo) for b in batches)
     bar = tqdm(total=total, desc=label, unit="run", disable=not progress, dynamic_ncols=True)
     bar.set_postfix_str(f"{len(teacher_jobs)} teachers to train")
-    executed, failures = 0, {}
+    outcome = BatchOutcome()
+    failures = outcome.failures
     pending: dict[Future, tuple[str, int, str]] = {}
     for (number, key), group in teacher_jobs:
         pending[executor.submit(batches[number].context, "teacher", group[0])] = ("teacher", number, key)
@@ -157,39 +193,58 @@ def execute_batches(batches: list[Batch], executor: Executor, *, label: str, pro
                     bar.set_postfix_str(f"teachers {teachers_done}/{len(teacher_jobs)}")
                     continue
                 result = future.result() if error is None else None
+                spec = specs[(number, key)]
                 if result is not None and result.record_json is not None:
-                    batches[number].store.write(RunRecord.model_validate_json(result.record_json))
-                    executed += 1
+                    try:
+                        batches[number].store.write(RunRecord.model_validate_json(result.record_json))
+                        outcome.executed += 1
+                    except OutputError as exc:
+                        outcome.storage_error = str(exc)
+                        failures[key] = f"{spec.name} ({spec.split.split_id}, seed {spec.seed}): not stored: " \
+                                        f"{outcome.storage_error}"
                 else:
-                    spec = specs[(number, key)]
                     why = result.error if result is not None else repr(error)
                     failures[key] = f"{spec.name} ({spec.split.split_id}, seed {spec.seed}): {why}"
                 bar.update(1)
+            if outcome.storage_error is not None:
+                break
     finally:
         bar.close()
-    return executed, failures
+    if outcome.storage_error is not None:
+        for future, (kind, number, key) in pending.items():
+            future.cancel()
+            for spec in waiting[(number, key)] if kind == "teacher" else [specs[(number, key)]]:
+                failures.setdefault(spec.run_id, f"{spec.name} ({spec.split.split_id}, seed {spec.seed}): not run: "
+                                                 f"storing stopped ({outcome.storage_error})")
+    return outcome
 
 
 def run_profile(request: RunRequest) -> RunOutcome:
     """Execute every not-yet-finished run of the profile and store it; returns what was done."""
+    from benchmark.training import resolve_device
+
     start = time.perf_counter()
+    workers, threads = parallelism(request.workers, request.threads)
+    resolve_device(request.device)  # a device that is not there fails here, in one line, before any worker starts
+    ensure_writable_folder(request.out)
     prepared, specs, manifest, settings = plan(request)
-    store, todo = open_store(request.out, manifest, specs)
-    outcome = RunOutcome(out=request.out, total=len(specs), skipped=len(specs) - len(todo), executed=0)
+    opened = open_store(request.out, manifest, specs)
+    todo = opened.todo
+    outcome = RunOutcome(out=request.out, total=len(specs), skipped=len(specs) - len(todo), executed=0,
+                         set_aside=opened.set_aside)
     if todo:
-        workers = max(1, min(request.workers, len(todo)))
         context = WorkerContext(
             data_root=str(request.data_root), settings=settings,
             cache_root=str(request.cache_root) if request.cache_root else None,
             teacher_root=str(request.teacher_root or request.out / "teachers"), device=request.device,
-            threads=max(1, (os.cpu_count() or 1) // workers), code_version=manifest.code_version,
-            data=manifest.data)
-        executor = make_executor(request.executor, workers, context.threads, request.device, request.ray_address,
-                                 warm=context)
+            threads=threads, code_version=manifest.code_version, data=manifest.data)
+        executor = make_executor(request.executor, min(workers, len(todo)), threads, request.device,
+                                 request.ray_address, warm=context)
         try:
-            outcome.executed, outcome.failures = execute_batches(
-                [Batch(context, store, todo)], executor, label=f"{request.profile} runs", progress=request.progress)
+            done = execute_batches([Batch(context, opened.store, todo)], executor, label=f"{request.profile} runs",
+                                   progress=request.progress)
         finally:
             executor.shutdown()
+        outcome.executed, outcome.failures, outcome.storage_error = done.executed, done.failures, done.storage_error
     outcome.seconds = time.perf_counter() - start
     return outcome

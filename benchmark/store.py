@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, ValidationError
 from benchmark import __version__
 from benchmark.atomic import write_atomically
 from benchmark.config import Settings
-from benchmark.errors import StoreError
+from benchmark.errors import StoreError, describe_os_error
 from benchmark.matrix import Profile, RunSpec
 from benchmark.metrics import Metrics
 from benchmark.schemas import CasePrediction, CohortSummary, DeploymentProbe, Regime
@@ -40,6 +40,14 @@ class DataIdentity(BaseModel):
     def same_data(self, other: DataIdentity) -> bool:
         """True when both hashes agree (the folder may have moved)."""
         return (self.metadata_sha256, self.image_list_sha256) == (other.metadata_sha256, other.image_list_sha256)
+
+    def difference(self, now: DataIdentity) -> str:
+        """Which hash differs between this (stored) identity and `now`, both values shown."""
+        parts = [f"{label} sha256 {mine[:12]}... stored, {theirs[:12]}... now"
+                 for label, mine, theirs in (("metadata.csv", self.metadata_sha256, now.metadata_sha256),
+                                             ("kept-image list", self.image_list_sha256, now.image_list_sha256))
+                 if mine != theirs]
+        return "; ".join(parts) or "same hashes"
 
 
 class TeacherProvenance(BaseModel):
@@ -126,8 +134,10 @@ class ResultsStore:
         self.runs_dir = self.root / "runs"
         self.manifest_path = self.root / "store.json"
 
-    def open(self, manifest: StoreManifest) -> None:
-        """Create the store, or check that an existing one was computed on the same data and code schema."""
+    def open(self, manifest: StoreManifest) -> list[Path]:
+        """Create the store, or check that an existing one was computed on the same data and code schema.
+
+        Returns the run records it set aside as unreadable (see `set_aside_unreadable`)."""
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         for partial in self.runs_dir.glob(".*.tmp"):
             partial.unlink(missing_ok=True)  # a write interrupted by a kill
@@ -135,13 +145,28 @@ class ResultsStore:
             existing = self.manifest()
             if not existing.data.same_data(manifest.data):
                 raise StoreError(f"{self.manifest_path}: this store was computed on other data "
-                                 f"(metadata sha256 {existing.data.metadata_sha256[:12]}..., now "
-                                 f"{manifest.data.metadata_sha256[:12]}...); use another --out")
+                                 f"({existing.data.difference(manifest.data)}); use another --out")
             if existing.schema_version != manifest.schema_version:
                 raise StoreError(f"{self.manifest_path}: store schema {existing.schema_version}, "
                                  f"this code writes {manifest.schema_version}; use another --out")
             manifest = manifest.model_copy(update={"created_at": existing.created_at})
         write_atomically(self.manifest_path, manifest.model_dump_json(indent=1).encode("utf-8"))
+        return self.set_aside_unreadable()
+
+    def set_aside_unreadable(self) -> list[Path]:
+        """Rename every run record that does not load (truncated, edited, another schema) to `<id>.json.corrupt`.
+
+        Its run then counts as not finished and is computed again; the bytes are kept for inspection."""
+        moved = []
+        for run_id in sorted(self.finished_ids()):
+            try:
+                self.load(run_id)
+            except StoreError:
+                path = self.run_path(run_id)
+                target = path.with_name(path.name + ".corrupt")
+                path.replace(target)
+                moved.append(target)
+        return moved
 
     def manifest(self) -> StoreManifest:
         """The store's manifest; StoreError when absent or invalid."""
@@ -171,8 +196,14 @@ class ResultsStore:
         path = self.run_path(run_id)
         try:
             return RunRecord.model_validate_json(path.read_bytes())
-        except (OSError, ValidationError, json.JSONDecodeError) as exc:
-            raise StoreError(f"{path}: unreadable run record: {exc}") from exc
+        except OSError as exc:
+            raise StoreError(f"{path}: unreadable run record: {describe_os_error(exc)}") from exc
+        except (ValidationError, json.JSONDecodeError) as exc:
+            first = exc.errors()[0] if isinstance(exc, ValidationError) else {"msg": str(exc), "loc": ()}
+            where = ".".join(str(p) for p in first["loc"])
+            raise StoreError(f"{path}: not a valid run record ({where + ': ' if where else ''}{first['msg']}); "
+                             f"`ctxray-bench run` with the same --out sets it aside and computes the run again"
+                             ) from exc
 
     def load_all(self) -> list[RunRecord]:
         """Every finished run of the manifest's run list, in declaration order."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,9 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmark.errors import StoreError
+from benchmark.cli import main
+from benchmark.errors import ConfigError, StoreError
 from benchmark.metrics import compute_metrics
-from benchmark.runner import RunRequest, run_profile
+from benchmark.runner import RunRequest, parallelism, run_profile
 from benchmark.store import ResultsStore
 from benchmark.summary import summary_frame
 from benchmark.synthetic import write_synthetic_cohort
@@ -120,3 +124,102 @@ def test_a_killed_run_loses_only_runs_in_flight_and_a_rerun_finishes(synthetic_r
     assert len(list(runs.glob("*.json"))) == total and not list(runs.glob(".*.tmp"))
     assert all((runs / name).read_bytes() == content for name, content in survivors.items())
     assert not pd.read_csv(out / "summary.csv").empty
+
+
+def _prediction_bits(record) -> list[tuple[str, str, float]]:
+    return [(p.patient_id, p.image_id, p.score) for p in record.predictions]
+
+
+@pytest.fixture
+def copied_store(smoke_store, tmp_path: Path):
+    """A copy of the finished smoke store (teachers included) and a request that resumes into it."""
+    request, _ = smoke_store
+    out = tmp_path / "copy"
+    shutil.copytree(request.out, out)
+    return dataclasses.replace(request, out=out)
+
+
+def test_threads_come_from_the_request_never_from_the_work_left() -> None:
+    cpus = os.cpu_count() or 1
+    assert parallelism(2) == (2, max(1, cpus // 2))
+    assert parallelism(1) == (1, cpus)
+    assert parallelism(2, threads=3) == (2, 3)
+
+
+@pytest.mark.parametrize("workers", [0, -1])
+def test_fewer_than_one_worker_is_an_error(workers: int) -> None:
+    with pytest.raises(ConfigError, match=f"--workers must be at least 1, not {workers}"):
+        parallelism(workers)
+
+
+def test_a_resume_with_one_run_left_reproduces_the_uninterrupted_run_bit_for_bit(copied_store) -> None:
+    store = ResultsStore(copied_store.out)
+    victim = sorted(store.finished_ids())[0]
+    original = store.load(victim)
+    store.run_path(victim).unlink()
+    outcome = run_profile(copied_store)
+    assert (outcome.executed, outcome.failures) == (1, {})
+    again = store.load(victim)
+    assert again.threads == original.threads
+    assert _prediction_bits(again) == _prediction_bits(original)
+    assert again.metrics == original.metrics
+
+
+def test_a_truncated_run_record_is_set_aside_and_computed_again(copied_store) -> None:
+    store = ResultsStore(copied_store.out)
+    victim = sorted(store.finished_ids())[-1]
+    original = store.load(victim)
+    path = store.run_path(victim)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(StoreError, match=f"{victim}.json: not a valid run record"):
+        store.load_all()
+    outcome = run_profile(copied_store)
+    assert outcome.set_aside == [path.with_name(path.name + ".corrupt")]
+    assert outcome.executed == 1 and outcome.failures == {}
+    assert path.with_name(path.name + ".corrupt").read_bytes() == original.model_dump_json().encode()[:100]
+    assert _prediction_bits(store.load(victim)) == _prediction_bits(original)
+
+
+def test_a_full_disk_lists_every_run_not_stored_and_keeps_what_was_stored(
+        copied_store, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import benchmark.atomic
+
+    store = ResultsStore(copied_store.out)
+    removed = sorted(store.finished_ids())[:4]
+    for run_id in removed:
+        store.run_path(run_id).unlink()
+    real_mkstemp = benchmark.atomic.tempfile.mkstemp
+    written: list[str] = []
+
+    def filling_disk(*args, **kwargs):
+        if Path(kwargs["dir"]).name == "runs":
+            if len(written) >= 1:
+                raise OSError(errno.ENOSPC, "No space left on device", str(Path(kwargs["dir"]) / ".x.tmp"))
+            written.append(kwargs["prefix"])
+        return real_mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(benchmark.atomic.tempfile, "mkstemp", filling_disk)
+    code = main(["run", "--data", str(copied_store.data_root), "--profile", "smoke", "--out", str(copied_store.out),
+                 "--config", str(copied_store.settings_path), "--cache", str(copied_store.cache_root),
+                 "--workers", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("FAILED ") == 3 and "No space left on device" in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"ctxray-bench: error: {copied_store.out}: results could not "
+                                                   f"be stored, 1 runs were")
+    assert len(store.load_all()) == len(store.manifest().run_ids) - 3  # what was stored still loads
+    assert not list(store.runs_dir.glob(".*.tmp"))
+    monkeypatch.undo()
+    assert run_profile(copied_store).executed == 3
+
+
+def test_a_store_of_other_images_names_the_hash_that_differs(smoke_store, tmp_path: Path,
+                                                              synthetic_root: Path) -> None:
+    request, _ = smoke_store
+    other = tmp_path / "other"
+    shutil.copytree(synthetic_root, other)
+    image = sorted((other / "images").iterdir())[0]
+    image.write_bytes((sorted((other / "images").iterdir())[1]).read_bytes())
+    with pytest.raises(StoreError, match=r"kept-image list sha256 \w+\.\.\. stored, \w+\.\.\. now\)") as caught:
+        run_profile(dataclasses.replace(request, data_root=other, cache_root=tmp_path / "cache"))
+    assert "metadata.csv sha256" not in str(caught.value)
