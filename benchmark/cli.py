@@ -237,7 +237,8 @@ def _cmd_claims(args: argparse.Namespace) -> int:
 
     import benchmark.claims
 
-    argv = [str(Path(benchmark.claims.__file__).parent), "-p", "no:cacheprovider"]
+    folder = Path(benchmark.claims.__file__).parent
+    argv = [str(folder), "--rootdir", str(folder), "-p", "no:cacheprovider"]
     argv += ["--results", args.results] if args.results else []
     argv += ["--data", args.data] if args.data else []
     return int(pytest.main(argv + list(args.pytest_args)))
