@@ -216,7 +216,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for run_id, error in outcome.failures.items():
         print(f"  FAILED {run_id}: {error}", file=sys.stderr)
     if outcome.storage_error is not None:
-        raise OutputError(out, f"results could not be stored, {outcome.executed} runs were: {outcome.storage_error}; "
+        raise OutputError(out, f"storing stopped after {outcome.executed} run(s): {outcome.storage_error}; "
                                f"free the space and rerun the same command to finish")
     summary, report = write_store_outputs(out)
     print(f"summary: {summary}")
@@ -310,8 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    cohorts = commands.add_parser("cohorts",
-        parents=[common], help="filter the data, build manifests and splits, print support")
+    cohorts = commands.add_parser("cohorts", parents=[common],
+                                  help="filter the data, build manifests and splits, print support")
     cohorts.add_argument("--data", help="data root with metadata.csv and images/ (default: $CTXRAY_DATA)")
     cohorts.add_argument("--config", help="settings TOML (default: the packaged configs/default.toml)")
     cohorts.add_argument("--cache", help="image cache folder (default: $CTXRAY_CACHE or ~/.cache/ctxray-bench)")
@@ -320,8 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     cohorts.add_argument("--list-skipped", action="store_true", help="list every skipped row with its reason")
     cohorts.set_defaults(handler=_cmd_cohorts)
 
-    train = commands.add_parser("train",
-        parents=[common], help="train one configuration on one split and print its predictions")
+    train = commands.add_parser("train", parents=[common],
+                                help="train one configuration on one split and print its predictions")
     train.add_argument("configuration", help="a configuration name (see benchmark/configs/configurations.toml)")
     train.add_argument("--data", help="data root with metadata.csv and images/ (default: $CTXRAY_DATA)")
     train.add_argument("--regime", help="regime name (default: the configuration's reference or paired-fixed)")
@@ -334,8 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--teachers", help="folder to cache trained teachers in (default: memory only)")
     train.set_defaults(handler=_cmd_train)
 
-    run = commands.add_parser("run",
-        parents=[common], help="run a profile of the experiment matrix into a results store")
+    run = commands.add_parser("run", parents=[common],
+                              help="run a profile of the experiment matrix into a results store")
     run.add_argument("--data", help="data root with metadata.csv and images/ (default: $CTXRAY_DATA)")
     run.add_argument("--profile", default="paper", help="profile of the matrix (default: paper)")
     run.add_argument("--out", help="output folder: store, summary, report (default: results/PROFILE)")
@@ -356,9 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=_cmd_run)
 
-    power = commands.add_parser("power",
-        parents=[common], help="measure the protocol's power and false-positive rate on synthetic "
-                                              "cohorts, and the minimum decisive experiment")
+    power = commands.add_parser("power", parents=[common],
+                                help="measure the protocol's power and false-positive rate on synthetic "
+                                     "cohorts, and the minimum decisive experiment")
     power.add_argument("--grid", default="default", help="grid of benchmark/configs/power.toml (default: default)")
     power.add_argument("--grids", help="power grids TOML (default: the packaged one)")
     power.add_argument("--out", default="results/power", help="folder for cohorts, stores, power.json, power.html")
@@ -372,11 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from benchmark.fetch import PINNED_COMMIT, UPSTREAM_URL
 
-    data = commands.add_parser("data",
-        parents=[common], help="obtain the dataset")
+    data = commands.add_parser("data", parents=[common],
+                               help="obtain the dataset")
     data_commands = data.add_subparsers(dest="data_command", required=True)
-    fetch = data_commands.add_parser("fetch",
-        parents=[common], help="clone the public collection at a pinned commit and verify it")
+    fetch = data_commands.add_parser("fetch", parents=[common],
+                                     help="clone the public collection at a pinned commit and verify it")
     fetch.add_argument("--dest", help="folder to fetch into (default: $CTXRAY_HOME/data/... or "
                                       "~/.local/share/ctxray-bench/data/covid-chestxray-dataset)")
     fetch.add_argument("--ref", default=PINNED_COMMIT, help=f"commit to check out (default: {PINNED_COMMIT})")
@@ -384,14 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--sha256", help="expected sha256 of metadata.csv (known for the pinned commit)")
     fetch.set_defaults(handler=_cmd_data_fetch)
 
-    report = commands.add_parser("report",
-        parents=[common], help="render the HTML evidence report of a results store")
+    report = commands.add_parser("report", parents=[common],
+                                 help="render the HTML evidence report of a results store")
     report.add_argument("--results", required=True, help="output folder of `ctxray-bench run`")
     report.add_argument("--out", help="HTML file to write (default: RESULTS/report.html)")
     report.set_defaults(handler=_cmd_report)
 
-    claims = commands.add_parser("claims",
-        parents=[common], help="judge a results store with the claim tests (pytest's exit code)")
+    claims = commands.add_parser("claims", parents=[common],
+                                 help="judge a results store with the claim tests (pytest's exit code)")
     claims.add_argument("--results", help="output folder of `ctxray-bench run` (default: $CTXRAY_RESULTS; with "
                                           "neither, the paper profile is run on the data into results/paper)")
     claims.add_argument("--data", help="data root the store was computed on (default: $CTXRAY_DATA)")

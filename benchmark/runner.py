@@ -79,6 +79,11 @@ def _cost(spec: RunSpec) -> float:
         20 if spec.configuration.manifest == "all-xray" else 1)
 
 
+def _label(spec: RunSpec) -> str:
+    """How a failure names its run: configuration, split and seed."""
+    return f"{spec.name} ({spec.split.split_id}, seed {spec.seed})"
+
+
 def _teacher_key(spec: RunSpec) -> str:
     assert spec.configuration.teacher is not None
     return spec.configuration.teacher.model_dump_json() + "|" + spec.split.val_hash + f"|{spec.split.seed}"
@@ -200,11 +205,10 @@ def execute_batches(batches: list[Batch], executor: Executor, *, label: str, pro
                         outcome.executed += 1
                     except OutputError as exc:
                         outcome.storage_error = str(exc)
-                        failures[key] = f"{spec.name} ({spec.split.split_id}, seed {spec.seed}): not stored: " \
-                                        f"{outcome.storage_error}"
+                        failures[key] = f"{_label(spec)}: not stored: {outcome.storage_error}"
                 else:
                     why = result.error if result is not None else repr(error)
-                    failures[key] = f"{spec.name} ({spec.split.split_id}, seed {spec.seed}): {why}"
+                    failures[key] = f"{_label(spec)}: {why}"
                 bar.update(1)
             if outcome.storage_error is not None:
                 break
@@ -214,8 +218,7 @@ def execute_batches(batches: list[Batch], executor: Executor, *, label: str, pro
         for future, (kind, number, key) in pending.items():
             future.cancel()
             for spec in waiting[(number, key)] if kind == "teacher" else [specs[(number, key)]]:
-                failures.setdefault(spec.run_id, f"{spec.name} ({spec.split.split_id}, seed {spec.seed}): not run: "
-                                                 f"storing stopped ({outcome.storage_error})")
+                failures.setdefault(spec.run_id, f"{_label(spec)}: not run: storing stopped ({outcome.storage_error})")
     return outcome
 
 
