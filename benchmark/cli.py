@@ -211,6 +211,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for path in outcome.set_aside:
         print(f"ctxray-bench: warning: {path.with_suffix('')}: not a valid run record; set aside as {path.name} "
               f"and computed again", file=sys.stderr)
+    if outcome.executed and outcome.stored_threads - {outcome.threads}:
+        used = "/".join(map(str, sorted(outcome.stored_threads)))
+        print(f"ctxray-bench: warning: the runs already stored used {used} thread(s) per worker, the runs of this "
+              f"resume {outcome.threads}: their last bits can differ from an uninterrupted run (--threads sets the "
+              f"count)", file=sys.stderr)
     print(f"{args.profile}: {outcome.total} runs; {outcome.skipped} already stored, {outcome.executed} run now, "
           f"{len(outcome.failures)} failed, in {outcome.seconds:.1f} s")
     for run_id, error in outcome.failures.items():

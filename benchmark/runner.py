@@ -59,6 +59,8 @@ class RunOutcome:
     seconds: float = 0.0
     set_aside: list[Path] = field(default_factory=list)
     storage_error: str | None = None
+    stored_threads: set[int] = field(default_factory=set)
+    threads: int = 1
 
 
 def parallelism(workers: int, threads: int | None = None) -> tuple[int, int]:
@@ -234,7 +236,9 @@ def run_profile(request: RunRequest) -> RunOutcome:
     opened = open_store(request.out, manifest, specs)
     todo = opened.todo
     outcome = RunOutcome(out=request.out, total=len(specs), skipped=len(specs) - len(todo), executed=0,
-                         set_aside=opened.set_aside)
+                         set_aside=opened.set_aside, threads=threads,
+                         stored_threads={opened.store.load(run_id).threads for run_id in opened.store.finished_ids()}
+                         if todo else set())
     if todo:
         context = WorkerContext(
             data_root=str(request.data_root), settings=settings,

@@ -223,3 +223,16 @@ def test_a_store_of_other_images_names_the_hash_that_differs(smoke_store, tmp_pa
     with pytest.raises(StoreError, match=r"kept-image list sha256 \w+\.\.\. stored, \w+\.\.\. now\)") as caught:
         run_profile(dataclasses.replace(request, data_root=other, cache_root=tmp_path / "cache"))
     assert "metadata.csv sha256" not in str(caught.value)
+
+
+def test_a_resume_with_another_thread_count_says_its_bits_can_differ(copied_store,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    store = ResultsStore(copied_store.out)
+    stored_threads = store.load(sorted(store.finished_ids())[0]).threads
+    store.run_path(sorted(store.finished_ids())[0]).unlink()
+    code = main(["run", "--data", str(copied_store.data_root), "--profile", "smoke", "--out", str(copied_store.out),
+                 "--config", str(copied_store.settings_path), "--cache", str(copied_store.cache_root),
+                 "--workers", "1", "--threads", str(stored_threads + 1), "--quiet"])
+    assert code == 0
+    assert (f"the runs already stored used {stored_threads} thread(s) per worker, the runs of this resume "
+            f"{stored_threads + 1}") in capsys.readouterr().err
