@@ -23,14 +23,38 @@ def _data_uri(figure: plt.Figure) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue().encode("utf-8")).decode("ascii")
 
 
-def bars_with_points(labels: Sequence[str], values: Sequence[Sequence[float]], ylabel: str, title: str) -> str:
-    """Bars of means with one dot per run (e.g. per seed); labels along x."""
+COLLAPSED_STYLE = {"marker": "x", "s": 30, "color": "#cb181d", "linewidths": 1.2, "zorder": 5}
+COLLAPSED_LABEL = "collapsed run (one class predicted for every image)"
+
+
+def _collapsed_legend(axes: plt.Axes, any_collapsed: bool) -> None:
+    """A legend entry for the collapsed-run marker, only when the figure shows one."""
+    if any_collapsed:
+        axes.scatter([], [], label=COLLAPSED_LABEL, **COLLAPSED_STYLE)
+        axes.legend(fontsize=7, frameon=False, loc="lower right")
+
+
+def bars_with_points(labels: Sequence[str], values: Sequence[Sequence[float | None]], ylabel: str,
+                     title: str, collapsed: Sequence[Sequence[bool]] | None = None) -> str:
+    """Bars of means with one dot per run (e.g. per seed); labels along x; a collapsed run is a red cross.
+
+    A None value (a metric undefined on that run) is no dot and no part of the mean; a label whose
+    every value is None gets no bar but the word "undefined"."""
     figure, axes = plt.subplots(figsize=(max(4.0, 0.75 * len(labels) + 1.5), 3.2))
-    means = [float(np.mean(v)) if len(v) else np.nan for v in values]
+    defined = [[x for x in v if x is not None] for v in values]
+    means = [float(np.mean(v)) if v else 0.0 for v in defined]
     axes.bar(range(len(labels)), means, color="#9ecae1", edgecolor="#3182bd", width=0.6)
-    for i, v in enumerate(values):
+    for i, v in enumerate(defined):
+        if not v:
+            axes.text(i, 0.02, "undefined", rotation=90, ha="center", va="bottom", fontsize=8, color="#636363")
+            continue
         offsets = np.linspace(-0.15, 0.15, len(v)) if len(v) > 1 else [0.0]
-        axes.scatter(i + np.asarray(offsets), v, s=14, color="#08306b", zorder=3)
+        flags = [c for x, c in zip(values[i], collapsed[i], strict=True) if x is not None] if collapsed else \
+            [False] * len(v)
+        xs = i + np.asarray(offsets)
+        for x, y, flag in zip(xs, v, flags, strict=True):
+            axes.scatter([x], [y], **(COLLAPSED_STYLE if flag else {"s": 14, "color": "#08306b", "zorder": 3}))
+    _collapsed_legend(axes, bool(collapsed) and any(any(c) for c in collapsed))
     axes.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
     axes.set_ylim(0, 1.05)
     axes.axhline(0.5, color="grey", lw=0.8, ls=":")
@@ -39,13 +63,20 @@ def bars_with_points(labels: Sequence[str], values: Sequence[Sequence[float]], y
     return _data_uri(figure)
 
 
-def paired_points(labels: Sequence[str], per_split: dict[str, dict[str, float]], ylabel: str, title: str) -> str:
-    """One point per split and configuration; grey lines join the same split across configurations."""
+def paired_points(labels: Sequence[str], per_split: dict[str, dict[str, float]], ylabel: str, title: str,
+                  collapsed: dict[str, set[str]] | None = None) -> str:
+    """One point per split and configuration; grey lines join the same split across configurations;
+    `collapsed` (split -> labels whose run there collapsed) draws those points as red crosses."""
     figure, axes = plt.subplots(figsize=(max(4.0, 0.75 * len(labels) + 1.5), 3.2))
-    for values in per_split.values():
+    collapsed = collapsed or {}
+    for split, values in per_split.items():
         xs = [i for i, label in enumerate(labels) if label in values]
         axes.plot(xs, [values[labels[i]] for i in xs], color="#bdbdbd", lw=0.7, zorder=1)
-        axes.scatter(xs, [values[labels[i]] for i in xs], s=14, color="#08306b", zorder=3)
+        for i in xs:
+            flag = labels[i] in collapsed.get(split, set())
+            axes.scatter([i], [values[labels[i]]], **(COLLAPSED_STYLE if flag else {"s": 14, "color": "#08306b",
+                                                                                   "zorder": 3}))
+    _collapsed_legend(axes, any(collapsed.values()))
     for i, label in enumerate(labels):
         column = [v[label] for v in per_split.values() if label in v]
         if column:
@@ -59,8 +90,9 @@ def paired_points(labels: Sequence[str], per_split: dict[str, dict[str, float]],
 
 
 def heatmaps(panels: dict[str, tuple[Sequence[float], Sequence[float], np.ndarray]], xlabel: str, ylabel: str,
-             title: str) -> str:
-    """One annotated heat map per panel: panel -> (x values, y values, matrix[y, x])."""
+             title: str, collapsed: dict[str, np.ndarray] | None = None) -> str:
+    """One annotated heat map per panel: panel -> (x values, y values, matrix[y, x]); a cell whose run
+    collapsed (`collapsed[panel][y, x]`) is marked "collapsed" under its value."""
     figure, axes_list = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.0), squeeze=False)
     for axes, (name, (xs, ys, matrix)) in zip(axes_list[0], panels.items(), strict=True):
         image = axes.imshow(matrix, vmin=0, vmax=1, cmap="viridis", origin="lower")
@@ -68,8 +100,9 @@ def heatmaps(panels: dict[str, tuple[Sequence[float], Sequence[float], np.ndarra
         axes.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
         for (row, col), value in np.ndenumerate(matrix):
             if np.isfinite(value):
-                axes.text(col, row, f"{value:.2f}", ha="center", va="center",
-                          color="white" if value < 0.6 else "black", fontsize=8)
+                flag = collapsed is not None and name in collapsed and bool(collapsed[name][row, col])
+                axes.text(col, row, f"{value:.2f}" + ("\ncollapsed" if flag else ""), ha="center", va="center",
+                          color="white" if value < 0.6 else "black", fontsize=7 if flag else 8)
         axes.set_xlabel(xlabel)
         axes.set_ylabel(ylabel)
         axes.set_title(name)

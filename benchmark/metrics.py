@@ -2,14 +2,17 @@
 
 A case is predicted positive iff its score >= the threshold (0.5 by default). Edge cases follow
 Metrics Reloaded's advice to decide and state what happens when a metric is undefined:
-- a class absent from the validation cases: its recall (sensitivity or specificity) is None,
-  balanced accuracy is the recall of the class present (scikit-learn's convention), ROC-AUC is
-  None, PR-AUC is None without positives; flags `no_positive_cases` / `no_negative_cases`;
+- a metric that needs a class the validation cases lack is undefined, None, never a number
+  (PROTOCOL section 6): with no negative case, specificity, balanced accuracy, MCC and ROC-AUC;
+  with no positive case, sensitivity, balanced accuracy, MCC, PR-AUC and ROC-AUC; flagged
+  `no_negative_cases` / `no_positive_cases`, and `Metrics.undefined_reason(metric)` says why
+  ("no negative case" / "no positive case"). The threshold sweep follows the same rule;
+- MCC with a zero denominator while both classes are present (every case predicted in one class:
+  a collapsed run) is 0, flagged `mcc_undefined`; balanced accuracy is then 0.5, as defined;
 - macro-F1 always averages both classes, an F1 with a zero denominator counting 0
   (`zero_division=0`), flagged `f1_zero_division` when that happens;
-- MCC with a zero denominator (one class predicted or present) is 0, flagged `mcc_undefined`;
 - all predictions in one class: flags `all_predicted_positive` / `all_predicted_negative`.
-No metric is ever NaN: every value is a number or an explicit None with a flag.
+No metric is ever NaN: every value is a number or an explicit None with a flag and a reason.
 Metrics at the reporting threshold come from scikit-learn; the 21-point threshold sweep uses the
 same definitions computed from confusion counts (tests check it against scikit-learn).
 """
@@ -22,7 +25,7 @@ from collections.abc import Sequence
 from enum import StrEnum
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import (
     accuracy_score,
@@ -36,6 +39,10 @@ from sklearn.metrics import (
 from benchmark.schemas import CasePrediction
 
 SWEEP_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
+NO_NEGATIVE_CASE = "no negative case"
+NO_POSITIVE_CASE = "no positive case"
+NEEDS_NEGATIVE: frozenset[str] = frozenset({"specificity", "balanced_accuracy", "mcc", "roc_auc"})
+NEEDS_POSITIVE: frozenset[str] = frozenset({"sensitivity", "balanced_accuracy", "mcc", "pr_auc", "roc_auc"})
 
 
 class MetricFlag(StrEnum):
@@ -55,7 +62,7 @@ class ThresholdPoint(BaseModel):
     threshold: float
     sensitivity: float | None
     specificity: float | None
-    balanced_accuracy: float
+    balanced_accuracy: float | None
     macro_f1: float
     positive_prediction_rate: float
 
@@ -73,16 +80,38 @@ class Metrics(BaseModel):
     tn: int
     fn: int
     accuracy: float
-    balanced_accuracy: float
+    balanced_accuracy: float | None
     macro_f1: float
     sensitivity: float | None
     specificity: float | None
-    mcc: float
+    mcc: float | None
     positive_prediction_rate: float
     pr_auc: float | None
     roc_auc: float | None
     flags: list[MetricFlag] = Field(default_factory=list)
     sweep: list[ThresholdPoint] = Field(default_factory=list)
+
+    def undefined_reason(self, metric: str) -> str | None:
+        """Why `metric` is undefined on these validation cases ("no negative case" / "no positive case"), or None."""
+        return undefined_reason(metric, self.positives, self.negatives)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def collapsed(self) -> bool:
+        """The run predicted the same class for every validation image at the threshold (PROTOCOL section 6)."""
+        return self.tp + self.fp in (0, self.cases)
+
+
+def undefined_reason(metric: str, positives: int, negatives: int) -> str | None:
+    """Why `metric` is undefined on validation cases with these class counts (PROTOCOL section 6), or None.
+
+    Both reasons, joined by "; ", when neither class is present."""
+    if metric not in Metrics.model_fields or metric in ("flags", "sweep"):
+        raise ValueError(f"unknown metric {metric!r}")
+    reasons = [reason for reason, needs, count in ((NO_NEGATIVE_CASE, NEEDS_NEGATIVE, negatives),
+                                                   (NO_POSITIVE_CASE, NEEDS_POSITIVE, positives))
+               if metric in needs and count == 0]
+    return "; ".join(reasons) or None
 
 
 def _rates(tn: int, fp: int, fn: int, tp: int) -> tuple[dict[str, float | None], set[MetricFlag]]:
@@ -94,7 +123,6 @@ def _rates(tn: int, fp: int, fn: int, tp: int) -> tuple[dict[str, float | None],
         flags.add(MetricFlag.NO_POSITIVE_CASES)
     if specificity is None:
         flags.add(MetricFlag.NO_NEGATIVE_CASES)
-    defined = [v for v in (sensitivity, specificity) if v is not None]
     f1_positive = 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else 0.0
     f1_negative = 2 * tn / (2 * tn + fp + fn) if 2 * tn + fp + fn else 0.0
     if not (2 * tp + fp + fn) or not (2 * tn + fp + fn):
@@ -102,7 +130,8 @@ def _rates(tn: int, fp: int, fn: int, tp: int) -> tuple[dict[str, float | None],
     total = tn + fp + fn + tp
     return {
         "sensitivity": sensitivity, "specificity": specificity,
-        "balanced_accuracy": float(np.mean(defined)) if defined else 0.0,
+        "balanced_accuracy": (sensitivity + specificity) / 2 if sensitivity is not None and specificity is not None
+        else None,
         "macro_f1": (f1_positive + f1_negative) / 2,
         "positive_prediction_rate": (tp + fp) / total if total else 0.0,
     }, flags
@@ -141,8 +170,11 @@ def compute_metrics(predictions: Sequence[CasePrediction], threshold: float = 0.
         flags.add(MetricFlag.ALL_PREDICTED_POSITIVE)
     if not predicted.any():
         flags.add(MetricFlag.ALL_PREDICTED_NEGATIVE)
-    if (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn) == 0:
-        flags.add(MetricFlag.MCC_UNDEFINED)
+    mcc: float | None
+    if (tp + fn) * (tn + fp) == 0:
+        mcc = None  # a class is absent: undefined, flagged no_positive_cases / no_negative_cases
+    elif (tp + fp) * (tn + fn) == 0:
+        flags.add(MetricFlag.MCC_UNDEFINED)  # both classes present, one predicted (a collapsed run)
         mcc = 0.0
     else:
         mcc = float(matthews_corrcoef(labels, predicted))

@@ -1,7 +1,11 @@
 """Aggregates over runs: one row per configuration name x regime, mean and sd over runs, with support.
 
 The summary CSV and every results table of the report are built from `aggregate`, so both show
-the same numbers, each traceable to the run ids it was computed from.
+the same numbers, each traceable to the run ids it was computed from. A metric undefined on a run
+(a class its validation cases lack, PROTOCOL section 6) is left out of the mean and sd: `Stat.n`
+counts the runs it is defined on and `Stat.undefined` says why it is undefined on the others. The
+CSV carries the mean, sd and n: a mean left empty with n = 0 is undefined on every run (the
+support columns say which class is absent).
 """
 
 from __future__ import annotations
@@ -11,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from benchmark.atomic import write_atomically
+from benchmark.metrics import Metrics
 from benchmark.store import RunRecord
 
 SUMMARY_METRICS = ("balanced_accuracy", "macro_f1", "accuracy", "sensitivity", "specificity", "mcc", "pr_auc",
@@ -26,6 +31,8 @@ class Stat(BaseModel):
     mean: float | None
     sd: float | None
     n: int
+    undefined: str | None = Field(default=None, description="why the metric is undefined on the other runs "
+                                                             "(distinct reasons, sorted, joined by '; ')")
 
 
 class AggregateRow(BaseModel):
@@ -34,6 +41,7 @@ class AggregateRow(BaseModel):
     configuration: str
     regime: str
     runs: int
+    collapsed_runs: int = Field(description="runs that predicted one class for every validation image")
     run_ids: list[str]
     splits: int
     seeds: list[int]
@@ -50,11 +58,19 @@ def _span(values: Sequence[int]) -> str:
     return str(low) if low == high else f"{low}-{high}"
 
 
-def stat(values: Sequence[float | None]) -> Stat:
-    """Mean and sd of the defined values."""
+def stat(values: Sequence[float | None], reasons: Sequence[str | None] = ()) -> Stat:
+    """Mean and sd of the defined values; `reasons`: why each undefined value is undefined."""
     defined = [v for v in values if v is not None]
+    why = sorted({r for r in reasons if r})
     return Stat(mean=float(np.mean(defined)) if defined else None,
-                sd=float(np.std(defined, ddof=1)) if len(defined) > 1 else None, n=len(defined))
+                sd=float(np.std(defined, ddof=1)) if len(defined) > 1 else None, n=len(defined),
+                undefined="; ".join(why) if len(defined) < len(values) and why else None)
+
+
+def metric_stat(metrics: Sequence[Metrics], metric: str) -> Stat:
+    """The statistics of one metric over runs, with why it is undefined on the runs it is undefined on."""
+    values = [getattr(m, metric) for m in metrics]
+    return stat(values, [m.undefined_reason(metric) for m, v in zip(metrics, values, strict=True) if v is None])
 
 
 def runs_of(records: Sequence[RunRecord], name: str, regime: str) -> list[RunRecord]:
@@ -69,14 +85,15 @@ def aggregate(records: Sequence[RunRecord], name: str, regime: str) -> Aggregate
         return None
     metrics = [r.metrics for r in runs]
     return AggregateRow(
-        configuration=name, regime=regime, runs=len(runs), run_ids=[r.spec.run_id for r in runs],
+        configuration=name, regime=regime, runs=len(runs), collapsed_runs=sum(m.collapsed for m in metrics),
+        run_ids=[r.spec.run_id for r in runs],
         splits=len({r.val_hash for r in runs}), seeds=sorted({r.spec.seed for r in runs}),
         val_patients_per_run=_span([m.patients for m in metrics]),
         val_images_per_run=_span([m.cases for m in metrics]),
         val_images_total=sum(m.cases for m in metrics),
         val_positive_images_total=sum(m.positives for m in metrics),
         val_negative_images_total=sum(m.negatives for m in metrics),
-        stats={metric: stat([getattr(m, metric) for m in metrics]) for metric in SUMMARY_METRICS})
+        stats={metric: metric_stat(metrics, metric) for metric in SUMMARY_METRICS})
 
 
 def all_aggregates(records: Sequence[RunRecord]) -> list[AggregateRow]:
