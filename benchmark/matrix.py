@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -113,6 +114,14 @@ def run_id(configuration: Configuration, split: Split, seed: int) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:20]
 
 
+EXHAUSTIVE_REGIME = "paired-exhaustive"
+
+
+def uses_exhaustive(profile: Profile) -> bool:
+    """Whether any block of `profile` runs on the exhaustive regime, which is then built (it is not by default)."""
+    return any(EXHAUSTIVE_REGIME in block.regimes for block in profile.blocks)
+
+
 def load_profile(name: str, path: Path | str | None = None) -> Profile:
     """The named profile of the matrix file (default: the packaged one); ConfigError when absent or invalid."""
     source = Path(path) if path is not None else DEFAULT_MATRIX
@@ -182,10 +191,14 @@ def block_names(profile: Profile, specs: list[RunSpec]) -> dict[str, list[str]]:
     return names
 
 
-def expand_profile(profile: Profile, configurations: dict[str, Configuration], regimes: list[Regime]
-                   ) -> list[RunSpec]:
-    """Every run of the profile, deduplicated by run id, in declaration order."""
+def expand_profile(profile: Profile, configurations: dict[str, Configuration], regimes: list[Regime],
+                   unavailable: Mapping[str, str] | None = None) -> list[RunSpec]:
+    """Every run of the profile, deduplicated by run id, in declaration order.
+
+    `unavailable` (regime -> why it could not be drawn, as `prepare_data` reports it) makes the error of a block
+    that needs such a regime say why."""
     by_name = {r.name: r for r in regimes}
+    why_not = unavailable or {}
     specs: dict[str, RunSpec] = {}
     for block in profile.blocks:
         for config in _block_configurations(block, profile, configurations):
@@ -193,8 +206,10 @@ def expand_profile(profile: Profile, configurations: dict[str, Configuration], r
                 actual = _REFERENCE_REGIME.get(config.manifest, "") if regime_name == "reference" else regime_name
                 regime = by_name.get(actual)
                 if regime is None:
+                    reason = why_not.get(actual)
                     raise ConfigError(f"profile {profile.name!r}, block {block.name!r}: regime "
-                                      f"{actual or regime_name!r} for {config.name} is not available on this cohort")
+                                      f"{actual or regime_name!r} for {config.name} is not available on this cohort"
+                                      + (f": {reason}" if reason else ""))
                 if regime.manifest != config.manifest:
                     raise ConfigError(f"block {block.name!r}: {config.name} trains on {config.manifest}, "
                                       f"regime {regime.name} splits {regime.manifest}")

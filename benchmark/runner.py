@@ -21,7 +21,7 @@ from benchmark.configurations import load_configurations
 from benchmark.errors import ConfigError, OutputError
 from benchmark.executors import Executor, LocalExecutor, RayExecutor
 from benchmark.imaging import ImageCache
-from benchmark.matrix import Profile, RunSpec, expand_profile, load_profile
+from benchmark.matrix import Profile, RunSpec, expand_profile, load_profile, uses_exhaustive
 from benchmark.pipeline import PreparedData, cohort_summary, prepare_data
 from benchmark.store import ResultsStore, RunRecord, StoreManifest, code_version, now
 from benchmark.worker import WorkerContext, data_identity
@@ -104,8 +104,10 @@ def plan(request: RunRequest) -> tuple[PreparedData, list[RunSpec], StoreManifes
     profile = load_profile(request.profile, request.matrix_path)
     settings = profile.apply_settings(load_settings(request.settings_path))
     cache = ImageCache(request.cache_root, settings.data.image_size)
-    prepared = prepare_data(request.data_root, settings, cache, progress=request.progress)
-    specs = expand_profile(profile, load_configurations(request.configurations_path), prepared.regimes)
+    prepared = prepare_data(request.data_root, settings, cache, exhaustive=uses_exhaustive(profile),
+                            progress=request.progress)
+    specs = expand_profile(profile, load_configurations(request.configurations_path), prepared.regimes,
+                           prepared.split_errors)
     return prepared, specs, store_manifest(profile, settings, prepared, specs, code_version()), settings
 
 
@@ -244,7 +246,8 @@ def run_profile(request: RunRequest) -> RunOutcome:
             data_root=str(request.data_root), settings=settings,
             cache_root=str(request.cache_root) if request.cache_root else None,
             teacher_root=str(request.teacher_root or request.out / "teachers"), device=request.device,
-            threads=threads, code_version=manifest.code_version, data=manifest.data)
+            threads=threads, code_version=manifest.code_version, data=manifest.data,
+            exhaustive=uses_exhaustive(manifest.profile))
         executor = make_executor(request.executor, min(workers, len(todo)), threads, request.device,
                                  request.ray_address, warm=context)
         try:

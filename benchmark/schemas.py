@@ -221,9 +221,15 @@ class Regime(BaseModel):
     splits: list[Split]
     training_seeds: list[int] | None = Field(
         default=None,
-        description="seeds every split is trained with; None: each split's own seed (Monte Carlo: base + r)")
+        description="seeds every split is trained with; None: each split's own seed (Monte Carlo: base + r; "
+                    "exhaustive: exhaustive_seed + i)")
     admissible_sets: int | None = Field(
         default=None, description="number of admissible validation sets (Monte Carlo and exhaustive regimes)")
+    sampled: bool = Field(
+        default=False, description="exhaustive regime: True when its splits are a seeded sample of the admissible "
+                                   "sets (more of them than settings.splits.exhaustive_max_sets), False when all")
+    sample_seed: int | None = Field(
+        default=None, description="exhaustive regime: the seed the sample was drawn with; None when not sampled")
 
     def seeds_for(self, split: Split) -> list[int]:
         """The training seeds that `split` is run with in this regime."""
@@ -239,12 +245,15 @@ class RegimeSummary(BaseModel):
     splits: int
     admissible_sets: int | None
     training_seeds: list[int] | None
+    sampled: bool = False
+    sample_seed: int | None = None
 
     @classmethod
     def of(cls, regime: Regime) -> RegimeSummary:
         """Summarise `regime`."""
         return cls(name=regime.name, role=regime.role, manifest=regime.manifest, splits=len(regime.splits),
-                   admissible_sets=regime.admissible_sets, training_seeds=regime.training_seeds)
+                   admissible_sets=regime.admissible_sets, training_seeds=regime.training_seeds,
+                   sampled=regime.sampled, sample_seed=regime.sample_seed)
 
 
 class SplitSupport(BaseModel):

@@ -11,7 +11,11 @@ Choices where the protocol is silent (also stated in the report):
   repeats an earlier validation set is redrawn from the same generator, so the sets stay distinct
   and the whole sequence remains a pure function of (cohort, R, k, base).
 - Exhaustive: every admissible validation set (one negative, k-1 positives) in lexicographic
-  order, or, when there are more than `max_sets`, a seeded uniform sample of `max_sets` of them.
+  order, or, when there are more than `max_sets`, a uniform sample of `max_sets` of them drawn
+  without replacement with `numpy.random.default_rng(exhaustive_seed)` and kept in lexicographic
+  order. Split i of the regime is trained (its teachers and its students) with seed
+  `exhaustive_seed + i`, as Monte Carlo resample r is with base + r. The regime records how many
+  sets are admissible, whether it sampled and with which seed, so the report can say so.
 """
 
 from __future__ import annotations
@@ -126,7 +130,11 @@ def _unrank_combination(rank: int, n: int, k: int) -> list[int]:
 
 
 def exhaustive_splits(manifest: Manifest, k: int, max_sets: int, seed: int) -> list[Split]:
-    """Every admissible validation set, or a seeded uniform sample of `max_sets` when there are more."""
+    """Every admissible validation set, or a seeded uniform sample of `max_sets` when there are more.
+
+    The sets come in lexicographic order (negative first, then positives); split i carries seed `seed + i`, the
+    seed its teachers and students train with (one seed per split, like Monte Carlo). The sample is a pure
+    function of (cohort, k, max_sets, seed)."""
     positives, negatives = _check_monte_carlo_feasible(manifest, k)
     per_negative = math.comb(len(positives), k - 1)
     total = len(negatives) * per_negative
@@ -141,7 +149,7 @@ def exhaustive_splits(manifest: Manifest, k: int, max_sets: int, seed: int) -> l
         negative = negatives[rank // per_negative]
         held = _unrank_combination(rank % per_negative, len(positives), k - 1)
         val = {negative} | {positives[i] for i in held}
-        splits.append(_make_split(manifest, SplitRole.EXHAUSTIVE, index, seed, val))
+        splits.append(_make_split(manifest, SplitRole.EXHAUSTIVE, index, seed + index, val))
     return splits
 
 
@@ -166,8 +174,7 @@ def default_regimes(manifests: Mapping[str, Manifest], settings: SplitSettings,
     ]
     if exhaustive:
         builders.append((
-            "paired-exhaustive", f"every admissible paired validation set of k = {k} (or a sample of "
-            f"{s.exhaustive_max_sets})", "paired", None,
+            "paired-exhaustive", "", "paired", None,  # role written once the sample is known (_exhaustive_role)
             lambda m: exhaustive_splits(m, k, s.exhaustive_max_sets, s.exhaustive_seed)))
     regimes: list[Regime] = []
     errors: dict[str, str] = {}
@@ -179,6 +186,20 @@ def default_regimes(manifests: Mapping[str, Manifest], settings: SplitSettings,
             errors[name] = str(exc)
             continue
         admissible = admissible_set_count(manifest, k) if name in _RESAMPLED else None
+        sample_seed: int | None = None
+        if name == "paired-exhaustive":
+            assert admissible is not None
+            sample_seed = s.exhaustive_seed if admissible > len(splits) else None
+            role = _exhaustive_role(len(splits), admissible, k, sample_seed)
         regimes.append(Regime(name=name, role=role, manifest=manifest.name, splits=splits,
-                              training_seeds=seeds, admissible_sets=admissible))
+                              training_seeds=seeds, admissible_sets=admissible, sampled=sample_seed is not None,
+                              sample_seed=sample_seed))
     return regimes, errors
+
+
+def _exhaustive_role(count: int, admissible: int, k: int, sample_seed: int | None) -> str:
+    """The exhaustive regime's role in words: all admissible sets, or which sample of them."""
+    if sample_seed is None:
+        return f"every admissible paired validation set: all {admissible} of k = {k}, one negative each"
+    return (f"a seeded uniform sample of {count} of the {admissible} admissible paired validation sets of k = {k}, "
+            f"one negative each (sample seed {sample_seed})")

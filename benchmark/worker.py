@@ -34,12 +34,14 @@ class WorkerContext:
     threads: int
     code_version: str
     data: DataIdentity
+    exhaustive: bool = False  # build the paired-exhaustive regime too, as the driver did (its profile uses it)
 
     @property
     def key(self) -> str:
         """A string identifying everything in this context (pydantic fields are not hashable)."""
         return "|".join([self.data_root, self.settings.model_dump_json(), str(self.cache_root), self.teacher_root,
-                         self.device, str(self.threads), self.code_version, self.data.model_dump_json()])
+                         self.device, str(self.threads), self.code_version, self.data.model_dump_json(),
+                         f"exhaustive={self.exhaustive}"])
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def ensure_worker(context: WorkerContext) -> object:
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     cache = ImageCache(context.cache_root, context.settings.data.image_size)
-    prepared = prepare_data(Path(context.data_root), context.settings, cache)
+    prepared = prepare_data(Path(context.data_root), context.settings, cache, exhaustive=context.exhaustive)
     if not data_identity(prepared).same_data(context.data):
         raise StoreError(f"{context.data_root}: this worker sees other data than the driver "
                          f"(metadata sha256 {prepared.cohort.metadata_sha256[:12]}...)")
