@@ -166,7 +166,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError(f"unknown configuration {args.configuration!r}; declared: {', '.join(configurations)}")
     configuration = configurations[args.configuration]
     cache = ImageCache(args.cache, settings.data.image_size)
-    prepared = prepare_data(resolve_data_root(args.data), settings, cache)
+    prepared = prepare_data(resolve_data_root(args.data), settings, cache,
+                            exhaustive=args.regime == "paired-exhaustive")
     default_regime = {"all-xray": "reference-all-xray", "all-ct": "reference-all-ct"}.get(
         configuration.manifest, "paired-fixed")
     regimes = {r.name: r for r in prepared.regimes}

@@ -5,10 +5,22 @@ run with several seeds on one resample contributes its mean over seeds):
 - MC-confirmed(A > B) iff mean d_r > 0, the mean macro-F1 difference > 0, and the exact one-sided
   paired sign-flip permutation test over resamples gives p <= 0.05 (scipy.stats.permutation_test,
   all 2^R sign assignments; with more than 2^16 of them, 99,999 seeded random assignments, stated
-  in the result). A comparison with a resample missing on either side is not confirmed.
+  in the result). A comparison with a resample missing on either side is not confirmed, nor one
+  with a resample whose BA is undefined (a class its validation cases lack, PROTOCOL section 6):
+  such a resample is listed, and left out of the mean and the test, never counted as a number.
+- Degenerate evidence: on more than half of the resamples A's or B's run collapsed (predicted one
+  class for every validation image). A degenerate comparison never confirms, and the status
+  carries the tag "degenerate evidence: N of R resamples collapsed".
 - Fixed-split advantage(A > B) iff the mean BA of A over its fixed-split seeds exceeds B's. No
   interval or test is computed on the fixed split: three validation patients are too few.
-- A hypothesis whose runs are absent from the store is "not evaluable", never "supported".
+- A status the present runs decide is decided (H4 is "not supported" from the fixed split alone
+  without an advantage; H5 is "not supported" once H1 is not); "not evaluable" is only for what
+  no present run can decide, never "supported".
+- The rules are applied again at every student training length of the training-length stress
+  test, each on its own runs; a status that differs between lengths depends on training length.
+- What a confirmation would need is said in patients (paired and negative), never in more
+  resamples of the same patients: from the power study when its result is given, else from an
+  approximation that counts only disjoint validation sets as independent.
 H5 is read strictly: plain-ct-kd's positive prediction rate must lie strictly between 0 and 1 on
 every Monte Carlo resample both with the default sampler and with the class-balanced one.
 """
@@ -25,6 +37,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 from scipy.stats import norm, permutation_test
 
+from benchmark.matrix import Declaration
 from benchmark.store import RunRecord, StoreManifest
 from benchmark.summary import runs_of
 
@@ -48,14 +61,16 @@ class ResampleDifference(BaseModel):
 
     split_id: str
     val_hash: str
-    a_balanced_accuracy: float
-    b_balanced_accuracy: float
+    a_balanced_accuracy: float | None = Field(description="None: undefined (a class the validation cases lack)")
+    b_balanced_accuracy: float | None
     a_macro_f1: float
     b_macro_f1: float
-    d_balanced_accuracy: float
+    d_balanced_accuracy: float | None = Field(description="None when either side's BA is undefined")
     d_macro_f1: float
     a_run_ids: list[str]
     b_run_ids: list[str]
+    a_collapsed: bool = Field(description="a run of A on this resample predicted one class for every image")
+    b_collapsed: bool
 
 
 class MonteCarloComparison(BaseModel):
@@ -65,11 +80,24 @@ class MonteCarloComparison(BaseModel):
     b: str
     resamples: list[ResampleDifference]
     missing: list[str] = Field(default_factory=list, description="resamples lacking a run of A or B")
+    undefined: list[str] = Field(default_factory=list, description="resamples whose BA is undefined for A or B (a "
+                                 "class their validation cases lack): left out of the mean and test, never confirmed")
     mean_d_balanced_accuracy: float | None
     mean_d_macro_f1: float | None
     p_value: float | None
     test: str
+    a_collapsed: list[str] = Field(default_factory=list, description="resamples on which A's run collapsed")
+    b_collapsed: list[str] = Field(default_factory=list, description="resamples on which B's run collapsed")
+    collapsed_resamples: int = Field(default=0, description="resamples on which A's or B's run collapsed")
+    degenerate: bool = Field(default=False, description="collapsed on more than half of the resamples")
     confirmed: bool
+
+    @property
+    def degenerate_tag(self) -> str | None:
+        """The tag a status decided on this comparison carries when it is degenerate."""
+        if not self.degenerate:
+            return None
+        return f"degenerate evidence: {self.collapsed_resamples} of {len(self.resamples)} resamples collapsed"
 
 
 class FixedSplitComparison(BaseModel):
@@ -96,8 +124,26 @@ class RateCheck(BaseModel):
     inside: bool
 
 
+class PairedCohort(BaseModel):
+    """The paired cohort the Monte Carlo resamples are drawn from, for statements in patients."""
+
+    paired_patients: int
+    negative_patients: int
+    val_patients: int = Field(description="k, validation patients per resample")
+    val_negatives: int = Field(default=1, description="negative patients per validation set")
+
+
+class PowerGrounding(BaseModel):
+    """What the power study (PROTOCOL section 11) says a decisive experiment needs."""
+
+    source: str
+    paired_patients: int | None = Field(description="the minimum decisive experiment's paired patients, if any")
+    negative_patients: int | None
+    statement: str
+
+
 class EffectEstimate(BaseModel):
-    """How large an MC effect is (patient-level bootstrap) and what a confirmation would need."""
+    """How large an MC effect is (patient-level bootstrap) and what a confirmation would need, in patients."""
 
     mean_d_balanced_accuracy: float
     sd_d_balanced_accuracy: float | None
@@ -106,8 +152,12 @@ class EffectEstimate(BaseModel):
     level: float
     replicates: int
     method: str
-    resamples_needed: int | None
-    resamples_available: int | None = Field(default=None, description="admissible validation sets of the cohort")
+    disjoint_sets_needed: int | None = Field(
+        default=None, description="approximation: disjoint validation sets for 80% power at one-sided 5%")
+    paired_patients_needed: int | None = None
+    negative_patients_needed: int | None = None
+    cohort: PairedCohort | None = None
+    power: PowerGrounding | None = None
     needs: str
 
 
@@ -126,14 +176,28 @@ class HypothesisResult(BaseModel):
     balanced_monte_carlo: MonteCarloComparison | None = None
     rate_checks: list[RateCheck] = Field(default_factory=list)
     estimate: EffectEstimate | None = Field(default=None, description="H1-H4: bootstrap interval and needs")
+    degenerate: str | None = Field(default=None, description="the tag 'degenerate evidence: N of R resamples "
+                                                              "collapsed' when the deciding comparison is degenerate")
+
+
+class LengthEvidence(BaseModel):
+    """The hypotheses decided on the runs of one student training length of the training-length stress test."""
+
+    epochs: int
+    hypotheses: list[HypothesisResult]
 
 
 class Evidence(BaseModel):
-    """Every hypothesis status of one results store."""
+    """Every hypothesis status of one results store, at the protocol's training length and at every other."""
 
     alpha: float = ALPHA
     runs: int
     hypotheses: list[HypothesisResult]
+    training_lengths: list[LengthEvidence] = Field(default_factory=list)
+    depends_on_training_length: list[str] = Field(
+        default_factory=list, description="hypotheses whose status differs between training lengths")
+    degenerate_headline: list[str] = Field(
+        default_factory=list, description="hypotheses whose headline comparison is degenerate")
 
 
 def sign_flip_p_value(differences: Sequence[float], seed: int = 0) -> tuple[float, str]:
@@ -159,6 +223,12 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values))
 
 
+def _defined_mean(values: Sequence[float | None]) -> float | None:
+    """Mean of the defined values; None (undefined) when none is defined, never a number made of None."""
+    defined = [v for v in values if v is not None]
+    return _mean(defined) if defined else None
+
+
 def monte_carlo_comparison(records: Sequence[RunRecord], a: str, b: str, regime: str = MONTE_CARLO
                            ) -> MonteCarloComparison:
     """Paired per-resample differences of A and B and whether MC-confirmed(A > B) holds."""
@@ -169,28 +239,40 @@ def monte_carlo_comparison(records: Sequence[RunRecord], a: str, b: str, regime:
     resamples = []
     for h in sorted(shared, key=lambda h: (runs_a[h][0].spec.split.index, h)):
         ra, rb = runs_a[h], runs_b[h]
-        a_ba, b_ba = _mean([r.metrics.balanced_accuracy for r in ra]), _mean([r.metrics.balanced_accuracy for r in rb])
+        a_collapsed, b_collapsed = any(r.metrics.collapsed for r in ra), any(r.metrics.collapsed for r in rb)
+        a_ba = _defined_mean([r.metrics.balanced_accuracy for r in ra])
+        b_ba = _defined_mean([r.metrics.balanced_accuracy for r in rb])
         a_f1, b_f1 = _mean([r.metrics.macro_f1 for r in ra]), _mean([r.metrics.macro_f1 for r in rb])
         resamples.append(ResampleDifference(
             split_id=split_ids[h], val_hash=h, a_balanced_accuracy=a_ba, b_balanced_accuracy=b_ba, a_macro_f1=a_f1,
-            b_macro_f1=b_f1, d_balanced_accuracy=a_ba - b_ba, d_macro_f1=a_f1 - b_f1,
-            a_run_ids=sorted(r.spec.run_id for r in ra), b_run_ids=sorted(r.spec.run_id for r in rb)))
+            b_macro_f1=b_f1, d_balanced_accuracy=None if a_ba is None or b_ba is None else a_ba - b_ba,
+            d_macro_f1=a_f1 - b_f1,
+            a_run_ids=sorted(r.spec.run_id for r in ra), b_run_ids=sorted(r.spec.run_id for r in rb),
+            a_collapsed=a_collapsed, b_collapsed=b_collapsed))
     if not resamples:
         return MonteCarloComparison(a=a, b=b, resamples=[], missing=missing, mean_d_balanced_accuracy=None,
                                     mean_d_macro_f1=None, p_value=None, test="no paired resamples", confirmed=False)
-    d_ba = [r.d_balanced_accuracy for r in resamples]
-    mean_ba, mean_f1 = _mean(d_ba), _mean([r.d_macro_f1 for r in resamples])
-    p_value, test = sign_flip_p_value(d_ba)
-    confirmed = not missing and mean_ba > 0 and mean_f1 > 0 and p_value <= ALPHA
-    return MonteCarloComparison(a=a, b=b, resamples=resamples, missing=missing, mean_d_balanced_accuracy=mean_ba,
-                                mean_d_macro_f1=mean_f1, p_value=p_value, test=test, confirmed=confirmed)
+    d_ba = [r.d_balanced_accuracy for r in resamples if r.d_balanced_accuracy is not None]
+    undefined = [r.split_id for r in resamples if r.d_balanced_accuracy is None]
+    mean_ba, mean_f1 = _defined_mean(d_ba), _mean([r.d_macro_f1 for r in resamples])
+    p_value, test = sign_flip_p_value(d_ba) if d_ba else (None, "no resample with a defined BA difference")
+    collapsed = sum(r.a_collapsed or r.b_collapsed for r in resamples)
+    degenerate = 2 * collapsed > len(resamples)
+    confirmed = (not missing and not undefined and not degenerate and mean_ba is not None and mean_ba > 0
+                 and mean_f1 > 0 and p_value is not None and p_value <= ALPHA)
+    return MonteCarloComparison(
+        a=a, b=b, resamples=resamples, missing=missing, undefined=undefined, mean_d_balanced_accuracy=mean_ba,
+        mean_d_macro_f1=mean_f1, p_value=p_value, test=test,
+        a_collapsed=[r.split_id for r in resamples if r.a_collapsed],
+        b_collapsed=[r.split_id for r in resamples if r.b_collapsed], collapsed_resamples=collapsed,
+        degenerate=degenerate, confirmed=confirmed)
 
 
 def fixed_split_comparison(records: Sequence[RunRecord], a: str, b: str) -> FixedSplitComparison:
     """Mean BA over the fixed split's seeds for A and B, and whether A's exceeds B's."""
     runs_a, runs_b = runs_of(records, a, FIXED), runs_of(records, b, FIXED)
-    mean_a = _mean([r.metrics.balanced_accuracy for r in runs_a]) if runs_a else None
-    mean_b = _mean([r.metrics.balanced_accuracy for r in runs_b]) if runs_b else None
+    mean_a = _defined_mean([r.metrics.balanced_accuracy for r in runs_a])  # None: no run, or BA undefined
+    mean_b = _defined_mean([r.metrics.balanced_accuracy for r in runs_b])
     return FixedSplitComparison(
         a=a, b=b, a_mean_balanced_accuracy=mean_a, b_mean_balanced_accuracy=mean_b,
         a_seeds=sorted(r.spec.seed for r in runs_a), b_seeds=sorted(r.spec.seed for r in runs_b),
@@ -218,11 +300,12 @@ def _patient_counts(runs: list[RunRecord]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _balanced_accuracy(totals: np.ndarray) -> np.ndarray:
-    """BA from [..., 4] count totals (tp, fn, tn, fp); a class without cases contributes nothing."""
+    """BA from [..., 4] count totals (tp, fn, tn, fp); NaN where a class has no case (undefined, never its other
+    recall): callers pass only resamples whose validation cases hold both classes."""
     tp, fn, tn, fp = np.moveaxis(totals, -1, 0)
     sensitivity = np.divide(tp, tp + fn, out=np.full_like(tp, np.nan), where=(tp + fn) > 0)
     specificity = np.divide(tn, tn + fp, out=np.full_like(tn, np.nan), where=(tn + fp) > 0)
-    return np.nanmean(np.stack([sensitivity, specificity]), axis=0)
+    return (sensitivity + specificity) / 2
 
 
 def patient_bootstrap(records: Sequence[RunRecord], comparison: MonteCarloComparison,
@@ -233,6 +316,8 @@ def patient_bootstrap(records: Sequence[RunRecord], comparison: MonteCarloCompar
     rng = np.random.default_rng(seed)
     differences = []
     for resample in comparison.resamples:
+        if resample.d_balanced_accuracy is None:  # BA undefined on this resample: nothing to resample
+            continue
         d = np.zeros(replicates)
         for sign, ids in ((1, resample.a_run_ids), (-1, resample.b_run_ids)):
             wanted = set(ids)
@@ -251,31 +336,46 @@ def patient_bootstrap(records: Sequence[RunRecord], comparison: MonteCarloCompar
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
-def effect_estimate(records: Sequence[RunRecord], comparison: MonteCarloComparison,
-                    admissible: int | None) -> EffectEstimate | None:
-    """Bootstrap interval of an MC effect and the resamples a confirmation would need (80% power, one-sided 5%)."""
-    d = np.array([r.d_balanced_accuracy for r in comparison.resamples])
+def effect_estimate(records: Sequence[RunRecord], comparison: MonteCarloComparison, cohort: PairedCohort | None = None,
+                    power: PowerGrounding | None = None) -> EffectEstimate | None:
+    """Bootstrap interval of an MC effect and what a confirmation would need, in paired and negative patients.
+
+    Resamples of one cohort share patients, so more of them cannot confirm anything: the approximation
+    counts only disjoint validation sets (k patients, one negative each) as independent and asks how many
+    of them 80% power at one-sided 5% needs at the observed mean and sd of the per-resample differences."""
+    d = np.array([r.d_balanced_accuracy for r in comparison.resamples if r.d_balanced_accuracy is not None])
     if len(d) < 2:
         return None
     mean, sd = float(d.mean()), float(d.std(ddof=1))
     low, high = patient_bootstrap(records, comparison)
-    if mean <= 0:
-        needed, needs = None, "the observed mean difference is <= 0: no number of resamples is expected to confirm it"
-    elif sd == 0:
-        needed = 5
-        needs = "every resample agrees; 5 resamples are the fewest with which the sign-flip test can reach p <= 0.05"
+    sets = patients = negatives = None
+    if comparison.degenerate:
+        needs = (f"no patient count follows from these runs: {comparison.degenerate_tag}, so the models did not "
+                 "learn enough to compare (see the training-length statuses)")
+    elif mean <= 0:
+        needs = ("the observed mean difference is <= 0, so these runs give no basis for a patient count; more "
+                 "resamples of the same patients cannot change that")
     else:
-        needed = max(5, math.ceil(((Z_ONE_SIDED_ALPHA + Z_POWER_80) * sd / mean) ** 2))
-        needs = (f"about {needed} resamples for 80% power at the observed mean {mean:.3f} and sd {sd:.3f} "
-                 "(normal approximation)")
-        if admissible is not None and needed > admissible:
-            needs += f"; the cohort has only {admissible} distinct validation sets: more patients are needed"
+        # five is the fewest resamples with which the sign-flip test can reach p <= 0.05 (2^-5 < 0.05)
+        sets = max(5, math.ceil(((Z_ONE_SIDED_ALPHA + Z_POWER_80) * sd / mean) ** 2) if sd > 0 else 5)
+        if cohort is None:
+            needs = f"about {sets} disjoint validation sets (approximation; cohort size unknown)"
+        else:
+            patients, negatives = sets * cohort.val_patients, sets * cohort.val_negatives
+            needs = (f"about {patients} paired patients, {negatives} of them negative (approximation: only disjoint "
+                     f"validation sets of k = {cohort.val_patients} count as independent, and 80% power at one-sided "
+                     f"5% at the observed mean {mean:.3f} and sd {sd:.3f} of the per-resample differences needs "
+                     f"{sets} of them); this cohort has {cohort.paired_patients} paired patients, "
+                     f"{cohort.negative_patients} negative; resamples of the same patients cannot stand in for more "
+                     "patients")
+    if power is not None:
+        needs += f". Power study ({power.source}): {power.statement}"
     return EffectEstimate(
         mean_d_balanced_accuracy=mean, sd_d_balanced_accuracy=sd, bootstrap_low=low, bootstrap_high=high,
         level=0.95, replicates=BOOTSTRAP_REPLICATES,
         method="percentile interval over resamples resampled with replacement and, within each, validation patients "
-               "resampled with replacement by class (seed 0)", resamples_needed=needed, resamples_available=admissible,
-        needs=needs)
+               "resampled with replacement by class (seed 0)", disjoint_sets_needed=sets,
+        paired_patients_needed=patients, negative_patients_needed=negatives, cohort=cohort, power=power, needs=needs)
 
 
 @dataclass(frozen=True)
@@ -308,66 +408,157 @@ HYPOTHESES = (
 )
 
 
-def _absent(records: Sequence[RunRecord], names: Sequence[str]) -> list[str]:
-    return [n for n in names if not runs_of(records, n, MONTE_CARLO)]
+def _has_runs(records: Sequence[RunRecord], name: str, regime: str) -> bool:
+    return bool(runs_of(records, name, regime))
+
+
+def _missing(records: Sequence[RunRecord], names: Sequence[str], regime: str) -> list[str]:
+    return [n for n in names if not _has_runs(records, n, regime)]
+
+
+def _decide_h5(h: Hypothesis, records: Sequence[RunRecord], h1: HypothesisResult,
+               mc: MonteCarloComparison | None) -> HypothesisResult:
+    """H5 from whatever of its three conditions the present runs decide: one failing suffices."""
+    assert h.a is not None and h.b is not None
+    rates = [RateCheck(configuration=name, split_id=r.spec.split.split_id, run_id=r.spec.run_id,
+                       positive_prediction_rate=r.metrics.positive_prediction_rate,
+                       inside=0 < r.metrics.positive_prediction_rate < 1)
+             for name in ("plain-ct-kd", h.a) for r in runs_of(records, name, MONTE_CARLO)]
+    failures, unknown = [], []
+    if h1.status == Status.NOT_EVALUABLE:
+        unknown.append("H1 is not evaluable")
+    elif h1.status != Status.SUPPORTED:
+        failures.append(f"H1 is {h1.status.value}")
+    if mc is None:
+        unknown.append(f"no Monte Carlo runs of {', '.join(_missing(records, [h.a, h.b], MONTE_CARLO))}")
+    elif not mc.confirmed:
+        failures.append(f"{h.a} is not MC-confirmed over {h.b}"
+                        + (f" ({mc.degenerate_tag})" if mc.degenerate else ""))
+    outside = [c for c in rates if not c.inside]
+    if outside:
+        failures.append(f"positive prediction rate at 0 or 1 on {len(outside)} resample run(s)")
+    elif _missing(records, ["plain-ct-kd", h.a], MONTE_CARLO):
+        unknown.append("the positive prediction rate cannot be checked on every resample")
+    status = Status.NOT_SUPPORTED if failures else Status.NOT_EVALUABLE if unknown else Status.SUPPORTED
+    reason = "; ".join(failures or unknown) or "all three conditions hold"
+    return HypothesisResult(hypothesis=h.key, statement=h.statement, a=h.a, b=h.b, rule=h.rule, status=status,
+                            reason=reason, balanced_monte_carlo=mc, rate_checks=rates,
+                            degenerate=mc.degenerate_tag if mc is not None else None)
 
 
 def _decide(h: Hypothesis, records: Sequence[RunRecord], decided: dict[str, HypothesisResult],
-            admissible: int | None) -> HypothesisResult:
-    base = {"hypothesis": h.key, "statement": h.statement, "a": h.a, "b": h.b, "rule": h.rule}
-    needed = [h.a, h.b] + (["plain-ct-kd", "student-only"] if h.key == "H5" else [])
-    absent = _absent(records, [n for n in needed if n])
-    if absent:
-        return HypothesisResult(**base, status=Status.NOT_EVALUABLE,
-                                reason=f"no Monte Carlo runs of {', '.join(absent)} in the store")
+            cohort: PairedCohort | None, power: PowerGrounding | None) -> HypothesisResult:
+    """One hypothesis's status by its rule, decided as far as the present runs decide it."""
     assert h.a is not None and h.b is not None
-    mc = monte_carlo_comparison(records, h.a, h.b)
+    absent_mc = _missing(records, [h.a, h.b], MONTE_CARLO)
+    mc = None if absent_mc else monte_carlo_comparison(records, h.a, h.b)
     if h.key == "H5":
-        h1 = decided["H1"]
-        rates = [RateCheck(configuration=name, split_id=r.spec.split.split_id, run_id=r.spec.run_id,
-                           positive_prediction_rate=r.metrics.positive_prediction_rate,
-                           inside=0 < r.metrics.positive_prediction_rate < 1)
-                 for name in ("plain-ct-kd", "plain-ct-kd@balanced") for r in runs_of(records, name, MONTE_CARLO)]
-        failures = [f"H1 is {h1.status.value}"] if h1.status != Status.SUPPORTED else []
-        if not mc.confirmed:
-            failures.append("plain-ct-kd@balanced is not MC-confirmed over student-only@balanced")
-        outside = [c for c in rates if not c.inside]
-        if outside:
-            failures.append(f"positive prediction rate at 0 or 1 on {len(outside)} resample run(s)")
-        status = Status.NOT_SUPPORTED if failures else Status.SUPPORTED
-        return HypothesisResult(**base, status=status, reason="; ".join(failures) or "all three conditions hold",
-                                balanced_monte_carlo=mc, rate_checks=rates)
-    fixed = fixed_split_comparison(records, h.a, h.b) if h.key in ("H1", "H4") else None
-    if h.key == "H4":
-        supported = mc.confirmed and fixed is not None and fixed.advantage
-        reason = ("MC-confirmed and fixed-split advantage" if supported else
-                  f"MC-confirmed: {mc.confirmed}; fixed-split advantage: {bool(fixed and fixed.advantage)}")
-        status = Status.SUPPORTED if supported else Status.NOT_SUPPORTED
-    elif mc.confirmed:
+        return _decide_h5(h, records, decided["H1"], mc)
+    uses_fixed = h.key in ("H1", "H4")
+    absent_fixed = _missing(records, [h.a, h.b], FIXED) if uses_fixed else []
+    fixed = fixed_split_comparison(records, h.a, h.b) if uses_fixed and not absent_fixed else None
+    if mc is None and (h.key != "H4" or fixed is None or fixed.advantage):
+        status, reason = Status.NOT_EVALUABLE, f"no Monte Carlo runs of {', '.join(absent_mc)} in the store"
+    elif h.key == "H4":
+        if mc is not None and fixed is not None:
+            supported = mc.confirmed and fixed.advantage
+            status = Status.SUPPORTED if supported else Status.NOT_SUPPORTED
+            reason = ("MC-confirmed and fixed-split advantage" if supported else
+                      f"MC-confirmed: {mc.confirmed}; fixed-split advantage: {fixed.advantage}")
+        elif mc is None:
+            status = Status.NOT_SUPPORTED
+            reason = (f"no fixed-split advantage, which decides it (no Monte Carlo runs of {', '.join(absent_mc)}, "
+                      "which could not change that)")
+        elif not mc.confirmed:
+            status = Status.NOT_SUPPORTED
+            reason = (f"not MC-confirmed, which decides it (no fixed-split runs of {', '.join(absent_fixed)}, "
+                      "which could not change that)")
+        else:
+            status = Status.NOT_EVALUABLE
+            reason = f"MC-confirmed, but no fixed-split runs of {', '.join(absent_fixed)} to check the advantage"
+    elif mc is not None and mc.confirmed:
         status, reason = Status.SUPPORTED, "MC-confirmed"
+    elif h.key == "H1" and fixed is None:
+        status = Status.NOT_EVALUABLE
+        reason = (f"not MC-confirmed; no fixed-split runs of {', '.join(absent_fixed)} to tell "
+                  f"'{Status.TENTATIVE.value}' from '{Status.NOT_SUPPORTED.value}'")
     elif h.key == "H1" and fixed is not None and fixed.advantage:
         status, reason = Status.TENTATIVE, "not MC-confirmed; fixed-split advantage only"
     else:
         status, reason = Status.NOT_SUPPORTED, "not MC-confirmed" + (
             "; no fixed-split advantage" if h.key == "H1" else "")
-    if not mc.confirmed and mc.missing:
+    if mc is not None and not mc.confirmed and mc.missing:
         reason += f" (resamples missing a run: {', '.join(mc.missing)})"
-    return HypothesisResult(**base, status=status, reason=reason, monte_carlo=mc, fixed_split=fixed,
-                            estimate=effect_estimate(records, mc, admissible))
+    if mc is not None and not mc.confirmed and mc.undefined:
+        reason += f" (resamples with an undefined BA: {', '.join(mc.undefined)})"
+    tag = mc.degenerate_tag if mc is not None else None
+    if tag is not None and status != Status.NOT_EVALUABLE:
+        reason += f" ({tag})"
+    estimate = (effect_estimate(records, mc, cohort, power if h.key in ("H1", "H2") else None)
+                if mc is not None else None)
+    return HypothesisResult(hypothesis=h.key, statement=h.statement, a=h.a, b=h.b, rule=h.rule, status=status,
+                            reason=reason, monte_carlo=mc, fixed_split=fixed, estimate=estimate, degenerate=tag)
 
 
-def evaluate_hypotheses(records: Sequence[RunRecord], admissible: int | None = None) -> Evidence:
-    """The status of H1-H5 on these runs, each with the numbers and the rule it was decided by.
-
-    `admissible`: the number of distinct Monte Carlo validation sets of the cohort, to say whether
-    the resamples a confirmation would need exist."""
+def decide_all(records: Sequence[RunRecord], cohort: PairedCohort | None = None,
+               power: PowerGrounding | None = None) -> list[HypothesisResult]:
+    """H1-H5 on these runs, in order (H5 reads H1's status)."""
     decided: dict[str, HypothesisResult] = {}
     for hypothesis in HYPOTHESES:
-        decided[hypothesis.key] = _decide(hypothesis, records, decided, admissible)
-    return Evidence(runs=len(records), hypotheses=list(decided.values()))
+        decided[hypothesis.key] = _decide(hypothesis, records, decided, cohort, power)
+    return list(decided.values())
 
 
-def store_evidence(manifest: StoreManifest, records: Sequence[RunRecord]) -> Evidence:
-    """The evidence of a store's runs, with the cohort's number of admissible Monte Carlo validation sets."""
-    admissible = next((r.admissible_sets for r in manifest.regimes if r.name == MONTE_CARLO), None)
-    return evaluate_hypotheses(records, admissible)
+TRAINING_LENGTH_BLOCK = "training-length"
+
+
+def training_lengths(records: Sequence[RunRecord]) -> list[int]:
+    """The student epochs of the training-length stress test's runs, ascending."""
+    return sorted({r.spec.configuration.training.epochs for r in records
+                   if TRAINING_LENGTH_BLOCK in r.spec.blocks})
+
+
+def runs_at_length(records: Sequence[RunRecord], epochs: int) -> list[RunRecord]:
+    """The training-length block's runs at `epochs` student epochs, under their base configuration names
+    (`plain-ct-kd@epochs=20` is `plain-ct-kd` here), so the hypothesis rules apply to them unchanged."""
+    view = []
+    for run in records:
+        names = [d.name for d in run.spec.declarations if d.block == TRAINING_LENGTH_BLOCK]
+        if names and run.spec.configuration.training.epochs == epochs:
+            base = Declaration(block=TRAINING_LENGTH_BLOCK, name=names[0].rsplit("@epochs=", 1)[0])
+            view.append(run.model_copy(update={"spec": run.spec.model_copy(update={"declarations": (base,)})}))
+    return view
+
+
+def evaluate_hypotheses(records: Sequence[RunRecord], cohort: PairedCohort | None = None,
+                        power: PowerGrounding | None = None) -> Evidence:
+    """The status of H1-H5 on these runs (the headline, at the protocol's training length) and at every student
+    training length of the training-length stress test, each with the numbers and the rule it was decided by.
+
+    `cohort` and `power` let the effect estimates say in patients what a confirmation would need."""
+    headline = decide_all(records, cohort, power)
+    lengths = [LengthEvidence(epochs=epochs, hypotheses=decide_all(runs_at_length(records, epochs), cohort, power))
+               for epochs in training_lengths(records)]
+    depends = []
+    for i, h in enumerate(headline):
+        statuses = {h.status} | {length.hypotheses[i].status for length in lengths}
+        if len(statuses - {Status.NOT_EVALUABLE}) > 1:
+            depends.append(h.hypothesis)
+    return Evidence(runs=len(records), hypotheses=headline, training_lengths=lengths,
+                    depends_on_training_length=depends,
+                    degenerate_headline=[h.hypothesis for h in headline if h.degenerate and h.hypothesis != "H5"])
+
+
+def cohort_size(manifest: StoreManifest) -> PairedCohort | None:
+    """The paired cohort's size and the Monte Carlo k of a store."""
+    paired = manifest.cohort.manifests.get("paired")  # type: ignore[call-overload]
+    if paired is None:
+        return None
+    return PairedCohort(paired_patients=paired.patients, negative_patients=paired.negative_patients,
+                      val_patients=manifest.settings.splits.monte_carlo_val_patients)
+
+
+def store_evidence(manifest: StoreManifest, records: Sequence[RunRecord],
+                   power: PowerGrounding | None = None) -> Evidence:
+    """The evidence of a store's runs, its statements of need in the store's cohort's patients."""
+    return evaluate_hypotheses(records, cohort_size(manifest), power)

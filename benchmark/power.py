@@ -25,7 +25,7 @@ from benchmark.atomic import ensure_writable_folder, write_atomically
 from benchmark.config import Settings, load_settings, read_toml, validation_problems
 from benchmark.configurations import load_configurations, merge_overrides
 from benchmark.errors import ConfigError, RunError
-from benchmark.evidence import MONTE_CARLO, monte_carlo_comparison
+from benchmark.evidence import MONTE_CARLO, PowerGrounding, monte_carlo_comparison
 from benchmark.imaging import ImageCache
 from benchmark.matrix import Block, Profile, expand_profile
 from benchmark.pipeline import prepare_data
@@ -280,3 +280,19 @@ def write_power(result: PowerResult, path: Path) -> Path:
 def read_power(path: Path) -> PowerResult:
     """Read a power study's result."""
     return PowerResult.model_validate_json(path.read_bytes())
+
+
+def power_grounding(result: PowerResult) -> PowerGrounding:
+    """What the power study says a decisive experiment needs, for the evidence's statements in patients."""
+    decisive = result.minimum_decisive
+    return PowerGrounding(
+        source=f"grid {result.grid.name!r}: synthetic planted and null cohorts, {result.grid.replicates} replicates "
+               f"per cell, k = {result.grid.val_patients}",
+        paired_patients=decisive.paired_patients if decisive else None,
+        negative_patients=decisive.negative_patients if decisive else None, statement=result.statement)
+
+
+def store_power_grounding(root: Path) -> PowerGrounding | None:
+    """The power grounding of the power study stored beside a results store (ROOT/power.json), if any."""
+    path = root / "power.json"
+    return power_grounding(read_power(path)) if path.is_file() else None

@@ -23,9 +23,9 @@ from benchmark import figures
 from benchmark.atomic import write_atomically
 from benchmark.configurations import load_configurations
 from benchmark.evidence import FIXED, MONTE_CARLO, Evidence, store_evidence
-from benchmark.matrix import block_names
+from benchmark.matrix import EXHAUSTIVE_REGIME, block_names
 from benchmark.metrics import SWEEP_THRESHOLDS
-from benchmark.power import MAX_FALSE_POSITIVE_RATE, TARGET_POWER, PowerResult, read_power
+from benchmark.power import MAX_FALSE_POSITIVE_RATE, TARGET_POWER, PowerResult, read_power, store_power_grounding
 from benchmark.store import ResultsStore, RunRecord, StoreManifest, now
 from benchmark.summary import AggregateRow, aggregate, runs_of, write_summary
 
@@ -56,7 +56,8 @@ class RunIndexRow(BaseModel):
     regime: str
     split_id: str
     seed: int
-    balanced_accuracy: float
+    balanced_accuracy: float | None
+    balanced_accuracy_undefined: str | None = Field(default=None, description="why BA is undefined on this run")
     macro_f1: float
     cases: int
     code_version: str
@@ -75,6 +76,7 @@ class ReportData(BaseModel):
     references: list[AggregateRow]
     fixed: list[AggregateRow]
     monte_carlo: list[AggregateRow]
+    exhaustive: list[AggregateRow] = Field(default_factory=list, description="every name run on paired-exhaustive")
     blocks: list[BlockSection]
     evidence: Evidence
     runs: list[RunIndexRow]
@@ -106,7 +108,9 @@ def _fixed_figure(records: Sequence[RunRecord], names: Sequence[str], regime: st
     if not present:
         return None
     values = [[r.metrics.balanced_accuracy for r in runs_of(records, n, regime)] for n in present]
-    return figures.bars_with_points(present, values, "balanced accuracy", title)
+    collapsed = [[r.metrics.collapsed for r in runs_of(records, n, regime)] for n in present]
+    return figures.bars_with_points(present, values, "balanced accuracy", title,  # None: drawn as "undefined"
+                                    collapsed=collapsed)
 
 
 def _mc_figure(records: Sequence[RunRecord], names: Sequence[str], title: str) -> str | None:
@@ -114,14 +118,19 @@ def _mc_figure(records: Sequence[RunRecord], names: Sequence[str], title: str) -
     if not present:
         return None
     per_split: dict[str, dict[str, float]] = {}
+    collapsed: dict[str, set[str]] = {}
     for name in present:
         for run in runs_of(records, name, MONTE_CARLO):
-            per_split.setdefault(run.spec.split.split_id, {}).setdefault(name, run.metrics.balanced_accuracy)
-    return figures.paired_points(present, per_split, "balanced accuracy (one point per resample)", title)
+            if run.metrics.balanced_accuracy is not None:  # an undefined BA is no point
+                per_split.setdefault(run.spec.split.split_id, {}).setdefault(name, run.metrics.balanced_accuracy)
+                if run.metrics.collapsed:
+                    collapsed.setdefault(run.spec.split.split_id, set()).add(name)
+    return figures.paired_points(present, per_split, "balanced accuracy (one point per resample)", title,
+                                 collapsed=collapsed)
 
 
 def _grid_figure(records: Sequence[RunRecord], names: Sequence[str]) -> str | None:
-    panels = {}
+    panels, collapsed = {}, {}
     for base in ("plain-ct-kd", "jdcnet"):
         runs = [r for n in names if n.startswith(base + "@") for r in runs_of(records, n, FIXED)]
         if not runs:
@@ -129,30 +138,39 @@ def _grid_figure(records: Sequence[RunRecord], names: Sequence[str]) -> str | No
         temperatures = sorted({r.spec.configuration.loss.temperature for r in runs})
         alphas = sorted({r.spec.configuration.loss.kd_alpha for r in runs})
         matrix = np.full((len(alphas), len(temperatures)), np.nan)
+        flags = np.zeros(matrix.shape, dtype=bool)
         for run in runs:
             loss = run.spec.configuration.loss
-            matrix[alphas.index(loss.kd_alpha), temperatures.index(loss.temperature)] = run.metrics.balanced_accuracy
+            cell = alphas.index(loss.kd_alpha), temperatures.index(loss.temperature)
+            ba = run.metrics.balanced_accuracy
+            if ba is not None:  # an undefined BA stays an empty cell
+                matrix[cell] = ba
+            flags[cell] = run.metrics.collapsed
         panels[base] = (temperatures, alphas, matrix)
+        collapsed[base] = flags
     if not panels:
         return None
-    return figures.heatmaps(panels, "temperature T", "KD weight a", "balanced accuracy, fixed split, seed 42")
+    return figures.heatmaps(panels, "temperature T", "KD weight a", "balanced accuracy, fixed split, seed 42",
+                            collapsed=collapsed)
 
 
 def _length_figure(records: Sequence[RunRecord], names: Sequence[str]) -> str | None:
     series = {}
-    for base in dict.fromkeys(n.split("@", 1)[0] for n in names):
+    for base in dict.fromkeys(n.rsplit("@epochs=", 1)[0] for n in names):
         points = []
         for name in names:
-            if name.split("@", 1)[0] != base:
+            if name.rsplit("@epochs=", 1)[0] != base:
                 continue
             row = aggregate(records, name, MONTE_CARLO)
             runs = runs_of(records, name, MONTE_CARLO)
-            if row and runs:
+            if row and runs and row.stats["balanced_accuracy"].mean is not None:  # undefined: no point
                 s = row.stats["balanced_accuracy"]
-                points.append((runs[0].spec.configuration.training.epochs, s.mean, s.sd))
+                points.append((runs[0].spec.configuration.training.epochs, s.mean, s.sd,
+                               f"{row.collapsed_runs}/{row.runs}"))
         if points:
             points.sort()
-            series[base] = ([p[0] for p in points], [p[1] for p in points], [p[2] for p in points])
+            label = f"{base} (collapsed {', '.join(p[3] for p in points)})"
+            series[label] = ([p[0] for p in points], [p[1] for p in points], [p[2] for p in points])
     if not series:
         return None
     return figures.lines(series, "student epochs (teachers unchanged)", "balanced accuracy (MC mean ± sd)",
@@ -162,9 +180,10 @@ def _length_figure(records: Sequence[RunRecord], names: Sequence[str]) -> str | 
 def _sweep_figure(records: Sequence[RunRecord], names: Sequence[str]) -> str | None:
     series = {}
     for name in names:
-        runs = runs_of(records, name, MONTE_CARLO)
+        runs = [r for r in runs_of(records, name, MONTE_CARLO)  # BA undefined on a run: no curve from it
+                if all(p.balanced_accuracy is not None for p in r.metrics.sweep)]
         if runs:
-            curves = np.array([[p.balanced_accuracy for p in r.metrics.sweep] for r in runs])
+            curves = np.array([[p.balanced_accuracy for p in r.metrics.sweep] for r in runs], dtype=float)
             series[name] = (list(SWEEP_THRESHOLDS), list(curves.mean(axis=0)), None)
     if not series:
         return None
@@ -186,10 +205,14 @@ def build_report_data(store: ResultsStore) -> ReportData:
         tier_names=tier_names,
         references=_rows(records, REFERENCE, ("reference-all-xray", "reference-all-ct")),
         fixed=_rows(records, tier_names, (FIXED,)), monte_carlo=_rows(records, tier_names, (MONTE_CARLO,)),
-        blocks=blocks, evidence=store_evidence(manifest, records),
+        exhaustive=_rows(records, list(dict.fromkeys(n for r in records if r.spec.regime == EXHAUSTIVE_REGIME
+                                                     for n in r.spec.names)), (EXHAUSTIVE_REGIME,)),
+        blocks=blocks, evidence=store_evidence(manifest, records, store_power_grounding(store.root)),
         runs=[RunIndexRow(run_id=r.spec.run_id, names=list(r.spec.names), blocks=list(r.spec.blocks),
                           regime=r.spec.regime, split_id=r.spec.split.split_id, seed=r.spec.seed,
-                          balanced_accuracy=r.metrics.balanced_accuracy, macro_f1=r.metrics.macro_f1,
+                          balanced_accuracy=r.metrics.balanced_accuracy,
+                          balanced_accuracy_undefined=r.metrics.undefined_reason("balanced_accuracy"),
+                          macro_f1=r.metrics.macro_f1,
                           cases=r.metrics.cases, code_version=r.code_version, finished_at=r.finished_at)
               for r in records])
     candidates = {
@@ -224,6 +247,11 @@ def _number(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _metric(value: float | None, digits: int = 3) -> str:
+    """A metric value: undefined (a class the validation cases lack, PROTOCOL section 6) is the word, not a dash."""
+    return "undefined" if value is None else f"{value:.{digits}f}"
+
+
 def _json_island(data: BaseModel) -> Markup:
     """JSON safe inside <script>: <, > and & escaped as unicode."""
     text = data.model_dump_json(exclude={"figures"})
@@ -238,6 +266,7 @@ def template_environment() -> Environment:
     environment = Environment(loader=FileSystemLoader(folder), autoescape=select_autoescape(default=True),
                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     environment.filters["number"] = _number
+    environment.filters["metric"] = _metric
     environment.globals.update(METRIC_LABELS=METRIC_LABELS, TABLE_METRICS=TABLE_METRICS)
     return environment
 

@@ -18,16 +18,27 @@ import pandas as pd
 
 from benchmark.evidence import MONTE_CARLO, Status, store_evidence
 from benchmark.metrics import compute_metrics
+from benchmark.power import store_power_grounding
 from benchmark.report import numbers_in_report, report_data_from_html
 from benchmark.store import RunRecord, StoreManifest
 from benchmark.summary import summary_frame
 
 FIXED = "paired-fixed"
+# PROTOCOL section 6, read here on its own: the classes each metric needs, and the words for an absent one.
+NEEDS_CLASSES = {"specificity": (0,), "sensitivity": (1,), "pr_auc": (1,), "balanced_accuracy": (0, 1),
+                 "mcc": (0, 1), "roc_auc": (0, 1)}
+ABSENT_CLASS = {0: "no negative case", 1: "no positive case"}
 
 
 def _recomputed(records: list[RunRecord]) -> list[RunRecord]:
     """The records with metrics recomputed from their stored per-case predictions."""
     return [r.model_copy(update={"metrics": compute_metrics(r.predictions)}) for r in records]
+
+
+def _undefined_reason(record: RunRecord, metric: str) -> str | None:
+    """Why `metric` is undefined on the run's validation cases (a class it needs is absent), from their labels."""
+    labels = {p.label for p in record.predictions}
+    return "; ".join(ABSENT_CLASS[c] for c in NEEDS_CLASSES.get(metric, ()) if c not in labels) or None
 
 
 def _negatives(record: RunRecord) -> set[str]:
@@ -103,6 +114,8 @@ def _expected_text(number, runs: dict[str, RunRecord]) -> str:  # noqa: ANN001
         metrics = [runs[i].metrics for i in ids]
         if field == "runs":
             return str(len(ids))
+        if field == "collapsed_runs":
+            return str(sum(m.tp + m.fp in (0, m.cases) for m in metrics))
         if field == "val_patients_per_run":
             low, high = min(m.patients for m in metrics), max(m.patients for m in metrics)
             return str(low) if low == high else f"{low}-{high}"
@@ -112,18 +125,27 @@ def _expected_text(number, runs: dict[str, RunRecord]) -> str:  # noqa: ANN001
     metric, stat = attributes["data-metric"], attributes["data-stat"]
     values = [getattr(runs[i].metrics, metric) for i in ids]
     defined = [v for v in values if v is not None]
+    if stat == "undefined":  # why: the distinct reasons over the cited runs, sorted
+        return "; ".join(sorted({r for i in ids if (r := _undefined_reason(runs[i], metric))}))
+    if stat == "n":  # the runs it is defined on
+        return str(len(defined))
     if stat == "mean":
         value = float(np.mean(defined)) if defined else None
     elif stat == "sd":
         value = float(np.std(defined, ddof=1))
-    else:  # diff: mean over the A runs minus mean over the B runs
-        other = [getattr(runs[i].metrics, metric) for i in attributes["data-runs-b"].split()]
-        value = float(np.mean(defined)) - float(np.mean([v for v in other if v is not None]))
-    return "–" if value is None else f"{value:.3f}"
+    else:  # diff: mean over the A runs minus mean over the B runs; undefined when either side is
+        other = [v for i in attributes["data-runs-b"].split() if (v := getattr(runs[i].metrics, metric)) is not None]
+        value = float(np.mean(defined)) - float(np.mean(other)) if defined and other else None
+    return "undefined" if value is None else f"{value:.3f}"
 
 
 def test_claim5_every_reported_number_recomputes_from_the_per_case_predictions(
         records: list[RunRecord], results_dir: Path, report_html: str) -> None:
+    for r in records:  # a metric needing a class the validation cases lack is undefined, never a number
+        for metric in NEEDS_CLASSES:
+            value, why = getattr(r.metrics, metric), _undefined_reason(r, metric)
+            assert (value is None) == (why is not None), (
+                f"{r.spec.run_id}: {metric} is {value}" + (f" on validation cases with {why}" if why else ""))
     fresh = _recomputed(records)
     for stored, again in zip(records, fresh, strict=True):
         assert stored.metrics == again.metrics, f"{stored.spec.run_id}: stored metrics differ from its predictions"
@@ -136,7 +158,8 @@ def test_claim5_every_reported_number_recomputes_from_the_per_case_predictions(
             assert np.allclose(summary[column].astype(float), expected[column].astype(float), rtol=1e-5,
                                atol=1e-6, equal_nan=True), f"summary.csv column {column} differs"
         else:
-            assert list(summary[column].astype(str)) == list(expected[column].astype(str)), column
+            assert (list(summary[column].fillna("").astype(str))
+                    == list(expected[column].fillna("").astype(str))), f"summary.csv column {column} differs"
 
     runs = {r.spec.run_id: r for r in fresh}
     numbers = [n for n in numbers_in_report(report_html) if "data-runs" in n.attributes]
@@ -148,7 +171,7 @@ def test_claim5_every_reported_number_recomputes_from_the_per_case_predictions(
 
 def test_claim6_every_status_follows_its_rule_and_the_fixed_split_has_no_test(
         records: list[RunRecord], manifest: StoreManifest, results_dir: Path, report_html: str) -> None:
-    evidence = store_evidence(manifest, _recomputed(records))
+    evidence = store_evidence(manifest, _recomputed(records), store_power_grounding(results_dir))
     stored = json.loads((results_dir / "evidence.json").read_text())
     assert stored == json.loads(evidence.model_dump_json()), "evidence.json differs from the rules on the runs"
     island = report_data_from_html(report_html)["evidence"]
@@ -167,6 +190,16 @@ def test_claim6_every_status_follows_its_rule_and_the_fixed_split_has_no_test(
         if h.fixed_split is not None:
             keys = set(h.fixed_split.model_dump())
             assert not {k for k in keys if "p_value" in k or "interval" in k or k.startswith("ci")}
+        if h.degenerate is not None:
+            assert shown[f"{h.hypothesis}:degenerate"] == h.degenerate, f"{h.hypothesis}: degenerate tag not shown"
+            assert not (mc is not None and mc.confirmed), f"{h.hypothesis}: a degenerate comparison confirmed"
+    for length in evidence.training_lengths:
+        for h in length.hypotheses:
+            key = f"{h.hypothesis}:status@{length.epochs}"
+            assert shown[key] == h.status.value, f"{key}: the report shows another status"
+            mc = h.monte_carlo or h.balanced_monte_carlo
+            if h.status == Status.SUPPORTED:
+                assert mc is not None and mc.confirmed, f"{key} is supported without MC confirmation"
 
     start, stop = report_html.index('<section id="fixed">'), report_html.index('<section id="monte-carlo">')
     fixed_section = report_html[start:stop]

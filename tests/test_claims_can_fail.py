@@ -117,6 +117,8 @@ def test_claim4_catches_an_xray_only_model_that_reads_ct(clean_store: Path, tmp_
 
 def _edit_a_stored_metric(store: Path) -> None:
     def edit(record: dict) -> bool:
+        if record["metrics"]["balanced_accuracy"] is None:  # undefined (a class absent): edit a defined one
+            return False
         record["metrics"]["balanced_accuracy"] = round(1.0 - record["metrics"]["balanced_accuracy"] + 0.01, 6)
         return True
     edit_runs(store, edit)
@@ -131,6 +133,14 @@ def _edit_a_number_in_the_report(store: Path) -> None:
     (store / "report.html").write_text(html[:match.start(2)] + wrong + html[match.end(2):])
 
 
+def _hide_a_collapsed_run_in_the_report(store: Path) -> None:
+    html = (store / "report.html").read_text()
+    pattern = re.compile(r'(data-support="collapsed_runs" data-runs="[^"]+">)(\d+)')
+    match = pattern.search(html)
+    assert match is not None
+    (store / "report.html").write_text(html[:match.start(2)] + str(int(match.group(2)) + 1) + html[match.end(2):])
+
+
 def _edit_the_summary(store: Path) -> None:
     lines = (store / "summary.csv").read_text().splitlines()
     header = lines[0].split(",")
@@ -141,7 +151,8 @@ def _edit_the_summary(store: Path) -> None:
     (store / "summary.csv").write_text("\n".join(lines) + "\n")
 
 
-@pytest.mark.parametrize("corrupt", [_edit_a_stored_metric, _edit_a_number_in_the_report, _edit_the_summary])
+@pytest.mark.parametrize("corrupt", [_edit_a_stored_metric, _edit_a_number_in_the_report,
+                                     _hide_a_collapsed_run_in_the_report, _edit_the_summary])
 def test_claim5_catches_an_edited_number(clean_store: Path, tmp_path: Path, corrupt) -> None:
     assert_only_claim_fails(corrupted(clean_store, tmp_path, corrupt), "claim5")
 
@@ -160,6 +171,21 @@ def _flip_a_status_in_the_report(store: Path) -> None:
     (store / "report.html").write_text(html[:match.start(2)] + "supported" + html[match.end(2):])
 
 
+def _flip_a_status_at_a_training_length_in_the_report(store: Path) -> None:
+    html = (store / "report.html").read_text()
+    pattern = re.compile(r'(data-evidence="H1:status@2">)([^<]+)')
+    match = pattern.search(html)
+    assert match is not None and match.group(2) != "supported"
+    (store / "report.html").write_text(html[:match.start(2)] + "supported" + html[match.end(2):])
+
+
+def _hide_a_degenerate_tag_in_evidence(store: Path) -> None:
+    evidence = json.loads((store / "evidence.json").read_text())
+    comparison = evidence["hypotheses"][1]["monte_carlo"]
+    comparison["degenerate"] = not comparison["degenerate"]
+    (store / "evidence.json").write_text(json.dumps(evidence))
+
+
 def _add_a_test_to_the_fixed_split(store: Path) -> None:
     html = (store / "report.html").read_text()
     marker = '<section id="fixed">'
@@ -167,7 +193,8 @@ def _add_a_test_to_the_fixed_split(store: Path) -> None:
 
 
 @pytest.mark.parametrize("corrupt", [_flip_a_status_in_evidence, _flip_a_status_in_the_report,
-                                     _add_a_test_to_the_fixed_split])
+                                     _flip_a_status_at_a_training_length_in_the_report,
+                                     _hide_a_degenerate_tag_in_evidence, _add_a_test_to_the_fixed_split])
 def test_claim6_catches_a_status_or_test_the_rules_do_not_give(clean_store: Path, tmp_path: Path, corrupt) -> None:
     assert_only_claim_fails(corrupted(clean_store, tmp_path, corrupt), "claim6")
 

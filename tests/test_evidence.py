@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from benchmark.evidence import (
+    PairedCohort,
+    PowerGrounding,
     Status,
     effect_estimate,
     evaluate_hypotheses,
@@ -115,7 +117,8 @@ def test_h5_needs_h1_the_balanced_confirmation_and_rates_strictly_inside(templat
     no_balanced = {**base, "plain-ct-kd@balanced": BAD}
     assert status(table(template, no_balanced), "H5") == Status.NOT_SUPPORTED
     no_h1 = {**base, "plain-ct-kd": BAD}
-    assert status(table(template, no_h1), "H5") == Status.NOT_SUPPORTED
+    no_fixed_advantage = {"plain-ct-kd": [2] * 4, "student-only": [2] * 4}
+    assert status(table(template, no_h1, no_fixed_advantage), "H5") == Status.NOT_SUPPORTED
 
 
 def test_h5_fails_when_plain_ct_kd_predicts_one_class_on_a_resample(template) -> None:
@@ -137,27 +140,113 @@ def test_a_resample_missing_on_one_side_blocks_confirmation(template) -> None:
     assert not comparison.confirmed and len(comparison.missing) == 1
 
 
-def test_a_consistent_effect_has_a_tight_bootstrap_interval_and_needs_few_resamples(template) -> None:
+COHORT = PairedCohort(paired_patients=17, negative_patients=3, val_patients=5)
+
+
+def test_a_consistent_effect_has_a_tight_bootstrap_interval_and_needs_five_disjoint_sets(template) -> None:
     records = table(template, {"plain-ct-kd": GOOD, "student-only": BAD})
     comparison = monte_carlo_comparison(records, "plain-ct-kd", "student-only")
-    estimate = effect_estimate(records, comparison, admissible=100)
+    estimate = effect_estimate(records, comparison, COHORT)
     assert estimate.bootstrap_low == pytest.approx(estimate.bootstrap_high) == pytest.approx(
         comparison.mean_d_balanced_accuracy)
-    assert estimate.resamples_needed == 5
+    assert (estimate.disjoint_sets_needed, estimate.paired_patients_needed, estimate.negative_patients_needed) == (
+        5, 25, 5)
 
 
-def test_a_noisy_effect_needs_more_resamples_than_the_cohort_may_have(template) -> None:
+def test_a_noisy_effect_is_said_to_need_patients_not_resamples(template) -> None:
     records = table(template, {"plain-ct-kd": [4, 3, 2, 4, 3, 2, 4, 2], "student-only": [3, 3, 3, 3, 3, 3, 3, 3]})
     comparison = monte_carlo_comparison(records, "plain-ct-kd", "student-only")
-    estimate = effect_estimate(records, comparison, admissible=10)
+    estimate = effect_estimate(records, comparison, COHORT)
     assert estimate.bootstrap_low < comparison.mean_d_balanced_accuracy < estimate.bootstrap_high
-    assert estimate.resamples_needed > 10 and "more patients are needed" in estimate.needs
+    assert estimate.paired_patients_needed == 5 * estimate.negative_patients_needed > COHORT.paired_patients
+    assert f"about {estimate.paired_patients_needed} paired patients, {estimate.negative_patients_needed} of them " \
+           f"negative" in estimate.needs
+    assert "this cohort has 17 paired patients, 3 negative" in estimate.needs
+    assert "resamples for" not in estimate.needs and "more resamples" not in estimate.needs
 
 
-def test_no_effect_needs_no_resamples(template) -> None:
+def test_the_power_study_grounds_the_statement_of_need(template) -> None:
+    records = table(template, {"plain-ct-kd": [4, 3, 2, 4, 3, 2, 4, 2], "student-only": [3, 3, 3, 3, 3, 3, 3, 3]})
+    power = PowerGrounding(source="grid 'default'", paired_patients=96, negative_patients=24,
+                           statement="96 paired patients (24 negative) with R = 16 ...")
+    estimate = effect_estimate(records, monte_carlo_comparison(records, "plain-ct-kd", "student-only"), COHORT, power)
+    assert estimate.power == power and estimate.needs.endswith("Power study (grid 'default'): 96 paired patients "
+                                                               "(24 negative) with R = 16 ...")
+
+
+def test_no_effect_gives_no_patient_count(template) -> None:
     records = table(template, {"plain-ct-kd": BAD, "student-only": BAD})
-    estimate = effect_estimate(records, monte_carlo_comparison(records, "plain-ct-kd", "student-only"), None)
-    assert estimate.resamples_needed is None and "<= 0" in estimate.needs
+    estimate = effect_estimate(records, monte_carlo_comparison(records, "plain-ct-kd", "student-only"), COHORT)
+    assert estimate.paired_patients_needed is None and "<= 0" in estimate.needs
+
+
+COLLAPSED = 1  # of 4 cases right: the one negative, every positive predicted negative too -> one class predicted
+
+
+def test_a_comparison_collapsed_on_most_resamples_is_degenerate_and_never_confirms(template) -> None:
+    records = table(template, {"plain-ct-kd": GOOD, "student-only": [COLLAPSED] * 5 + [2] * 3},
+                    {"plain-ct-kd": [2] * 4, "student-only": [2] * 4})
+    comparison = monte_carlo_comparison(records, "plain-ct-kd", "student-only")
+    assert comparison.mean_d_balanced_accuracy > 0 and comparison.p_value <= 0.05
+    assert comparison.degenerate and not comparison.confirmed
+    assert len(comparison.b_collapsed) == 5 and comparison.a_collapsed == []
+    h1 = next(h for h in evaluate_hypotheses(records).hypotheses if h.hypothesis == "H1")
+    assert h1.status == Status.NOT_SUPPORTED
+    assert h1.degenerate == "degenerate evidence: 5 of 8 resamples collapsed" and h1.degenerate in h1.reason
+    assert evaluate_hypotheses(records).degenerate_headline == ["H1"]
+
+
+def test_collapse_on_half_of_the_resamples_is_not_degenerate(template) -> None:
+    records = table(template, {"plain-ct-kd": GOOD, "student-only": [COLLAPSED] * 4 + [2] * 4})
+    comparison = monte_carlo_comparison(records, "plain-ct-kd", "student-only")
+    assert comparison.collapsed_resamples == 4 and not comparison.degenerate and comparison.confirmed
+
+
+def test_h4_is_not_supported_from_the_fixed_split_alone_without_an_advantage(template) -> None:
+    records = table(template, {"plain-ct-kd": GOOD}, {"jdcnet": [2] * 4, "plain-ct-kd": [4] * 4})
+    assert status(records, "H4") == Status.NOT_SUPPORTED
+
+
+def test_h4_with_a_fixed_split_advantage_but_no_monte_carlo_runs_is_not_evaluable(template) -> None:
+    records = table(template, {"plain-ct-kd": GOOD}, {"jdcnet": [4] * 4, "plain-ct-kd": [2] * 4})
+    assert status(records, "H4") == Status.NOT_EVALUABLE
+
+
+def test_h5_is_not_supported_once_h1_is_not_even_without_balanced_runs(template) -> None:
+    records = table(template, {"plain-ct-kd": BAD, "student-only": GOOD},
+                    {"plain-ct-kd": [2] * 4, "student-only": [2] * 4})
+    h5 = next(h for h in evaluate_hypotheses(records).hypotheses if h.hypothesis == "H5")
+    assert h5.status == Status.NOT_SUPPORTED and h5.reason.startswith("H1 is not supported")
+
+
+def test_h1_without_fixed_split_runs_cannot_tell_tentative_from_not_supported(template) -> None:
+    assert status(table(template, {"plain-ct-kd": BAD, "student-only": BAD}), "H1") == Status.NOT_EVALUABLE
+
+
+def _at_length(records: list[RunRecord], epochs: int) -> list[RunRecord]:
+    """The records as training-length runs of `epochs` student epochs."""
+    moved = []
+    for r in records:
+        configuration = r.spec.configuration
+        configuration = configuration.model_copy(update={"training": configuration.training.model_copy(
+            update={"epochs": epochs})})
+        spec = r.spec.model_copy(update={
+            "run_id": f"{r.spec.run_id}-e{epochs}", "configuration": configuration,
+            "declarations": (Declaration(block="training-length", name=f"{r.spec.name}@epochs={epochs}"),)})
+        moved.append(r.model_copy(update={"spec": spec}))
+    return moved
+
+
+def test_statuses_are_decided_at_every_training_length_and_marked_when_they_differ(template) -> None:
+    fixed = {"plain-ct-kd": [2] * 4, "student-only": [2] * 4}
+    short = table(template, {"plain-ct-kd": BAD, "student-only": BAD}, fixed)
+    long = table(template, {"plain-ct-kd": GOOD, "student-only": BAD}, fixed)
+    evidence = evaluate_hypotheses(short + _at_length(short, 5) + _at_length(long, 50))
+    by_length = {length.epochs: {h.hypothesis: h.status for h in length.hypotheses}
+                 for length in evidence.training_lengths}
+    assert by_length[5]["H1"] == Status.NOT_SUPPORTED and by_length[50]["H1"] == Status.SUPPORTED
+    assert evidence.hypotheses[0].status == Status.NOT_SUPPORTED
+    assert "H1" in evidence.depends_on_training_length and "H2" not in evidence.depends_on_training_length
 
 
 def test_no_p_value_or_interval_is_computed_on_the_fixed_split(template) -> None:

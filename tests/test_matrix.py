@@ -73,8 +73,23 @@ def test_leave_one_out_variants_switch_off_exactly_one_module(regimes) -> None:
 
 def test_the_smoke_profile_overrides_epochs_of_students_and_teachers(regimes) -> None:
     specs = expand_profile(load_profile("smoke"), CONFIGURATIONS, regimes)
-    assert {s.configuration.training.epochs for s in specs} == {1}
+    assert {s.configuration.training.epochs for s in specs if s.blocks != ("training-length",)} == {1}
+    assert {s.configuration.training.epochs for s in specs if "training-length" in s.blocks} == {1, 2}
     assert {s.configuration.teacher.training.epochs for s in specs if s.configuration.teacher} == {1}
+
+
+def test_the_paper_training_length_block_holds_every_configuration_a_hypothesis_reads(regimes) -> None:
+    specs = expand_profile(load_profile("paper"), CONFIGURATIONS, regimes)
+    by_length: dict[int, set[tuple[str, str]]] = {}
+    for spec in specs:
+        for d in spec.declarations:
+            if d.block == "training-length":
+                by_length.setdefault(spec.configuration.training.epochs, set()).add(
+                    (d.name.rsplit("@epochs=", 1)[0], spec.regime))
+    needed = {(name, regime) for name in ("student-only", "late-fusion", "same-modality-kd", "plain-ct-kd", "jdcnet",
+                                          "student-only@balanced", "plain-ct-kd@balanced")
+              for regime in ("paired-fixed", "paired-monte-carlo")}
+    assert set(by_length) == {5, 20, 50} and all(declared == needed for declared in by_length.values())
 
 
 def test_run_id_hashes_content_split_and_seed_not_the_name(regimes) -> None:
