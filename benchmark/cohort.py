@@ -249,16 +249,22 @@ def build_manifests(records: list[ImageRecord]) -> dict[ManifestName, Manifest]:
     }
 
 
-def _monte_carlo_feasibility(positives: int, negatives: int, k: int) -> tuple[bool, str]:
-    """Monte Carlo needs one negative to hold out and one to train on, and k-1 positives held out plus one."""
-    if negatives < 2:
-        return False, f"{negatives} negative patient(s): at least 2 are needed (one held out, one to train on)"
-    if positives < k:
-        return False, f"{positives} positive patient(s): at least k = {k} are needed (k-1 held out, one to train on)"
-    return True, f"{negatives} negative and {positives} positive patients allow validation sets of k = {k}"
+def _monte_carlo_feasibility(positives: int, negatives: int, k: int, held_negatives: int = 1) -> tuple[bool, str]:
+    """Monte Carlo holds out `held_negatives` negatives and k - held_negatives positives, and needs one more of each
+    to train on."""
+    held = "one held out" if held_negatives == 1 else f"{held_negatives} held out"
+    if negatives < held_negatives + 1:
+        return False, (f"{negatives} negative patient(s): at least {held_negatives + 1} are needed "
+                       f"({held}, one to train on)")
+    if positives < k - held_negatives + 1:
+        needed = f"k = {k}" if held_negatives == 1 else str(k - held_negatives + 1)
+        return False, (f"{positives} positive patient(s): at least {needed} are needed (k-{held_negatives} held out, "
+                       "one to train on)")
+    return True, (f"{negatives} negative and {positives} positive patients allow validation sets of k = {k}"
+                  + ("" if held_negatives == 1 else f" with {held_negatives} negatives"))
 
 
-def audit_labels(records: list[ImageRecord], paired: Manifest, k: int) -> DataAudit:
+def audit_labels(records: list[ImageRecord], paired: Manifest, k: int, held_negatives: int = 1) -> DataAudit:
     """Patients whose X-ray and CT labels disagree, and the paired cohort under two label definitions."""
     findings: dict[str, dict[str, list[str]]] = defaultdict(lambda: {"xray": [], "ct": []})
     labels: dict[str, dict[str, int]] = defaultdict(lambda: {"xray": 0, "ct": 0})
@@ -287,7 +293,7 @@ def audit_labels(records: list[ImageRecord], paired: Manifest, k: int) -> DataAu
         ("patient-level: positive if any image of the patient, in any modality, is COVID-19", any_modality),
     ):
         positive = sum(per_patient.values())
-        feasible, why = _monte_carlo_feasibility(positive, len(per_patient) - positive, k)
+        feasible, why = _monte_carlo_feasibility(positive, len(per_patient) - positive, k, held_negatives)
         definitions.append(LabelDefinitionSupport(
             definition=definition, patients=len(per_patient), positive_patients=positive,
             negative_patients=len(per_patient) - positive, monte_carlo_feasible=feasible, why=why))

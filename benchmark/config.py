@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from benchmark.errors import ConfigError, describe_os_error
 
@@ -34,6 +34,9 @@ class SplitSettings(BaseModel):
     training_seeds: list[int] = Field(default_factory=lambda: [42, 43, 44, 45], min_length=1)
     monte_carlo_resamples: int = Field(default=8, ge=1)
     monte_carlo_val_patients: int = Field(default=5, ge=2)
+    validation_negatives: int = Field(default=1, ge=1, description="negative patients held out in every paired "
+                                      "validation set (fixed, Monte Carlo, exhaustive); a larger cohort may hold "
+                                      "out more")
     monte_carlo_seed_base: int = 1000
     exhaustive_max_sets: int = Field(default=500, ge=1)
     exhaustive_seed: int = 2000
@@ -44,6 +47,13 @@ class SplitSettings(BaseModel):
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"training seeds repeat: {seeds}")
         return seeds
+
+    @model_validator(mode="after")
+    def _a_positive_in_every_validation_set(self) -> SplitSettings:
+        if self.validation_negatives >= self.monte_carlo_val_patients:
+            raise ValueError(f"validation_negatives = {self.validation_negatives} leaves no positive patient in a "
+                             f"validation set of k = {self.monte_carlo_val_patients}")
+        return self
 
 
 class Settings(BaseModel):

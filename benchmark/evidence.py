@@ -363,7 +363,8 @@ def effect_estimate(records: Sequence[RunRecord], comparison: MonteCarloComparis
         else:
             patients, negatives = sets * cohort.val_patients, sets * cohort.val_negatives
             needs = (f"about {patients} paired patients, {negatives} of them negative (approximation: only disjoint "
-                     f"validation sets of k = {cohort.val_patients} count as independent, and 80% power at one-sided "
+                     f"validation sets of k = {cohort.val_patients} ({cohort.val_negatives} negative) count as "
+                     f"independent, and 80% power at one-sided "
                      f"5% at the observed mean {mean:.3f} and sd {sd:.3f} of the per-resample differences needs "
                      f"{sets} of them); this cohort has {cohort.paired_patients} paired patients, "
                      f"{cohort.negative_patients} negative; resamples of the same patients cannot stand in for more "
@@ -554,8 +555,9 @@ def cohort_size(manifest: StoreManifest) -> PairedCohort | None:
     paired = manifest.cohort.manifests.get("paired")  # type: ignore[call-overload]
     if paired is None:
         return None
+    splits = manifest.settings.splits
     return PairedCohort(paired_patients=paired.patients, negative_patients=paired.negative_patients,
-                      val_patients=manifest.settings.splits.monte_carlo_val_patients)
+                        val_patients=splits.monte_carlo_val_patients, val_negatives=splits.validation_negatives)
 
 
 def store_evidence(manifest: StoreManifest, records: Sequence[RunRecord],

@@ -34,10 +34,19 @@ from benchmark.schemas import FilterReason
 
 DECODE_VERSION = 1  # bump when decoding changes: old cache entries are then ignored
 _MAX_PIXELS = 20_000 * 20_000  # refuse decompression bombs rather than exhausting memory
+# Pillow modes deeper than 8 bits per pixel: rescaled by their own minimum and maximum (see above).
+DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 def decode_grayscale(data: bytes, size: int, *, source: Path | str = "<bytes>") -> np.ndarray:
     """Decode image bytes to a float32 (size, size) array in [0, 1]; ImageDecodeError when impossible."""
+    array = to_unit_grayscale(open_image(data, source=source))
+    resized = Image.fromarray(array).resize((size, size), Image.Resampling.BILINEAR)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+
+
+def open_image(data: bytes, *, source: Path | str = "<bytes>") -> Image.Image:
+    """Open and load image bytes with Pillow; ImageDecodeError when empty, too large or undecodable."""
     if not data:
         raise ImageDecodeError(source, FilterReason.EMPTY_FILE, "file is empty")
     try:
@@ -53,14 +62,12 @@ def decode_grayscale(data: bytes, size: int, *, source: Path | str = "<bytes>") 
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
             Image.DecompressionBombError) as exc:
         raise ImageDecodeError(source, FilterReason.CORRUPT_IMAGE, f"cannot decode image: {exc}") from exc
-    array = _to_unit_grayscale(image)
-    resized = Image.fromarray(array).resize((size, size), Image.Resampling.BILINEAR)
-    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+    return image
 
 
-def _to_unit_grayscale(image: Image.Image) -> np.ndarray:
+def to_unit_grayscale(image: Image.Image) -> np.ndarray:
     """Luminance in [0, 1] as float32, following the module's decoding choices."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+    if image.mode in DEEP_MODES:
         values = np.asarray(image, dtype=np.float64)
         if values.ndim != 2:
             raise ImageDecodeError("<image>", FilterReason.CORRUPT_IMAGE, f"unexpected shape {values.shape}")

@@ -72,7 +72,8 @@ def prepare_data(data_root: Path, settings: Settings, cache: ImageCache, *, exha
                                if report.total_rows else "the file has a header but no data rows"))
     manifests = build_manifests(cohort.records)
     regimes, errors = default_regimes(manifests, settings.splits, exhaustive=exhaustive)
-    audit = audit_labels(cohort.records, manifests["paired"], settings.splits.monte_carlo_val_patients)
+    audit = audit_labels(cohort.records, manifests["paired"], settings.splits.monte_carlo_val_patients,
+                         settings.splits.validation_negatives)
     return PreparedData(cohort, manifests, regimes, errors, audit, settings.data.image_size)
 
 

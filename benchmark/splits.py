@@ -58,44 +58,50 @@ def stratified_split(manifest: Manifest, val_fraction: float, seed: int) -> Spli
     return _make_split(manifest, SplitRole.REFERENCE, 0, seed, val)
 
 
-def fixed_paired_split(manifest: Manifest, val_fraction: float, seed: int) -> Split:
-    """The paired feasibility split: round(f * N) validation patients, exactly one of them negative."""
+def _draw_negatives(rng: np.random.Generator, negatives: list[str], count: int) -> set[str]:
+    """`count` distinct negative patients; for one, the single integer draw every earlier store used."""
+    if count == 1:
+        return {negatives[int(rng.integers(len(negatives)))]}
+    return {negatives[int(i)] for i in rng.choice(len(negatives), size=count, replace=False)}
+
+
+def _check_held_out(manifest: Manifest, what: str, k: int, held_negatives: int) -> tuple[list[str], list[str]]:
+    """(positives, negatives) when `held_negatives` negatives and k - held_negatives positives can be held out
+    with at least one patient of each class left to train on; SplitError saying what is missing otherwise."""
     positives, negatives = _by_class(manifest.patient_labels())
-    n_val = max(2, math.floor(val_fraction * (len(positives) + len(negatives)) + 0.5))
-    if len(negatives) < 2:
-        raise SplitError(f"{manifest.name}: fixed split needs >= 2 negative patients (one held out, one to "
-                         f"train on); the cohort has {len(negatives)}")
-    if len(positives) < n_val:
-        raise SplitError(f"{manifest.name}: fixed split holds out {n_val - 1} positive patient(s) and needs one "
+    if held_negatives >= k:
+        raise SplitError(f"{manifest.name}: {what} of {k} patients with {held_negatives} negative leaves no positive")
+    if len(negatives) < held_negatives + 1:
+        raise SplitError(f"{manifest.name}: {what} needs >= {held_negatives + 1} negative patients ({held_negatives} "
+                         f"held out, one to train on); the cohort has {len(negatives)}")
+    if len(positives) < k - held_negatives + 1:
+        raise SplitError(f"{manifest.name}: k = {k} holds out {k - held_negatives} positive patient(s) and needs one "
                          f"more to train on; the cohort has {len(positives)}")
-    rng = np.random.default_rng(seed)
-    negative = negatives[int(rng.integers(len(negatives)))]
-    held_positives = rng.choice(len(positives), size=n_val - 1, replace=False)
-    val = {negative} | {positives[int(i)] for i in held_positives}
-    return _make_split(manifest, SplitRole.FIXED, 0, seed, val)
-
-
-def admissible_set_count(manifest: Manifest, k: int) -> int:
-    """Number of validation sets with exactly one negative and k-1 positive patients."""
-    positives, negatives = _by_class(manifest.patient_labels())
-    return len(negatives) * math.comb(len(positives), k - 1)
-
-
-def _check_monte_carlo_feasible(manifest: Manifest, k: int) -> tuple[list[str], list[str]]:
-    positives, negatives = _by_class(manifest.patient_labels())
-    if len(negatives) < 2:
-        raise SplitError(f"{manifest.name}: Monte Carlo needs >= 2 negative patients (one held out, one to "
-                         f"train on); the cohort has {len(negatives)}")
-    if len(positives) < k:
-        raise SplitError(f"{manifest.name}: k = {k} holds out {k - 1} positive patient(s) and needs one more to "
-                         f"train on; the cohort has {len(positives)}")
     return positives, negatives
 
 
-def monte_carlo_splits(manifest: Manifest, resamples: int, k: int, seed_base: int) -> list[Split]:
-    """R distinct validation sets of k patients, exactly one negative; resample r uses seed base + r."""
-    positives, negatives = _check_monte_carlo_feasible(manifest, k)
-    available = admissible_set_count(manifest, k)
+def fixed_paired_split(manifest: Manifest, val_fraction: float, seed: int, held_negatives: int = 1) -> Split:
+    """The paired feasibility split: round(f * N) validation patients, exactly `held_negatives` of them negative."""
+    positives, negatives = _by_class(manifest.patient_labels())
+    n_val = max(held_negatives + 1, math.floor(val_fraction * (len(positives) + len(negatives)) + 0.5))
+    positives, negatives = _check_held_out(manifest, "the fixed split", n_val, held_negatives)
+    rng = np.random.default_rng(seed)
+    val = _draw_negatives(rng, negatives, held_negatives)
+    val |= {positives[int(i)] for i in rng.choice(len(positives), size=n_val - held_negatives, replace=False)}
+    return _make_split(manifest, SplitRole.FIXED, 0, seed, val)
+
+
+def admissible_set_count(manifest: Manifest, k: int, held_negatives: int = 1) -> int:
+    """Number of validation sets with exactly `held_negatives` negative and k - held_negatives positive patients."""
+    positives, negatives = _by_class(manifest.patient_labels())
+    return math.comb(len(negatives), held_negatives) * math.comb(len(positives), k - held_negatives)
+
+
+def monte_carlo_splits(manifest: Manifest, resamples: int, k: int, seed_base: int,
+                       held_negatives: int = 1) -> list[Split]:
+    """R distinct validation sets of k patients, exactly `held_negatives` negative; resample r uses seed base + r."""
+    positives, negatives = _check_held_out(manifest, "a Monte Carlo validation set", k, held_negatives)
+    available = admissible_set_count(manifest, k, held_negatives)
     if available < resamples:
         raise SplitError(f"{manifest.name}: only {available} distinct validation sets of k = {k} exist; "
                          f"{resamples} resamples were asked for")
@@ -104,9 +110,9 @@ def monte_carlo_splits(manifest: Manifest, resamples: int, k: int, seed_base: in
     for r in range(resamples):
         rng = np.random.default_rng(seed_base + r)
         while True:
-            negative = negatives[int(rng.integers(len(negatives)))]
-            held = rng.choice(len(positives), size=k - 1, replace=False)
-            val = frozenset({negative} | {positives[int(i)] for i in held})
+            held = _draw_negatives(rng, negatives, held_negatives)
+            held |= {positives[int(i)] for i in rng.choice(len(positives), size=k - held_negatives, replace=False)}
+            val = frozenset(held)
             if val not in seen:
                 break
         seen.add(val)
@@ -129,15 +135,15 @@ def _unrank_combination(rank: int, n: int, k: int) -> list[int]:
     return chosen
 
 
-def exhaustive_splits(manifest: Manifest, k: int, max_sets: int, seed: int) -> list[Split]:
+def exhaustive_splits(manifest: Manifest, k: int, max_sets: int, seed: int, held_negatives: int = 1) -> list[Split]:
     """Every admissible validation set, or a seeded uniform sample of `max_sets` when there are more.
 
     The sets come in lexicographic order (negative first, then positives); split i carries seed `seed + i`, the
     seed its teachers and students train with (one seed per split, like Monte Carlo). The sample is a pure
     function of (cohort, k, max_sets, seed)."""
-    positives, negatives = _check_monte_carlo_feasible(manifest, k)
-    per_negative = math.comb(len(positives), k - 1)
-    total = len(negatives) * per_negative
+    positives, negatives = _check_held_out(manifest, "an exhaustive validation set", k, held_negatives)
+    per_negative = math.comb(len(positives), k - held_negatives)  # positive sets per set of negatives
+    total = math.comb(len(negatives), held_negatives) * per_negative
     if total <= max_sets:
         ranks = list(range(total))
     else:
@@ -146,9 +152,9 @@ def exhaustive_splits(manifest: Manifest, k: int, max_sets: int, seed: int) -> l
         ranks = sorted(int(x) for x in np.random.default_rng(seed).choice(total, size=max_sets, replace=False))
     splits = []
     for index, rank in enumerate(ranks):
-        negative = negatives[rank // per_negative]
-        held = _unrank_combination(rank % per_negative, len(positives), k - 1)
-        val = {negative} | {positives[i] for i in held}
+        held_out = _unrank_combination(rank // per_negative, len(negatives), held_negatives)
+        held = _unrank_combination(rank % per_negative, len(positives), k - held_negatives)
+        val = {negatives[i] for i in held_out} | {positives[i] for i in held}
         splits.append(_make_split(manifest, SplitRole.EXHAUSTIVE, index, seed + index, val))
     return splits
 
@@ -160,22 +166,24 @@ def default_regimes(manifests: Mapping[str, Manifest], settings: SplitSettings,
                     *, exhaustive: bool = False) -> tuple[list[Regime], dict[str, str]]:
     """The protocol's regimes for these manifests, and, per regime that cannot be drawn, why not."""
     s = settings
-    k = s.monte_carlo_val_patients
+    k, n = s.monte_carlo_val_patients, s.validation_negatives
+    each = "one negative each" if n == 1 else f"{n} negatives each"
     builders = [
         ("reference-all-xray", "reference: all-X-ray cohort, 80/20 stratified", "all-xray", [s.reference_seed],
          lambda m: [stratified_split(m, s.val_fraction, s.reference_seed)]),
         ("reference-all-ct", "data-availability reference: all-CT cohort, 80/20 stratified", "all-ct",
          [s.reference_seed], lambda m: [stratified_split(m, s.val_fraction, s.reference_seed)]),
-        ("paired-fixed", "feasibility screen: one paired 80/20 split, one negative held out, 4 training seeds",
-         "paired", list(s.training_seeds), lambda m: [fixed_paired_split(m, s.val_fraction, s.fixed_seed)]),
+        ("paired-fixed", f"feasibility screen: one paired 80/20 split, {'one negative' if n == 1 else f'{n} negatives'}"
+         f" held out, {len(s.training_seeds)} training seeds", "paired", list(s.training_seeds),
+         lambda m: [fixed_paired_split(m, s.val_fraction, s.fixed_seed, n)]),
         ("paired-monte-carlo", f"primary same-case evidence: {s.monte_carlo_resamples} paired resamples of k = {k}, "
-         "one negative each", "paired", None,
-         lambda m: monte_carlo_splits(m, s.monte_carlo_resamples, k, s.monte_carlo_seed_base)),
+         f"{each}", "paired", None,
+         lambda m: monte_carlo_splits(m, s.monte_carlo_resamples, k, s.monte_carlo_seed_base, n)),
     ]
     if exhaustive:
         builders.append((
             "paired-exhaustive", "", "paired", None,  # role written once the sample is known (_exhaustive_role)
-            lambda m: exhaustive_splits(m, k, s.exhaustive_max_sets, s.exhaustive_seed)))
+            lambda m: exhaustive_splits(m, k, s.exhaustive_max_sets, s.exhaustive_seed, n)))
     regimes: list[Regime] = []
     errors: dict[str, str] = {}
     for name, role, manifest_name, seeds, build in builders:
@@ -185,21 +193,21 @@ def default_regimes(manifests: Mapping[str, Manifest], settings: SplitSettings,
         except SplitError as exc:
             errors[name] = str(exc)
             continue
-        admissible = admissible_set_count(manifest, k) if name in _RESAMPLED else None
+        admissible = admissible_set_count(manifest, k, n) if name in _RESAMPLED else None
         sample_seed: int | None = None
         if name == "paired-exhaustive":
             assert admissible is not None
             sample_seed = s.exhaustive_seed if admissible > len(splits) else None
-            role = _exhaustive_role(len(splits), admissible, k, sample_seed)
+            role = _exhaustive_role(len(splits), admissible, k, sample_seed, each)
         regimes.append(Regime(name=name, role=role, manifest=manifest.name, splits=splits,
                               training_seeds=seeds, admissible_sets=admissible, sampled=sample_seed is not None,
                               sample_seed=sample_seed))
     return regimes, errors
 
 
-def _exhaustive_role(count: int, admissible: int, k: int, sample_seed: int | None) -> str:
+def _exhaustive_role(count: int, admissible: int, k: int, sample_seed: int | None, each: str) -> str:
     """The exhaustive regime's role in words: all admissible sets, or which sample of them."""
     if sample_seed is None:
-        return f"every admissible paired validation set: all {admissible} of k = {k}, one negative each"
+        return f"every admissible paired validation set: all {admissible} of k = {k}, {each}"
     return (f"a seeded uniform sample of {count} of the {admissible} admissible paired validation sets of k = {k}, "
-            f"one negative each (sample seed {sample_seed})")
+            f"{each} (sample seed {sample_seed})")

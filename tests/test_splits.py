@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -82,6 +83,40 @@ def test_the_same_seed_gives_the_same_splits(manifest: Manifest, seed: int) -> N
 @given(manifest=cohorts, seed=st.integers(0, 2**32 - 1))
 def test_fixed_split_holds_exactly_one_negative(manifest: Manifest, seed: int) -> None:
     assert negatives_in(fixed_paired_split(manifest, 0.2, seed), manifest) == 1
+
+
+@given(manifest=cohorts, held=st.integers(1, 4), resamples=st.integers(1, 6), base=st.integers(0, 10_000),
+       data=st.data())
+def test_every_paired_validation_set_holds_the_declared_number_of_negatives_and_no_training_patient(
+        manifest: Manifest, held: int, resamples: int, base: int, data: st.DataObject) -> None:
+    positives, negatives = (sum(1 for v in manifest.patient_labels().values() if v == label) for label in (1, 0))
+    held = min(held, negatives - 1)
+    k = data.draw(st.integers(held + 1, min(held + 4, held + positives - 1)), label="k")
+    admissible = admissible_set_count(manifest, k, held)
+    assert admissible == math.comb(negatives, held) * math.comb(positives, k - held)
+    splits = [fixed_paired_split(manifest, 0.2, base, held), *exhaustive_splits(manifest, k, 12, base, held),
+              *monte_carlo_splits(manifest, min(resamples, admissible), k, base, held)]
+    for split in splits:
+        assert negatives_in(split, manifest) == held
+        assert not set(split.train_patients) & set(split.val_patients)
+        assert {0, 1} <= {manifest.patient_labels()[p] for p in split.train_patients}
+    resampled = [s for s in splits if s.role != SplitRole.FIXED]
+    assert all(len(s.val_patients) == k for s in resampled)
+    assert len({s.val_hash for s in resampled if s.role == SplitRole.MONTE_CARLO}) == min(resamples, admissible)
+
+
+def test_one_declared_negative_draws_the_splits_every_earlier_store_drew() -> None:
+    manifest = cohort(positives=13, negatives=4)
+    splits = [fixed_paired_split(manifest, 0.2, 42, 1), *monte_carlo_splits(manifest, 8, 5, 1000, 1),
+              *exhaustive_splits(manifest, 5, 16, 2000, 1)]
+    # pinned from the code before validation_negatives existed (one negative was then the only choice)
+    assert hashlib.sha256("".join(s.val_hash for s in splits).encode()).hexdigest() == (
+        "18fd2a6ae736f9f6e053cf32ccc9caf888fac5a4a18f18bb61ddf224cfe9d61c")
+
+
+def test_settings_refuse_as_many_negatives_as_validation_patients() -> None:
+    with pytest.raises(ValueError, match="leaves no positive patient"):
+        SplitSettings(monte_carlo_val_patients=3, validation_negatives=3)
 
 
 @given(manifest=cohorts, seed=st.integers(0, 2**32 - 1), fraction=st.floats(0.1, 0.5))

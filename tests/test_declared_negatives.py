@@ -1,0 +1,63 @@
+"""A cohort large enough to hold out more than one negative patient per validation set: the declared number
+flows from the settings through the splits into the store, the claims and the report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmark.report import write_store_outputs
+from benchmark.runner import RunRequest, run_profile
+from benchmark.store import ResultsStore
+from benchmark.synthetic import write_synthetic_cohort
+
+
+@pytest.fixture(scope="module")
+def two_negative_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A smoke store whose settings declare two negative patients in every paired validation set."""
+    root = tmp_path_factory.mktemp("two-negatives")
+    data = write_synthetic_cohort(root / "data", size=48, paired_patients=12, negative_fraction=0.4)
+    settings = root / "settings.toml"
+    settings.write_text("[data]\nimage_size = 32\n[splits]\nvalidation_negatives = 2\n")
+    out = root / "store"
+    outcome = run_profile(RunRequest(data_root=data, profile="smoke", out=out, workers=2, settings_path=settings,
+                                     cache_root=root / "cache", progress=False))
+    assert not outcome.failures, outcome.failures
+    write_store_outputs(out)
+    return out
+
+
+def test_the_store_records_the_declared_negatives_and_every_split_holds_them(two_negative_store: Path) -> None:
+    store = ResultsStore(two_negative_store)
+    manifest = store.manifest()
+    assert manifest.settings.splits.validation_negatives == 2
+    for record in store.load_all():
+        if record.spec.regime in ("paired-fixed", "paired-monte-carlo"):
+            negatives = {p.patient_id for p in record.predictions if p.label == 0} - {
+                p.patient_id for p in record.predictions if p.label == 1}
+            assert len(negatives) == 2, record.spec.run_id
+
+
+def test_the_claims_pass_on_the_declared_number_and_fail_on_one_negative_less(two_negative_store: Path,
+                                                                             tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "benchmark.cli", "claims", "--results"]
+    passed = subprocess.run([*command, str(two_negative_store), "--", "-q", "-k", "claim2"], capture_output=True,
+                            text=True, timeout=600)
+    assert passed.returncode == 0 and "1 passed" in passed.stdout, passed.stdout[-2000:]
+    changed = tmp_path / "store"
+    subprocess.run(["cp", "-r", str(two_negative_store), str(changed)], check=True)
+    manifest = json.loads((changed / "store.json").read_text())
+    manifest["settings"]["splits"]["validation_negatives"] = 1
+    (changed / "store.json").write_text(json.dumps(manifest))
+    failed = subprocess.run([*command, str(changed), "--", "-q", "-k", "claim2"], capture_output=True, text=True,
+                            timeout=600)
+    assert failed.returncode == 1 and "declared 1" in failed.stdout, failed.stdout[-2000:]
+
+
+def test_the_report_states_the_declared_negatives(two_negative_store: Path) -> None:
+    html = (two_negative_store / "report.html").read_text()
+    assert "exactly 2 negatives" in html and "exactly one negative" not in html
