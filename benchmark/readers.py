@@ -1,0 +1,454 @@
+"""Readers by file type: one image file -> a 2-D float32 array in [0, 1] and a record of how it was read.
+
+File types are told by suffix (case-insensitive): `.png .jpg .jpeg .tif .tiff` -> Pillow, decoded
+exactly as `benchmark.imaging` decodes the collection's images (8-bit luminance / 255, deeper images
+min-max per image); `.dcm .dicom` -> pydicom; `.nii .nii.gz` -> nibabel. A file without a suffix is
+read as DICOM when it carries the `DICM` marker at byte 128 (exports often have no suffix); anything
+else is refused. A file that cannot be read raises `ImageDecodeError` with a `ReadFailure` reason.
+
+DICOM, in the order of the standard's display pipeline (PS3.3 C.11; PS3.4 N.2):
+1. stored values -> modality LUT (Rescale Slope/Intercept, or a Modality LUT Sequence), pydicom's
+   `apply_modality_lut`; CT values become Hounsfield units.
+2. policy `window="voi"`: the VOI LUT Sequence when present, else Window Center/Width (first pair;
+   VOI LUT Function LINEAR, LINEAR_EXACT or SIGMOID), the two branches of pydicom's `apply_voi_lut`.
+   The result is scaled from the VOI's own output range (the window's saturation values, or the
+   LUT's lowest and highest entries) to [0, 1], so a window means the same grey levels in every
+   image. No VOI in the file, an invalid one, or `window="minmax"`: min-max of the image instead.
+3. MONOCHROME1 (higher value = darker) is inverted so that, as in MONOCHROME2, higher is brighter.
+4. a multi-frame file becomes one frame by policy `multiframe`: the middle frame (index n // 2),
+   the first, or the per-pixel maximum over frames (after inversion: the brightest value).
+Not handled: per-frame functional groups of enhanced multi-frame objects (only the top-level
+rescale and window are read), Pixel Padding Value (padding counts in min-max), Presentation LUT
+Shape, colour images (refused as `not_grayscale`).
+
+NIfTI (`scl_slope`/`scl_inter` applied by nibabel): a 2-D image (trailing length-1 axes dropped)
+is used as stored, nibabel's first axis being rows, because a 2-D file's affine often does not say
+how it is meant to be displayed (a radiograph is not axial). A 3-D volume is reoriented with
+`nibabel.as_closest_canonical` (RAS+: axis 0 runs towards the patient's Right, axis 1 Anterior,
+axis 2 Superior), so axis 2 is axial; policy `volume` takes the middle axial slice (index n // 2) or
+the maximum-intensity projection along axis 2. The axial image is put in radiological display
+orientation, as axial DICOM is stored: anterior at the top, the patient's right on the image's left.
+4-D and higher (a fourth axis longer than 1) is refused. NIfTI has no window: min-max scaling.
+
+A constant image (nothing to scale) and non-finite values are refused rather than divided by zero.
+"""
+
+from __future__ import annotations
+
+import stat
+import warnings
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import nibabel
+import numpy as np
+import pydicom
+from nibabel.filebasedimages import ImageFileError
+from pydantic import BaseModel, ConfigDict, Field
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
+
+from benchmark.errors import ImageDecodeError
+from benchmark.imaging import DEEP_MODES, open_image, to_unit_grayscale
+from benchmark.schemas import FilterReason
+
+PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+T = TypeVar("T")
+NiftiImage = nibabel.Nifti1Image | nibabel.Nifti2Image
+
+
+class ReadFailure(StrEnum):
+    """Why a file could not be read (the `reason` of the ImageDecodeError raised)."""
+
+    MISSING_FILE = FilterReason.MISSING_FILE.value
+    EMPTY_FILE = FilterReason.EMPTY_FILE.value
+    CORRUPT_IMAGE = FilterReason.CORRUPT_IMAGE.value  # Pillow could not decode it (as in benchmark.imaging)
+    UNREADABLE_FILE = "unreadable_file"  # the operating system refused to read it (permissions, a folder)
+    UNSUPPORTED_TYPE = "unsupported_type"  # a suffix no reader handles
+    NOT_DICOM = "not_dicom"  # no DICOM marker, and nothing image-like when read without it
+    CORRUPT_DICOM = "corrupt_dicom"  # DICOM marker present, but pydicom cannot parse the data set
+    NO_PIXEL_DATA = "no_pixel_data"  # a DICOM object without (7FE0,0010) Pixel Data
+    TRUNCATED = "truncated"  # the file ends before a value it declares (pixel data or voxels cut short)
+    UNDECODABLE_PIXEL_DATA = "undecodable_pixel_data"  # compressed without a decoder, or inconsistent attributes
+    NOT_GRAYSCALE = "not_grayscale"  # colour or palette DICOM, RGB or complex NIfTI
+    UNEXPECTED_SHAPE = "unexpected_shape"  # pixel or voxel array that is not 2-D after the reader's reductions
+    NOT_NIFTI = "not_nifti"  # nibabel cannot tell the file is NIfTI (or its header is cut short)
+    VOLUME_4D = "volume_4d"  # NIfTI with a fourth (or higher) axis longer than 1
+    CONSTANT_IMAGE = "constant_image"  # every pixel equal: nothing to scale to [0, 1]
+    NON_FINITE = "non_finite"  # NaN or infinite values in the image
+
+
+class ReaderPolicy(BaseModel):
+    """How files with more than one possible 2-D image, or with a display window, become one image."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    multiframe: Literal["middle", "first", "max"] = Field(
+        default="middle", description="multi-frame DICOM: middle frame (n // 2), first frame, or maximum over frames")
+    volume: Literal["middle-axial", "mip-axial"] = Field(
+        default="middle-axial",
+        description="3-D NIfTI: middle axial slice (n // 2) or maximum-intensity projection along the axial axis")
+    window: Literal["voi", "minmax"] = Field(
+        default="voi", description="DICOM: the file's VOI LUT or window when present (else min-max), or always min-max")
+
+
+class ReadInfo(BaseModel):
+    """How one file was read: the library, the policy applied in words, and the stored array's shape."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reader: Literal["pillow", "pydicom", "nibabel"]
+    policy: str = Field(description="what was applied, e.g. 'dicom CT: modality LUT (slope 1, intercept -1024), ...'")
+    original_shape: tuple[int, ...] = Field(description="the pixel array as stored, before any reduction")
+
+
+def read_image(path: Path | str, policy: ReaderPolicy | None = None) -> tuple[np.ndarray, ReadInfo]:
+    """Read one image file as a 2-D float32 array in [0, 1]; ImageDecodeError (a ReadFailure reason) if impossible."""
+    path = Path(path)
+    policy = policy or ReaderPolicy()
+    kind = file_kind(path)
+    try:
+        status = path.stat()
+    except FileNotFoundError as exc:
+        raise ImageDecodeError(path, ReadFailure.MISSING_FILE, "file does not exist") from exc
+    except OSError as exc:
+        raise ImageDecodeError(path, ReadFailure.UNREADABLE_FILE,
+                               f"cannot read the file: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(status.st_mode):
+        raise ImageDecodeError(path, ReadFailure.UNREADABLE_FILE, "not a regular file (a folder?)")
+    if status.st_size == 0:
+        raise ImageDecodeError(path, ReadFailure.EMPTY_FILE, "file is empty")
+    if kind is None:
+        raise ImageDecodeError(path, ReadFailure.UNSUPPORTED_TYPE,
+                               f"no reader for {_suffix(path) or 'a file without a suffix (and no DICOM marker)'}; "
+                               f"readable: {', '.join(PILLOW_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES)}")
+    try:
+        if kind == "pillow":
+            return _read_pillow(path)
+        if kind == "pydicom":
+            return _read_dicom(path, policy)
+        return _read_nifti(path, policy)
+    except OSError as exc:  # read errors of the machine not caught by a reader (permissions, I/O)
+        raise ImageDecodeError(path, ReadFailure.UNREADABLE_FILE, f"cannot read the file: {exc}") from exc
+
+
+def file_kind(path: Path) -> Literal["pillow", "pydicom", "nibabel"] | None:
+    """The reader a file goes to by its suffix (a suffix-less file with a DICOM marker is DICOM); None if none."""
+    suffix = _suffix(path)
+    if suffix in PILLOW_SUFFIXES:
+        return "pillow"
+    if suffix in DICOM_SUFFIXES:
+        return "pydicom"
+    if suffix in NIFTI_SUFFIXES:
+        return "nibabel"
+    if suffix == "" and _has_dicom_marker(path):
+        return "pydicom"
+    return None
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def _has_dicom_marker(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+# --- Pillow -------------------------------------------------------------------------------------------
+
+
+def _read_pillow(path: Path) -> tuple[np.ndarray, ReadInfo]:
+    image = open_image(path.read_bytes(), source=path)
+    try:
+        array = to_unit_grayscale(image)
+    except ImageDecodeError as exc:  # to_unit_grayscale does not know the file's name
+        raise ImageDecodeError(path, exc.reason, str(exc).removeprefix("<image>: ")) from exc
+    bands = len(image.getbands())
+    shape = (image.height, image.width) + ((bands,) if bands > 1 else ())
+    how = ("deeper than 8 bits: min-max per image (constant -> zeros)" if image.mode in DEEP_MODES
+           else "8-bit luminance / 255")
+    pages = getattr(image, "n_frames", 1)
+    frames = f", first of {pages} pages" if pages > 1 else ""
+    return array, ReadInfo(reader="pillow", policy=f"{(image.format or 'image').lower()} mode {image.mode}: {how}"
+                           f"{frames}", original_shape=shape)
+
+
+# --- DICOM --------------------------------------------------------------------------------------------
+
+
+def _read_dicom(path: Path, policy: ReaderPolicy) -> tuple[np.ndarray, ReadInfo]:
+    ds = _parse_dicom(path)
+    pixels, shape = _dicom_pixels(path, ds)
+    steps: list[str] = []
+    values = _call(path, ReadFailure.UNDECODABLE_PIXEL_DATA, "modality LUT", apply_modality_lut, pixels, ds)
+    values = np.asarray(values, dtype=np.float64)
+    if ds.get("ModalityLUTSequence"):
+        steps.append("Modality LUT Sequence")
+    elif "RescaleSlope" in ds and "RescaleIntercept" in ds:
+        steps.append(f"modality LUT (slope {float(ds.RescaleSlope):g}, intercept {float(ds.RescaleIntercept):g})")
+    else:
+        steps.append("no rescale")
+
+    bounds: tuple[float, float] | None = None
+    if policy.window == "voi":
+        values, bounds, voi = _apply_voi(ds, values)
+        steps.append(voi)
+    else:
+        steps.append("VOI ignored (policy minmax)")
+
+    photometric = str(ds.PhotometricInterpretation).strip()
+    if photometric == "MONOCHROME1":
+        values = -values
+        bounds = (-bounds[1], -bounds[0]) if bounds else None
+        steps.append("MONOCHROME1 inverted")
+    else:
+        steps.append(photometric)
+
+    if values.ndim == 3:
+        values, frames = _reduce_frames(values, policy)
+        steps.append(frames)
+    modality = str(ds.get("Modality", "")).strip()
+    array = _to_unit(path, values, bounds, "after the VOI" if bounds else "")
+    steps.append("VOI output range -> [0, 1]" if bounds else "min-max -> [0, 1]")
+    return array, ReadInfo(reader="pydicom", policy=f"dicom{' ' + modality if modality else ''}: {', '.join(steps)}",
+                           original_shape=shape)
+
+
+def _parse_dicom(path: Path) -> Dataset:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns about non-conformant values it still reads
+            ds = pydicom.dcmread(path)
+    except InvalidDicomError:
+        ds = _parse_without_marker(path)
+    except MemoryError:
+        raise
+    except Exception as exc:  # pydicom raises many types on malformed input
+        raise ImageDecodeError(path, ReadFailure.CORRUPT_DICOM,
+                               f"pydicom cannot parse the DICOM data set: {type(exc).__name__}: {exc}") from exc
+    last = max(ds.keys(), default=None)
+    if last is not None:
+        raw = ds.get_item(last)
+        declared = getattr(raw, "length", None)
+        held = raw.value if isinstance(raw.value, bytes) else None
+        if declared not in (None, 0xFFFFFFFF) and held is not None and len(held) < declared:
+            raise ImageDecodeError(path, ReadFailure.TRUNCATED,
+                                   f"file ends inside element {last} ({len(held)} of {declared} bytes)")
+    if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise ImageDecodeError(path, ReadFailure.NO_PIXEL_DATA,
+                               f"DICOM {_sop_name(ds)}without pixel data (not an image object, "
+                               "or the file is cut short before it)")
+    return ds
+
+
+def _parse_without_marker(path: Path) -> Dataset:
+    """Old or bare DICOM lacks the preamble: accept it only if, read without it, it holds an image."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, force=True)
+            image_like = "PixelData" in ds and "Rows" in ds and "Columns" in ds
+    except MemoryError:
+        raise
+    except Exception:
+        image_like = False
+    if not image_like:
+        raise ImageDecodeError(path, ReadFailure.NOT_DICOM,
+                               "not a DICOM file (no 'DICM' marker at byte 128, and no image when read without it)")
+    return ds
+
+
+def _sop_name(ds: Dataset) -> str:
+    uid = ds.get("SOPClassUID")
+    name = getattr(uid, "name", "") if uid is not None else ""
+    return f"'{name}' " if name else ""
+
+
+def _dicom_pixels(path: Path, ds: Dataset) -> tuple[np.ndarray, tuple[int, ...]]:
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise ImageDecodeError(path, ReadFailure.NOT_GRAYSCALE,
+                               f"photometric interpretation {photometric or '(missing)'} with {samples} sample(s) "
+                               "per pixel; only MONOCHROME1/MONOCHROME2 are read")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pixels = _call(path, ReadFailure.UNDECODABLE_PIXEL_DATA, "pixel data", lambda: ds.pixel_array)
+    pixels = np.asarray(pixels)
+    if pixels.ndim not in (2, 3) or 0 in pixels.shape:
+        raise ImageDecodeError(path, ReadFailure.UNEXPECTED_SHAPE, f"pixel array of shape {pixels.shape}")
+    return pixels, tuple(int(n) for n in pixels.shape)
+
+
+def _apply_voi(ds: Dataset, values: np.ndarray) -> tuple[np.ndarray, tuple[float, float] | None, str]:
+    """The VOI LUT (preferred, as apply_voi_lut does) or window, its output range and description; else min-max."""
+    item = (ds.get("VOILUTSequence") or [None])[0]
+    if item is not None and item.get("LUTDescriptor") is not None and item.get("LUTData") is not None:
+        try:
+            entries, first = int(item.LUTDescriptor[0]) or 2**16, int(item.LUTDescriptor[1])
+            indices = np.clip(np.rint(values), first, first + entries - 1).astype(np.int64)
+            table = np.asarray(apply_voi(np.arange(first, first + entries, dtype=np.int64), ds), dtype=np.float64)
+            mapped = np.asarray(apply_voi(indices, ds), dtype=np.float64)
+        except MemoryError:
+            raise
+        except Exception as exc:  # malformed LUT: fall back to min-max, and say so
+            return values, None, f"invalid VOI LUT Sequence ignored ({type(exc).__name__}: {exc})"
+        if table.max() > table.min():
+            return mapped, (float(table.min()), float(table.max())), f"VOI LUT Sequence ({entries} entries)"
+        return values, None, "constant VOI LUT Sequence ignored"
+    if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
+        try:
+            center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+            function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                low, high = apply_windowing(np.array([-np.inf, np.inf]), ds)  # the window's saturation values
+                windowed = np.asarray(apply_windowing(values, ds), dtype=np.float64)
+        except MemoryError:
+            raise
+        except Exception as exc:  # width < 1, unknown VOI LUT Function, unparsable values: min-max, and say so
+            return values, None, f"invalid window ignored ({type(exc).__name__}: {exc})"
+        if not high > low:
+            return values, None, f"window {center:g}/{width:g} ignored (empty output range)"
+        name = "" if function == "LINEAR" else f" {function}"
+        count = len(ds.WindowCenter) if isinstance(ds.WindowCenter, MultiValue) else 1
+        which = f" (first of {count})" if count > 1 else ""
+        return windowed, (float(low), float(high)), f"VOI window{name} {center:g}/{width:g}{which}"
+    return values, None, "no VOI LUT or window in the file"
+
+
+def _first(value: Any) -> float:
+    return float(value[0] if isinstance(value, MultiValue | list | tuple) else value)
+
+
+def _reduce_frames(values: np.ndarray, policy: ReaderPolicy) -> tuple[np.ndarray, str]:
+    count = values.shape[0]
+    if policy.multiframe == "max":
+        return values.max(axis=0), f"maximum over {count} frames"
+    index = 0 if policy.multiframe == "first" else count // 2
+    return values[index], f"frame {index + 1} of {count} ({policy.multiframe})"
+
+
+# --- NIfTI --------------------------------------------------------------------------------------------
+
+
+def _read_nifti(path: Path, policy: ReaderPolicy) -> tuple[np.ndarray, ReadInfo]:
+    try:
+        image = nibabel.load(path)
+    except MemoryError:
+        raise
+    except ImageFileError as exc:
+        raise ImageDecodeError(path, ReadFailure.NOT_NIFTI, f"nibabel cannot read it as NIfTI: {exc}") from exc
+    except Exception as exc:
+        raise ImageDecodeError(path, ReadFailure.NOT_NIFTI,
+                               f"unreadable NIfTI header: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(image, NiftiImage):
+        raise ImageDecodeError(path, ReadFailure.NOT_NIFTI, f"{type(image).__name__} is not a NIfTI image")
+    shape = tuple(int(n) for n in image.shape)
+    dtype = image.get_data_dtype()
+    if dtype.fields is not None or np.issubdtype(dtype, np.complexfloating):
+        raise ImageDecodeError(path, ReadFailure.NOT_GRAYSCALE, f"voxel type {dtype} is not a real grey value")
+    core = len(shape)
+    while core > 2 and shape[core - 1] == 1:
+        core -= 1
+    if core >= 4:
+        raise ImageDecodeError(path, ReadFailure.VOLUME_4D,
+                               f"{len(shape)}-D image of shape {shape}; only 2-D images and 3-D volumes are read")
+    if core < 2:
+        raise ImageDecodeError(path, ReadFailure.UNEXPECTED_SHAPE, f"shape {shape} is not an image")
+    scaling = _nifti_scaling(image)
+    if core == 2:
+        values = _load(path, lambda: np.asarray(image.dataobj, dtype=np.float64).reshape(shape[:2]))
+        steps = [f"2-D as stored (rows = first axis){scaling}"]
+    else:
+        values, steps = _nifti_axial(path, image, shape[:3], policy, scaling)
+    array = _to_unit(path, values, None, "")
+    steps.append("min-max -> [0, 1]")
+    return array, ReadInfo(reader="nibabel", policy="nifti: " + ", ".join(steps), original_shape=shape)
+
+
+def _nifti_axial(path: Path, image: NiftiImage, shape: tuple[int, int, int], policy: ReaderPolicy,
+                 scaling: str) -> tuple[np.ndarray, list[str]]:
+    if len(image.shape) > 3:  # trailing length-1 axes: drop them before reorienting
+        image = _load(path, lambda: nibabel.Nifti1Image(np.asarray(image.dataobj).reshape(shape), image.affine))
+    codes = "".join(str(c) for c in nibabel.aff2axcodes(image.affine))
+    canonical = _load(path, lambda: nibabel.as_closest_canonical(image))
+    # every voxel is read, even for one slice, so that a file cut short is refused rather than half-read
+    volume = _load(path, lambda: np.asarray(canonical.dataobj))
+    depth = int(volume.shape[2])
+    if policy.volume == "mip-axial":
+        plane = volume.max(axis=2).astype(np.float64)
+        picked = f"maximum-intensity projection over {depth} axial slices"
+    else:
+        index = depth // 2
+        plane = volume[:, :, index].astype(np.float64)
+        picked = f"axial slice {index + 1} of {depth} (middle)"
+    reoriented = "already RAS" if codes == "RAS" else f"{codes} -> RAS"
+    display = plane[::-1, ::-1].T  # rows anterior -> posterior, columns patient right -> left
+    return display, [f"3-D, canonical orientation ({reoriented}){scaling}, axial = axis 2", picked,
+                     "radiological display (anterior up, patient right on the left)"]
+
+
+def _nifti_scaling(image: NiftiImage) -> str:
+    slope, inter = image.header.get_slope_inter()
+    if slope is None or (slope == 1 and (inter or 0) == 0):
+        return ""
+    return f", scl_slope {slope:g} / scl_inter {inter or 0:g} applied"
+
+
+def _load(path: Path, action: Callable[[], T]) -> T:
+    """Run a nibabel step that reads voxels; a file cut short or unreadable becomes ImageDecodeError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return action()
+    except MemoryError:
+        raise
+    except (OSError, EOFError, ValueError) as exc:
+        text = str(exc).replace("\n", " ")
+        if isinstance(exc, EOFError) or "Expected" in text or "mmap length" in text or "end-of-stream" in text:
+            raise ImageDecodeError(path, ReadFailure.TRUNCATED, f"voxel data cut short: {text}") from exc
+        raise ImageDecodeError(path, ReadFailure.NOT_NIFTI, f"cannot read the voxel data: {text}") from exc
+    except Exception as exc:
+        raise ImageDecodeError(path, ReadFailure.NOT_NIFTI,
+                               f"cannot read the voxel data: {type(exc).__name__}: {exc}") from exc
+
+
+# --- shared -------------------------------------------------------------------------------------------
+
+
+def _call(path: Path, reason: ReadFailure, what: str, function: Callable[..., T], *args: Any) -> T:
+    try:
+        return function(*args)
+    except MemoryError:
+        raise
+    except Exception as exc:  # decoders raise many types on malformed or unsupported data
+        message = str(exc).replace("\n", " ")
+        raise ImageDecodeError(path, reason, f"cannot decode the {what}: {type(exc).__name__}: {message}") from exc
+
+
+def _to_unit(path: Path, values: np.ndarray, bounds: tuple[float, float] | None, stage: str) -> np.ndarray:
+    """Scale to float32 [0, 1] by the given output range, else by the image's own minimum and maximum."""
+    if not np.isfinite(values).all():
+        raise ImageDecodeError(path, ReadFailure.NON_FINITE,
+                               f"{int((~np.isfinite(values)).sum())} pixel(s) are NaN or infinite")
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        where = f" {stage}" if stage else ""
+        raise ImageDecodeError(path, ReadFailure.CONSTANT_IMAGE, f"every pixel is {low:g}{where}; nothing to scale")
+    if bounds is not None:
+        low, high = bounds
+    scaled = (values - low) / (high - low)
+    return np.ascontiguousarray(np.clip(scaled, 0.0, 1.0), dtype=np.float32)
