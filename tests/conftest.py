@@ -151,20 +151,24 @@ def fast(configuration, epochs: int = 1):
     return configuration.with_overrides(configuration.name, overrides)
 
 
-@pytest.fixture(scope="session")
-def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished smoke-profile store (summary, evidence, report) on a synthetic cohort at 32 x 32."""
+def write_smoke_store(root: Path, settings: str = "[data]\nimage_size = 32\n", **cohort: object) -> Path:
+    """Run the smoke profile on a synthetic cohort (48 px images, `cohort` overrides) under `root` with these
+    settings (TOML text) and publish its summary, evidence and report; returns the store folder."""
     from benchmark.report import write_store_outputs
     from benchmark.runner import RunRequest, run_profile
     from benchmark.synthetic import write_synthetic_cohort
 
-    root = tmp_path_factory.mktemp("synthetic-store")
-    data = write_synthetic_cohort(root / "data", size=48)
-    settings = root / "settings.toml"
-    settings.write_text("[data]\nimage_size = 32\n")
+    data = write_synthetic_cohort(root / "data", size=48, **cohort)
+    (root / "settings.toml").write_text(settings)
     out = root / "store"
-    outcome = run_profile(RunRequest(data_root=data, profile="smoke", out=out, workers=2, settings_path=settings,
-                                     cache_root=root / "cache", progress=False))
+    outcome = run_profile(RunRequest(data_root=data, profile="smoke", out=out, workers=2,
+                                     settings_path=root / "settings.toml", cache_root=root / "cache", progress=False))
     assert not outcome.failures, outcome.failures
     write_store_outputs(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished smoke-profile store (summary, evidence, report) on a synthetic cohort at 32 x 32."""
+    return write_smoke_store(tmp_path_factory.mktemp("synthetic-store"))

@@ -10,25 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.report import write_store_outputs
-from benchmark.runner import RunRequest, run_profile
 from benchmark.store import ResultsStore
-from benchmark.synthetic import write_synthetic_cohort
+from tests.conftest import write_smoke_store
 
 
 @pytest.fixture(scope="module")
 def two_negative_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A smoke store whose settings declare two negative patients in every paired validation set."""
-    root = tmp_path_factory.mktemp("two-negatives")
-    data = write_synthetic_cohort(root / "data", size=48, paired_patients=12, negative_fraction=0.4)
-    settings = root / "settings.toml"
-    settings.write_text("[data]\nimage_size = 32\n[splits]\nvalidation_negatives = 2\n")
-    out = root / "store"
-    outcome = run_profile(RunRequest(data_root=data, profile="smoke", out=out, workers=2, settings_path=settings,
-                                     cache_root=root / "cache", progress=False))
-    assert not outcome.failures, outcome.failures
-    write_store_outputs(out)
-    return out
+    return write_smoke_store(tmp_path_factory.mktemp("two-negatives"),
+                             "[data]\nimage_size = 32\n[splits]\nvalidation_negatives = 2\n",
+                             paired_patients=12, negative_fraction=0.4)
 
 
 def test_the_store_records_the_declared_negatives_and_every_split_holds_them(two_negative_store: Path) -> None:
