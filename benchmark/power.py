@@ -258,8 +258,9 @@ def minimum_decisive_experiment(cells: list[PowerCell]) -> tuple[PowerCell | Non
                 f"(false-positive rate {false_positive.rate:.2f}, 95% CI {false_positive.low:.2f}-"
                 f"{false_positive.high:.2f}).{_precision_caveat(power, false_positive)}")
     return None, (f"No cohort on this grid reaches power >= {TARGET_POWER} with a false-positive rate <= "
-                  f"{MAX_FALSE_POSITIVE_RATE}: a decisive experiment needs a larger cohort or more resamples than "
-                  "the grid holds.")
+                  f"{MAX_FALSE_POSITIVE_RATE}: a decisive experiment needs more paired patients than the grid "
+                  "holds (its resample counts are design choices for a new cohort; more resamples of the same "
+                  "patients do not add independent evidence).")
 
 
 def _precision_caveat(power: Rate, false_positive: Rate) -> str:
