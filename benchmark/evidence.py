@@ -409,12 +409,9 @@ HYPOTHESES = (
 )
 
 
-def _has_runs(records: Sequence[RunRecord], name: str, regime: str) -> bool:
-    return bool(runs_of(records, name, regime))
-
-
 def _missing(records: Sequence[RunRecord], names: Sequence[str], regime: str) -> list[str]:
-    return [n for n in names if not _has_runs(records, n, regime)]
+    """The names that have no run in `regime`."""
+    return [n for n in names if not runs_of(records, n, regime)]
 
 
 def _decide_h5(h: Hypothesis, records: Sequence[RunRecord], h1: HypothesisResult,

@@ -132,19 +132,21 @@ class Batch:
 
 @dataclass
 class OpenedStore:
-    """A store opened for writing: the runs of the profile it does not hold yet, and records it set aside."""
+    """A store opened for writing: the runs of the profile it does not hold yet, records it set aside, and the
+    thread counts of the runs it holds."""
 
     store: ResultsStore
     todo: list[RunSpec]
     set_aside: list[Path]
+    stored_threads: set[int]
 
 
 def open_store(root: Path, manifest: StoreManifest, specs: list[RunSpec]) -> OpenedStore:
     """Open (or reopen) the store at `root`; unreadable records are set aside and their runs count as to do."""
     store = ResultsStore(root)
-    set_aside = store.open(manifest)
-    finished = store.finished_ids()
-    return OpenedStore(store, [s for s in specs if s.run_id not in finished], set_aside)
+    finished, set_aside = store.open(manifest)
+    return OpenedStore(store, [s for s in specs if s.run_id not in finished], set_aside,
+                       {record.threads for record in finished.values()})
 
 
 @dataclass
@@ -238,9 +240,7 @@ def run_profile(request: RunRequest) -> RunOutcome:
     opened = open_store(request.out, manifest, specs)
     todo = opened.todo
     outcome = RunOutcome(out=request.out, total=len(specs), skipped=len(specs) - len(todo), executed=0,
-                         set_aside=opened.set_aside, threads=threads,
-                         stored_threads={opened.store.load(run_id).threads for run_id in opened.store.finished_ids()}
-                         if todo else set())
+                         set_aside=opened.set_aside, threads=threads, stored_threads=opened.stored_threads)
     if todo:
         context = WorkerContext(
             data_root=str(request.data_root), settings=settings,

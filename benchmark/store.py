@@ -134,10 +134,10 @@ class ResultsStore:
         self.runs_dir = self.root / "runs"
         self.manifest_path = self.root / "store.json"
 
-    def open(self, manifest: StoreManifest) -> list[Path]:
+    def open(self, manifest: StoreManifest) -> tuple[dict[str, RunRecord], list[Path]]:
         """Create the store, or check that an existing one was computed on the same data and code schema.
 
-        Returns the run records it set aside as unreadable (see `set_aside_unreadable`)."""
+        Returns the finished runs' records by id and the records it set aside as unreadable (`load_finished`)."""
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         for partial in self.runs_dir.glob(".*.tmp"):
             partial.unlink(missing_ok=True)  # a write interrupted by a kill
@@ -151,22 +151,22 @@ class ResultsStore:
                                  f"this code writes {manifest.schema_version}; use another --out")
             manifest = manifest.model_copy(update={"created_at": existing.created_at})
         write_atomically(self.manifest_path, manifest.model_dump_json(indent=1).encode("utf-8"))
-        return self.set_aside_unreadable()
+        return self.load_finished()
 
-    def set_aside_unreadable(self) -> list[Path]:
-        """Rename every run record that does not load (truncated, edited, another schema) to `<id>.json.corrupt`.
-
-        Its run then counts as not finished and is computed again; the bytes are kept for inspection."""
-        moved = []
+    def load_finished(self) -> tuple[dict[str, RunRecord], list[Path]]:
+        """Every run record on disk that loads, by id; one that does not (truncated, edited, another schema) is
+        renamed `<id>.json.corrupt` and returned, so its run counts as not finished and is computed again while
+        its bytes are kept for inspection."""
+        loaded, moved = {}, []
         for run_id in sorted(self.finished_ids()):
             try:
-                self.load(run_id)
+                loaded[run_id] = self.load(run_id)
             except StoreError:
                 path = self.run_path(run_id)
                 target = path.with_name(path.name + ".corrupt")
                 path.replace(target)
                 moved.append(target)
-        return moved
+        return loaded, moved
 
     def manifest(self) -> StoreManifest:
         """The store's manifest; StoreError when absent or invalid."""
