@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy.stats import binomtest
 
-from benchmark.atomic import ensure_writable_folder, write_atomically
+from benchmark.atomic import write_atomically
 from benchmark.config import Settings, load_settings, read_toml, validation_problems
 from benchmark.configurations import load_configurations, merge_overrides
 from benchmark.errors import ConfigError, RunError
@@ -29,7 +29,7 @@ from benchmark.evidence import MONTE_CARLO, PowerGrounding, monte_carlo_comparis
 from benchmark.imaging import ImageCache
 from benchmark.matrix import Block, Profile, expand_profile
 from benchmark.pipeline import prepare_data
-from benchmark.runner import Batch, execute_batches, make_executor, open_store, parallelism, store_manifest
+from benchmark.runner import Batch, execute_batches, make_executor, open_store, preflight, store_manifest
 from benchmark.store import ResultsStore, code_version, now
 from benchmark.synthetic import SyntheticSpec, write_synthetic_cohort
 from benchmark.worker import WorkerContext
@@ -163,12 +163,8 @@ def _seed(grid: PowerGrid, cohort_index: int, replicate: int) -> int:
 def run_power(grid: PowerGrid, out: Path, *, workers: int = 1, threads: int | None = None, executor: str = "local",
               device: str = "cpu", progress: bool = True) -> PowerResult:
     """Generate every replicate cohort, run the protocol on all of them, and tabulate power and false positives."""
-    from benchmark.training import resolve_device
-
     start = time.perf_counter()
-    workers, threads = parallelism(workers, threads)
-    resolve_device(device)
-    ensure_writable_folder(out)
+    workers, threads = preflight(out, workers, threads, device)
     settings = _study_settings(grid)
     profile = _profile(grid)
     configurations = load_configurations()

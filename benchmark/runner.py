@@ -75,6 +75,17 @@ def parallelism(workers: int, threads: int | None = None) -> tuple[int, int]:
     return workers, threads if threads is not None else max(1, (os.cpu_count() or 1) // workers)
 
 
+def preflight(out: Path, workers: int, threads: int | None, device: str) -> tuple[int, int]:
+    """Check what can fail before any data is read or worker started, each in one line: the worker and thread
+    counts, the device, and that `out` can be written. Returns (workers, threads per worker)."""
+    from benchmark.training import resolve_device
+
+    workers, threads = parallelism(workers, threads)
+    resolve_device(device)
+    ensure_writable_folder(out)
+    return workers, threads
+
+
 def _cost(spec: RunSpec) -> float:
     """Rough relative cost for scheduling: epochs x width of the network."""
     return spec.configuration.training.epochs * spec.configuration.network.widths[-1] * (
@@ -230,12 +241,8 @@ def execute_batches(batches: list[Batch], executor: Executor, *, label: str, pro
 
 def run_profile(request: RunRequest) -> RunOutcome:
     """Execute every not-yet-finished run of the profile and store it; returns what was done."""
-    from benchmark.training import resolve_device
-
     start = time.perf_counter()
-    workers, threads = parallelism(request.workers, request.threads)
-    resolve_device(request.device)  # a device that is not there fails here, in one line, before any worker starts
-    ensure_writable_folder(request.out)
+    workers, threads = preflight(request.out, request.workers, request.threads, request.device)
     prepared, specs, manifest, settings = plan(request)
     opened = open_store(request.out, manifest, specs)
     todo = opened.todo
