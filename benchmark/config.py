@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from benchmark.errors import ConfigError, describe_os_error
+from benchmark.schemas import ReaderPolicy
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.toml"
 
@@ -56,6 +57,38 @@ class SplitSettings(BaseModel):
         return self
 
 
+def modality_key(name: str) -> str:
+    """A modality name as compared: case and spacing ignored, and `X-ray`, `x ray`, `CXR` all read as `xray`."""
+    key = " ".join(name.strip().lower().split())
+    return {"x-ray": "xray", "x ray": "xray", "cxr": "xray"}.get(key, key)
+
+
+class CohortSettings(BaseModel):
+    """Which modality is deployed and which is privileged, and how image files become 2-D images."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target_modality: str = Field(default="xray", min_length=1, description="the modality the deployed model sees "
+                                 "(manifest `modality` value; case and spacing ignored)")
+    privileged_modality: str = Field(default="ct", min_length=1,
+                                     description="the modality available at training only (the teacher's)")
+    include_volumes: bool = Field(default=False, description="collection only: read its 3-D NIfTI volumes (the "
+                                  "`volumes/` folder) by the reader policy instead of skipping them")
+    readers: ReaderPolicy = Field(default_factory=ReaderPolicy)
+
+    @model_validator(mode="after")
+    def _two_different_modalities(self) -> CohortSettings:
+        if modality_key(self.target_modality) == modality_key(self.privileged_modality):
+            raise ValueError(f"target_modality {self.target_modality!r} and privileged_modality "
+                             f"{self.privileged_modality!r} name the same modality")
+        return self
+
+    def role_of(self, modality: str) -> str | None:
+        """`xray` for the target modality, `ct` for the privileged one, None for any other (case ignored)."""
+        return {modality_key(self.target_modality): "xray",
+                modality_key(self.privileged_modality): "ct"}.get(modality_key(modality))
+
+
 class Settings(BaseModel):
     """All settings of one benchmark run."""
 
@@ -63,6 +96,7 @@ class Settings(BaseModel):
 
     data: DataSettings = Field(default_factory=DataSettings)
     splits: SplitSettings = Field(default_factory=SplitSettings)
+    cohort: CohortSettings = Field(default_factory=CohortSettings)
 
 
 def read_toml(source: Path, what: str) -> dict[str, Any]:

@@ -1,18 +1,14 @@
-"""Image decoding and the on-disk image cache.
+"""The on-disk image cache and the in-memory image bank the engine trains from.
 
-Each image is decoded once to a grayscale float32 array in [0, 1] at the configured size and
-stored under a key made of the file's content hash and that size, so the cache is shared by
-runs, processes and data clones holding the same bytes. Files that fail to decode are cached
-as failures too, so a corrupt file costs one decode attempt, not one per run.
+Each image file is read once by its reader (`benchmark.readers`: Pillow, pydicom or nibabel, by file
+type and the settings' reader policy) to a grayscale float32 array in [0, 1], resized to the configured
+size and stored under its file's content hash, in a folder per size and (when not the default) per
+reader policy. The cache is thus shared by runs, processes and data clones holding the same bytes.
+Files that cannot be read are cached as failures too, so a corrupt file costs one attempt, not one per
+run; beside each array the reader's record of what it did is kept (`<sha>.read.json`).
 
-Decoding choices (stated here and in the report's method section):
-- 8-bit images (L, RGB, palette) are converted to luminance and divided by 255; an alpha
-  channel is composited over black (in this collection every alpha channel is fully opaque).
-- Images with more than 8 bits per pixel (16-bit PNG, 32-bit integer or float) are rescaled
-  by their own minimum and maximum, because their effective bit depth (often 10-12 bits) is
-  not recorded; a constant image becomes all zeros.
-- The result is resized to size x size (aspect ratio not kept) with Pillow's antialiased
-  bilinear filter. Normalisation (mean/std) happens at training time, not here.
+The result is resized to size x size (aspect ratio not kept) with Pillow's antialiased bilinear
+filter. Normalisation (mean/std) happens at training time, not here.
 """
 
 from __future__ import annotations
@@ -21,73 +17,41 @@ import hashlib
 import io
 import json
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+from pydantic import ValidationError
 
 from benchmark.atomic import write_atomically
 from benchmark.errors import CacheError, ImageDecodeError
-from benchmark.schemas import FilterReason
+from benchmark.readers import ReadInfo, read_image
+from benchmark.schemas import FilterReason, ReaderPolicy
 
 DECODE_VERSION = 1  # bump when decoding changes: old cache entries are then ignored
-_MAX_PIXELS = 20_000 * 20_000  # refuse decompression bombs rather than exhausting memory
-# Pillow modes deeper than 8 bits per pixel: rescaled by their own minimum and maximum (see above).
-DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
-def decode_grayscale(data: bytes, size: int, *, source: Path | str = "<bytes>") -> np.ndarray:
-    """Decode image bytes to a float32 (size, size) array in [0, 1]; ImageDecodeError when impossible."""
-    array = to_unit_grayscale(open_image(data, source=source))
-    resized = Image.fromarray(array).resize((size, size), Image.Resampling.BILINEAR)
+def resize_unit(array: np.ndarray, size: int) -> np.ndarray:
+    """A 2-D [0, 1] float32 array resized to (size, size) with antialiased bilinear filtering, kept in [0, 1]."""
+    resized = Image.fromarray(np.asarray(array, dtype=np.float32)).resize((size, size), Image.Resampling.BILINEAR)
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
-def open_image(data: bytes, *, source: Path | str = "<bytes>") -> Image.Image:
-    """Open and load image bytes with Pillow; ImageDecodeError when empty, too large or undecodable."""
-    if not data:
-        raise ImageDecodeError(source, FilterReason.EMPTY_FILE, "file is empty")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            if image.width * image.height > _MAX_PIXELS:
-                raise ImageDecodeError(source, FilterReason.CORRUPT_IMAGE,
-                                       f"{image.width}x{image.height} pixels is too large to decode")
-            image.load()
-    except ImageDecodeError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
-            Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(source, FilterReason.CORRUPT_IMAGE, f"cannot decode image: {exc}") from exc
-    return image
-
-
-def to_unit_grayscale(image: Image.Image) -> np.ndarray:
-    """Luminance in [0, 1] as float32, following the module's decoding choices."""
-    if image.mode in DEEP_MODES:
-        values = np.asarray(image, dtype=np.float64)
-        if values.ndim != 2:
-            raise ImageDecodeError("<image>", FilterReason.CORRUPT_IMAGE, f"unexpected shape {values.shape}")
-        low, high = float(values.min()), float(values.max())
-        scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
-        return scaled.astype(np.float32)
-    if "A" in image.mode or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        image = Image.alpha_composite(background, rgba)
-    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+def decode_file(path: Path | str, size: int, policy: ReaderPolicy | None = None) -> tuple[np.ndarray, ReadInfo]:
+    """Read an image file by its reader and resize it: the array the cache stores; ImageDecodeError if impossible."""
+    array, info = read_image(path, policy)
+    return resize_unit(array, size), info
 
 
 @dataclass(frozen=True)
 class CachedImage:
-    """Outcome of putting one file through the cache: its content hash and, on failure, why."""
+    """Outcome of putting one file through the cache: its content hash, how it was read, and on failure why."""
 
     content_sha256: str
     failure: FilterReason | None = None
     message: str = ""
+    read: ReadInfo | None = None  # None for a failure, or an array cached before read records were kept
 
     @property
     def ok(self) -> bool:
@@ -104,12 +68,14 @@ def default_cache_dir() -> Path:
 
 
 class ImageCache:
-    """Decoded images on disk, keyed by (content sha256, size); safe for concurrent writers."""
+    """Decoded images on disk, keyed by (content sha256, size, reader policy); safe for concurrent writers."""
 
-    def __init__(self, root: Path | str | None = None, size: int = 128) -> None:
+    def __init__(self, root: Path | str | None = None, size: int = 128, policy: ReaderPolicy | None = None) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
         self.size = size
-        self.directory = self.root / f"images-v{DECODE_VERSION}" / f"{size}px"
+        self.policy = policy or ReaderPolicy()
+        variant = "" if self.policy == ReaderPolicy() else f"-{self.policy.tag}"
+        self.directory = self.root / f"images-v{DECODE_VERSION}" / f"{size}px{variant}"
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -121,12 +87,28 @@ class ImageCache:
     def _failure_path(self, sha: str) -> Path:
         return self.directory / sha[:2] / f"{sha}.failed.json"
 
+    def _read_info_path(self, sha: str) -> Path:
+        return self.directory / sha[:2] / f"{sha}.read.json"
+
+    def _read_info(self, sha: str, path: Path) -> ReadInfo | None:
+        """The stored record of how the array was read; an array cached before records were kept (or whose record
+        is damaged) has the file read again, once, to write it."""
+        try:
+            return ReadInfo.model_validate_json(self._read_info_path(sha).read_bytes())
+        except (OSError, ValidationError):
+            pass
+        try:
+            _, info = read_image(path, self.policy)
+        except ImageDecodeError:
+            return None
+        self._write_atomically(self._read_info_path(sha), info.model_dump_json().encode("utf-8"))
+        return info
+
     def ensure(self, path: Path) -> CachedImage:
         """Make sure the file's decoded array (or its decode failure) is cached; say which."""
-        data = path.read_bytes()
-        sha = hashlib.sha256(data).hexdigest()
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
         if self._array_path(sha).exists():
-            return CachedImage(sha)
+            return CachedImage(sha, read=self._read_info(sha, path))
         failure_file = self._failure_path(sha)
         if failure_file.exists():
             try:
@@ -135,7 +117,7 @@ class ImageCache:
             except (OSError, ValueError, KeyError):
                 pass  # unreadable failure marker: decode again and rewrite it
         try:
-            array = decode_grayscale(data, self.size, source=path)
+            array, info = decode_file(path, self.size, self.policy)
         except ImageDecodeError as exc:
             reason = FilterReason(exc.reason)
             payload = json.dumps({"reason": reason.value, "message": str(exc)}).encode("utf-8")
@@ -143,8 +125,9 @@ class ImageCache:
             return CachedImage(sha, reason, str(exc))
         buffer = io.BytesIO()
         np.save(buffer, array, allow_pickle=False)
-        self._write_atomically(self._array_path(sha), buffer.getvalue())
-        return CachedImage(sha)
+        self._write_atomically(self._read_info_path(sha), info.model_dump_json().encode("utf-8"))
+        self._write_atomically(self._array_path(sha), buffer.getvalue())  # last: its presence means complete
+        return CachedImage(sha, read=info)
 
     def load(self, sha: str) -> np.ndarray:
         """The cached (size, size) float32 array of the image with this content hash."""
@@ -161,6 +144,7 @@ class ImageCache:
             write_atomically(target, payload)
         except OSError as exc:
             raise CacheError(f"{target}: cannot write to the image cache: {exc}") from exc
+
 
 class ImageBank:
     """Normalised (N, 1, size, size) stacks of cached images; each image is read from disk once per process."""

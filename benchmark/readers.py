@@ -1,10 +1,12 @@
 """Readers by file type: one image file -> a 2-D float32 array in [0, 1] and a record of how it was read.
 
-File types are told by suffix (case-insensitive): `.png .jpg .jpeg .tif .tiff` -> Pillow, decoded
-exactly as `benchmark.imaging` decodes the collection's images (8-bit luminance / 255, deeper images
-min-max per image); `.dcm .dicom` -> pydicom; `.nii .nii.gz` -> nibabel. A file without a suffix is
-read as DICOM when it carries the `DICM` marker at byte 128 (exports often have no suffix); anything
-else is refused. A file that cannot be read raises `ImageDecodeError` with a `ReadFailure` reason.
+File types are told by suffix (case-insensitive): `.png .jpg .jpeg .tif .tiff` -> Pillow (8-bit L, RGB
+or palette -> luminance / 255 with any alpha composited over black; deeper images (16-bit, 32-bit integer
+or float) min-max per image, because their effective bit depth is not recorded, a constant one -> zeros:
+the collection's images have always been read this way); `.dcm .dicom` -> pydicom; `.nii .nii.gz` ->
+nibabel. A file without a suffix is read as DICOM when it carries the `DICM` marker at byte 128 (exports
+often have no suffix); anything else is refused. A file that cannot be read raises `ImageDecodeError`
+with a `ReadFailure` reason.
 
 DICOM, in the order of the standard's display pipeline (PS3.3 C.11; PS3.4 N.2):
 1. stored values -> modality LUT (Rescale Slope/Intercept, or a Modality LUT Sequence), pydicom's
@@ -35,6 +37,7 @@ A constant image (nothing to scale) and non-finite values are refused rather tha
 
 from __future__ import annotations
 
+import io
 import stat
 import warnings
 from collections.abc import Callable
@@ -46,6 +49,7 @@ import nibabel
 import numpy as np
 import pydicom
 from nibabel.filebasedimages import ImageFileError
+from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -53,8 +57,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
 
 from benchmark.errors import ImageDecodeError
-from benchmark.imaging import DEEP_MODES, open_image, to_unit_grayscale
-from benchmark.schemas import FilterReason
+from benchmark.schemas import FilterReason, ReaderPolicy
 
 PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -65,7 +68,7 @@ NiftiImage = nibabel.Nifti1Image | nibabel.Nifti2Image
 
 
 class ReadFailure(StrEnum):
-    """Why a file could not be read (the `reason` of the ImageDecodeError raised)."""
+    """Why a file could not be read (the `reason` of the ImageDecodeError raised); each is a FilterReason too."""
 
     MISSING_FILE = FilterReason.MISSING_FILE.value
     EMPTY_FILE = FilterReason.EMPTY_FILE.value
@@ -83,20 +86,6 @@ class ReadFailure(StrEnum):
     VOLUME_4D = "volume_4d"  # NIfTI with a fourth (or higher) axis longer than 1
     CONSTANT_IMAGE = "constant_image"  # every pixel equal: nothing to scale to [0, 1]
     NON_FINITE = "non_finite"  # NaN or infinite values in the image
-
-
-class ReaderPolicy(BaseModel):
-    """How files with more than one possible 2-D image, or with a display window, become one image."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    multiframe: Literal["middle", "first", "max"] = Field(
-        default="middle", description="multi-frame DICOM: middle frame (n // 2), first frame, or maximum over frames")
-    volume: Literal["middle-axial", "mip-axial"] = Field(
-        default="middle-axial",
-        description="3-D NIfTI: middle axial slice (n // 2) or maximum-intensity projection along the axial axis")
-    window: Literal["voi", "minmax"] = Field(
-        default="voi", description="DICOM: the file's VOI LUT or window when present (else min-max), or always min-max")
 
 
 class ReadInfo(BaseModel):
@@ -168,6 +157,48 @@ def _has_dicom_marker(path: Path) -> bool:
 
 
 # --- Pillow -------------------------------------------------------------------------------------------
+
+_MAX_PIXELS = 20_000 * 20_000  # refuse decompression bombs rather than exhausting memory
+# Pillow modes deeper than 8 bits per pixel: rescaled by their own minimum and maximum (see above).
+DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def open_image(data: bytes, *, source: Path | str = "<bytes>") -> Image.Image:
+    """Open and load image bytes with Pillow; ImageDecodeError when empty, too large or undecodable."""
+    if not data:
+        raise ImageDecodeError(source, FilterReason.EMPTY_FILE, "file is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.width * image.height > _MAX_PIXELS:
+                raise ImageDecodeError(source, FilterReason.CORRUPT_IMAGE,
+                                       f"{image.width}x{image.height} pixels is too large to decode")
+            image.load()
+    except ImageDecodeError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
+            Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(source, FilterReason.CORRUPT_IMAGE, f"cannot decode image: {exc}") from exc
+    return image
+
+
+def to_unit_grayscale(image: Image.Image) -> np.ndarray:
+    """Luminance in [0, 1] as float32, following the module's decoding choices."""
+    if image.mode in DEEP_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        if values.ndim != 2:
+            raise ImageDecodeError("<image>", FilterReason.CORRUPT_IMAGE, f"unexpected shape {values.shape}")
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
+        return scaled.astype(np.float32)
+    if "A" in image.mode or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, rgba)
+    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+
+
 
 
 def _read_pillow(path: Path) -> tuple[np.ndarray, ReadInfo]:

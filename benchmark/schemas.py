@@ -1,7 +1,12 @@
-"""Pydantic schemas of the data layer: image records, manifests, paired records, splits, regimes, reports.
+"""Pydantic schemas of the data layer: cohort sources, image records, manifests, pairs, splits, regimes, reports.
 
-Everything that flows from metadata.csv to the splits is one of these models, so it can be
-written to JSON, read back, and checked by the claim tests without the code that produced it.
+Everything that flows from a cohort's table (a cohort manifest CSV, or the collection's metadata.csv)
+to the splits is one of these models, so it can be written to JSON, read back, and checked by the claim
+tests without the code that produced it.
+
+Modalities are stored by their role: `xray` is the target modality (deployed, default X-ray) and `ct` the
+privileged one (training only, default CT), whatever a cohort calls them; `CohortSourceInfo` records the
+names the cohort declared.
 """
 
 from __future__ import annotations
@@ -12,19 +17,49 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
-Modality = Literal["xray", "ct"]
+Modality = Literal["xray", "ct"]  # roles: xray = the target modality, ct = the privileged modality
 ManifestName = Literal["all-xray", "all-ct", "paired"]
+SourceKind = Literal["collection", "manifest"]
+
+
+class CohortSource(BaseModel):
+    """Where a cohort's rows come from: a cohort manifest CSV, or a clone of the COVID-19 Image Data Collection."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: SourceKind
+    path: str = Field(description="manifest: the CSV file; collection: the data root folder (metadata.csv inside)")
+
+    @property
+    def table(self) -> str:
+        """The file whose rows are the cohort: the manifest CSV itself, or the collection's metadata.csv."""
+        return self.path if self.kind == "manifest" else f"{self.path.rstrip('/')}/metadata.csv"
 
 
 class FilterReason(StrEnum):
     """Why a metadata row was not kept, in the order the checks run (PROTOCOL.md section 2)."""
 
-    INVALID_ROW = "invalid_row"  # a required cell (patientid, folder, filename) is empty
+    INVALID_ROW = "invalid_row"  # a required cell is empty, or an optional one (offset) holds no valid value
+    INVALID_LABEL = "invalid_label"  # cohort manifest: a label that is not 0 or 1
     OUTSIDE_DATA_ROOT = "outside_data_root"  # absolute path or ../ traversal leaving the data root
-    VOLUME_NOT_2D = "volume_not_2d"  # a 3-D volume (NIfTI); the benchmark reads 2-D images only
+    VOLUME_NOT_2D = "volume_not_2d"  # collection: a 3-D volume, not read unless volumes are included
     MISSING_FILE = "missing_file"
     EMPTY_FILE = "empty_file"
     CORRUPT_IMAGE = "corrupt_image"  # exists but does not decode (truncated, not an image, ...)
+    # why a reader refused a file (benchmark.readers.ReadFailure has the same values)
+    UNREADABLE_FILE = "unreadable_file"  # the operating system refused to read it (permissions, a folder)
+    UNSUPPORTED_TYPE = "unsupported_type"  # a suffix no reader handles
+    NOT_DICOM = "not_dicom"  # a .dcm without the DICOM marker and not readable as DICOM
+    CORRUPT_DICOM = "corrupt_dicom"  # DICOM marker present, but the data set does not parse
+    NO_PIXEL_DATA = "no_pixel_data"  # a DICOM object without Pixel Data
+    TRUNCATED = "truncated"  # pixel or voxel data cut short
+    UNDECODABLE_PIXEL_DATA = "undecodable_pixel_data"  # compressed without a decoder, or inconsistent attributes
+    NOT_GRAYSCALE = "not_grayscale"  # colour DICOM, RGB or complex NIfTI
+    UNEXPECTED_SHAPE = "unexpected_shape"  # not 2-D after the reader's reductions
+    NOT_NIFTI = "not_nifti"  # nibabel cannot read it as NIfTI
+    VOLUME_4D = "volume_4d"  # NIfTI with a fourth axis longer than 1
+    CONSTANT_IMAGE = "constant_image"  # every pixel equal: nothing to scale to [0, 1]
+    NON_FINITE = "non_finite"  # NaN or infinite values
     DUPLICATE_IMAGE = "duplicate_image"  # the same file referenced by an earlier row
     TODO_FINDING = "todo_finding"  # placeholder finding `todo` (or hierarchical `.../todo`)
     OTHER_MODALITY = "other_modality"  # neither X-ray nor CT
@@ -35,15 +70,15 @@ class SkippedRow(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    line: int = Field(description="line number in metadata.csv (the header is line 1)")
+    line: int = Field(description="line number in the cohort's table (the header is line 1)")
     patient_id: str
-    path: str = Field(description="folder/filename exactly as written in the row")
+    path: str = Field(description="the image path exactly as written in the row (collection: folder/filename)")
     reason: FilterReason
     detail: str = ""
 
 
 class FilterReport(BaseModel):
-    """A count per filtering reason; every row of metadata.csv is either kept or counted once here."""
+    """A count per filtering reason; every row of the cohort's table is either kept or counted once here."""
 
     metadata_path: str
     total_rows: int
@@ -71,11 +106,12 @@ class ImageRecord(BaseModel):
     patient_id: str
     modality: Modality
     finding: str
-    label: Literal[0, 1] = Field(description="1 iff the finding contains COVID-19 (image-level label)")
+    label: Literal[0, 1] = Field(description="image-level label: the manifest's label column (collection: 1 iff the "
+                                             "finding contains COVID-19)")
     offset: float | None = Field(description="days since symptom onset; None when unknown")
     view: str = ""
     content_sha256: str
-    line: int = Field(description="line number in metadata.csv")
+    line: int = Field(description="line number in the cohort's table (manifest CSV or metadata.csv)")
 
 
 class PairedRecord(BaseModel):
@@ -298,6 +334,46 @@ class DataAudit(BaseModel):
     label_definitions: list[LabelDefinitionSupport]
 
 
+class ReaderPolicy(BaseModel):
+    """How files with more than one possible 2-D image, or with a display window, become one image."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    multiframe: Literal["middle", "first", "max"] = Field(
+        default="middle", description="multi-frame DICOM: middle frame (n // 2), first frame, or maximum over frames")
+    volume: Literal["middle-axial", "mip-axial"] = Field(
+        default="middle-axial",
+        description="3-D NIfTI: middle axial slice (n // 2) or maximum-intensity projection along the axial axis")
+    window: Literal["voi", "minmax"] = Field(
+        default="voi", description="DICOM: the file's VOI LUT or window when present (else min-max), or always min-max")
+
+    @property
+    def tag(self) -> str:
+        """A short name of the policy, e.g. `middle-middle-axial-voi`, used to key the image cache."""
+        return f"{self.multiframe}-{self.volume}-{self.window}"
+
+
+class ReaderUse(BaseModel):
+    """How many kept images one reader read, and what it applied to them (grouped by identical wording)."""
+
+    reader: str
+    policy: str
+    images: int
+
+
+class CohortSourceInfo(BaseModel):
+    """Which cohort a summary is of: its table and that table's hash, the modality names and how files were read."""
+
+    kind: SourceKind
+    path: str = Field(description="the manifest CSV, or the collection's data root")
+    table_sha256: str = Field(description="sha256 of the manifest CSV (collection: of metadata.csv)")
+    target_modality: str = Field(description="the modality deployed at test time (role `xray`)")
+    privileged_modality: str = Field(description="the modality available at training only (role `ct`)")
+    include_volumes: bool = Field(default=False, description="collection: were 3-D volumes read (else skipped)?")
+    reader_policy: ReaderPolicy
+    readers: list[ReaderUse] = Field(default_factory=list, description="the kept images by reader and what it did")
+
+
 class CohortSummary(BaseModel):
     """What `ctxray-bench cohorts` prints and writes: filtering, manifests, default splits, audit."""
 
@@ -311,6 +387,8 @@ class CohortSummary(BaseModel):
     splits: list[SplitSupport]
     split_errors: dict[str, str] = Field(default_factory=dict, description="regime -> why it could not be drawn")
     audit: DataAudit
+    source: CohortSourceInfo | None = Field(default=None, description="None in stores written before cohort "
+                                            "manifests (they are all of the collection, read with Pillow)")
 
 
 class CasePrediction(BaseModel):

@@ -10,13 +10,13 @@ import pytest
 
 from benchmark import imaging
 from benchmark.errors import CacheError, ImageDecodeError
-from benchmark.imaging import ImageCache, decode_grayscale
+from benchmark.imaging import ImageCache, decode_file
 from benchmark.schemas import FilterReason
 from tests.conftest import write_image
 
 
 def test_decoded_image_is_float32_in_unit_range_at_the_configured_size(tmp_path: Path) -> None:
-    array = decode_grayscale(write_image(tmp_path / "a.png", mode="RGB", size=(50, 30)).read_bytes(), 24)
+    array, _ = decode_file(write_image(tmp_path / "a.png", mode="RGB", size=(50, 30)), 24)
     assert array.shape == (24, 24) and array.dtype == np.float32
     assert 0.0 <= array.min() and array.max() <= 1.0
 
@@ -25,18 +25,20 @@ def test_eight_bit_gray_is_divided_by_255_not_stretched(tmp_path: Path) -> None:
     from PIL import Image
     path = tmp_path / "flat.png"
     Image.fromarray(np.full((8, 8), 51, dtype=np.uint8)).save(path)
-    np.testing.assert_allclose(decode_grayscale(path.read_bytes(), 4), 0.2, atol=1e-6)
+    np.testing.assert_allclose(decode_file(path, 4)[0], 0.2, atol=1e-6)
 
 
-def test_empty_bytes_are_an_empty_file_error() -> None:
+def test_an_empty_file_is_an_empty_file_error(tmp_path: Path) -> None:
+    (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(ImageDecodeError) as info:
-        decode_grayscale(b"", 8)
+        decode_file(tmp_path / "empty.png", 8)
     assert info.value.reason == FilterReason.EMPTY_FILE
 
 
-def test_garbage_bytes_are_a_corrupt_image_error() -> None:
+def test_garbage_bytes_are_a_corrupt_image_error(tmp_path: Path) -> None:
+    (tmp_path / "x.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(ImageDecodeError) as info:
-        decode_grayscale(b"\x89PNG\r\n\x1a\nnot really", 8, source="x.png")
+        decode_file(tmp_path / "x.png", 8)
     assert info.value.reason == FilterReason.CORRUPT_IMAGE and "x.png" in str(info.value)
 
 
@@ -44,7 +46,7 @@ def test_a_cached_image_is_not_decoded_again(tmp_path: Path, cache: ImageCache,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_image(tmp_path / "a.png")
     first = cache.ensure(path)
-    monkeypatch.setattr(imaging, "decode_grayscale", lambda *a, **k: pytest.fail("decoded twice"))
+    monkeypatch.setattr(imaging, "read_image", lambda *a, **k: pytest.fail("decoded twice"))
     assert cache.ensure(path) == first and first.ok
 
 
@@ -61,7 +63,7 @@ def test_decode_failures_are_cached_with_their_reason(tmp_path: Path, cache: Ima
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
     first = cache.ensure(bad)
-    monkeypatch.setattr(imaging, "decode_grayscale", lambda *a, **k: pytest.fail("decoded twice"))
+    monkeypatch.setattr(imaging, "read_image", lambda *a, **k: pytest.fail("decoded twice"))
     assert cache.ensure(bad) == first and first.failure == FilterReason.CORRUPT_IMAGE
 
 
@@ -92,5 +94,5 @@ def test_two_processes_filling_the_cache_at_once_leave_it_whole(tmp_path: Path) 
     assert first == second[::-1]
     cache = ImageCache(root, 16)
     for sha, path in zip(first, paths, strict=True):
-        np.testing.assert_array_equal(cache.load(sha), decode_grayscale(Path(path).read_bytes(), 16))
+        np.testing.assert_array_equal(cache.load(sha), decode_file(path, 16)[0])
     assert not [p for p in Path(root).rglob("*") if p.name.endswith(".tmp")]

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
 
 from benchmark.errors import ImageDecodeError
-from benchmark.imaging import decode_grayscale
+from benchmark.imaging import decode_file
 from benchmark.readers import ReaderPolicy, ReadFailure, read_image
 from tests.conftest import write_image
 
@@ -277,7 +277,7 @@ def test_non_finite_voxels_are_refused(tmp_path: Path) -> None:
 def test_a_png_is_read_as_the_image_cache_decodes_it(tmp_path: Path, mode: str) -> None:
     path = write_image(tmp_path / f"{mode.replace(';', '')}.png", mode=mode, size=(24, 24))
     array, info = read_image(path)
-    np.testing.assert_array_equal(array, decode_grayscale(path.read_bytes(), 24))  # same size: no resampling
+    np.testing.assert_array_equal(array, decode_file(path, 24)[0])  # same size: no resampling
     assert info.reader == "pillow" and info.original_shape[:2] == (24, 24)
 
 
