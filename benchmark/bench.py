@@ -131,15 +131,15 @@ def bench_smoke(data: Path, workdir: Path) -> list[Measurement]:
     from benchmark.config import Settings
     from benchmark.configurations import load_configurations
     from benchmark.engine import Engine
-    from benchmark.imaging import ImageBank, ImageCache
-    from benchmark.pipeline import prepare_data
+    from benchmark.imaging import ImageBank
+    from benchmark.pipeline import image_cache, prepare_data
     from benchmark.synthetic import write_synthetic_cohort
     from benchmark.teachers import TeacherStore
 
     root = write_synthetic_cohort(workdir / "synthetic")
     start = time.perf_counter()
     settings = Settings.model_validate({"splits": {"monte_carlo_resamples": 2, "monte_carlo_val_patients": 3}})
-    cache = ImageCache(workdir / "synthetic-cache", settings.data.image_size)
+    cache = image_cache(settings, workdir / "synthetic-cache")
     prepared = prepare_data(root, settings, cache)
     engine = Engine(prepared, ImageBank(cache), TeacherStore(), torch.device("cpu"))
     regimes = {r.name: r for r in prepared.regimes}
@@ -155,12 +155,12 @@ def bench_smoke(data: Path, workdir: Path) -> list[Measurement]:
 def _engine(data: Path, cache_root: Path, teacher_root: Path | None = None):  # noqa: ANN202
     from benchmark.config import load_settings
     from benchmark.engine import Engine
-    from benchmark.imaging import ImageBank, ImageCache
-    from benchmark.pipeline import prepare_data
+    from benchmark.imaging import ImageBank
+    from benchmark.pipeline import image_cache, prepare_data
     from benchmark.teachers import TeacherStore
 
     settings = load_settings()
-    cache = ImageCache(cache_root, settings.data.image_size)
+    cache = image_cache(settings, cache_root)
     prepared = prepare_data(data, settings, cache)
     return Engine(prepared, ImageBank(cache, settings.data.normalise_mean, settings.data.normalise_std),
                   TeacherStore(teacher_root))
@@ -170,12 +170,11 @@ def bench_units(data: Path, workdir: Path) -> list[Measurement]:
     """Cache warm-up, cohort build (warm), one X-ray teacher training and one distilled student run."""
     from benchmark.config import load_settings
     from benchmark.configurations import load_configurations
-    from benchmark.imaging import ImageCache
-    from benchmark.pipeline import prepare_data
+    from benchmark.pipeline import image_cache, prepare_data
 
     settings = load_settings()
     start = time.perf_counter()
-    prepare_data(data, settings, ImageCache(workdir / "units-cache", settings.data.image_size))
+    prepare_data(data, settings, image_cache(settings, workdir / "units-cache"))
     warm_up = time.perf_counter() - start
     start = time.perf_counter()
     engine = _engine(data, workdir / "units-cache")

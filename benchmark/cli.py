@@ -15,8 +15,7 @@ from benchmark import __version__
 from benchmark.atomic import write_atomically
 from benchmark.config import load_settings
 from benchmark.errors import ConfigError, CtxrayError, OutputError, describe_os_error
-from benchmark.imaging import ImageCache
-from benchmark.pipeline import cohort_summary, prepare_data, resolve_data_root
+from benchmark.pipeline import cohort_summary, image_cache, prepare_data, resolve_cohort_file, resolve_data_root
 from benchmark.schemas import CohortSummary, SplitSupport, SupportCounts
 
 if TYPE_CHECKING:
@@ -87,14 +86,33 @@ def _split_rows(splits: list[SplitSupport], max_rows_per_regime: int = 10) -> li
     return rows
 
 
+def _source_lines(summary: CohortSummary) -> list[str]:
+    """Which cohort, its table's hash, the modality roles and how its files were read."""
+    source = summary.source
+    if source is None:
+        return [f"ctxray-bench {__version__}: cohorts of {summary.data_root}",
+                f"  metadata.csv sha256 {summary.metadata_sha256[:16]}..., kept-image list sha256 "
+                f"{summary.image_list_sha256[:16]}..., images cached at {summary.image_size} x {summary.image_size}"]
+    what = "cohort manifest" if source.kind == "manifest" else "COVID-19 Image Data Collection at"
+    table = "manifest" if source.kind == "manifest" else "metadata.csv"
+    policy = source.reader_policy
+    lines = [f"ctxray-bench {__version__}: cohorts of {what} {source.path}",
+             f"  {table} sha256 {source.table_sha256[:16]}..., kept-image list sha256 "
+             f"{summary.image_list_sha256[:16]}..., images cached at {summary.image_size} x {summary.image_size}",
+             f"  target modality (deployed): {source.target_modality}; privileged modality (training only): "
+             f"{source.privileged_modality}" + ("; 3-D volumes included" if source.include_volumes else ""),
+             f"  reader policy: multi-frame DICOM -> {policy.multiframe} frame, 3-D NIfTI -> {policy.volume}, "
+             f"DICOM grey levels -> {policy.window}"]
+    lines += [f"    {use.images} image(s) by {use.reader}: {use.policy}" for use in source.readers]
+    return lines
+
+
 def format_cohort_summary(summary: CohortSummary, *, list_skipped: bool = False) -> str:
     """The human-readable cohort table printed by `ctxray-bench cohorts`."""
     report = summary.filter_report
-    out = [f"ctxray-bench {__version__}: cohorts of {summary.data_root}",
-           f"  metadata.csv sha256 {summary.metadata_sha256[:16]}..., kept-image list sha256 "
-           f"{summary.image_list_sha256[:16]}..., images cached at {summary.image_size} x {summary.image_size}",
-           "", "Row filtering (PROTOCOL.md section 2, checks in this order)"]
-    rows: list[list[object]] = [[reason.value, count] for reason, count in report.counts.items()]
+    out = [*_source_lines(summary), "", "Row filtering (PROTOCOL.md section 2, checks in this order; reasons that "
+           "dropped no row are not listed)"]
+    rows: list[list[object]] = [[reason.value, count] for reason, count in report.counts.items() if count]
     rows += [["kept", report.kept_rows], ["total rows", report.total_rows]]
     out.append(_table(["reason", "rows"], rows))
     if report.warnings:
@@ -140,10 +158,15 @@ def format_cohort_summary(summary: CohortSummary, *, list_skipped: bool = False)
     return "\n".join(out)
 
 
+def _cohort_of(args: argparse.Namespace) -> Path:
+    """The cohort a command reads: --cohort (a manifest CSV) or --data (a clone of the collection)."""
+    return resolve_cohort_file(args.cohort) if args.cohort else resolve_data_root(args.data)
+
+
 def _cmd_cohorts(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    cache = ImageCache(args.cache, settings.data.image_size)
-    prepared = prepare_data(resolve_data_root(args.data), settings, cache, exhaustive=args.exhaustive,
+    cache = image_cache(settings, args.cache)
+    prepared = prepare_data(_cohort_of(args), settings, cache, exhaustive=args.exhaustive,
                             progress=sys.stderr.isatty())
     summary = cohort_summary(prepared)
     print(format_cohort_summary(summary, list_skipped=args.list_skipped))
@@ -165,9 +188,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.configuration not in configurations:
         raise ConfigError(f"unknown configuration {args.configuration!r}; declared: {', '.join(configurations)}")
     configuration = configurations[args.configuration]
-    cache = ImageCache(args.cache, settings.data.image_size)
-    prepared = prepare_data(resolve_data_root(args.data), settings, cache,
-                            exhaustive=args.regime == "paired-exhaustive")
+    cache = image_cache(settings, args.cache)
+    prepared = prepare_data(_cohort_of(args), settings, cache, exhaustive=args.regime == "paired-exhaustive")
     default_regime = {"all-xray": "reference-all-xray", "all-ct": "reference-all-ct"}.get(
         configuration.manifest, "paired-fixed")
     regimes = {r.name: r for r in prepared.regimes}
@@ -204,7 +226,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     out = Path(args.out or f"results/{args.profile}")
     request = RunRequest(
-        data_root=resolve_data_root(args.data), profile=args.profile, out=out, workers=args.workers,
+        data_root=_cohort_of(args), profile=args.profile, out=out, workers=args.workers,
         threads=args.threads, device=args.device, settings_path=args.config, configurations_path=args.configurations,
         matrix_path=args.matrix, cache_root=args.cache, teacher_root=args.teachers,
         progress=not args.quiet and sys.stderr.isatty(), executor=args.executor, ray_address=args.address)
@@ -248,6 +270,24 @@ def _cmd_claims(args: argparse.Namespace) -> int:
     argv += ["--results", args.results] if args.results else []
     argv += ["--data", args.data] if args.data else []
     return int(pytest.main(argv + list(args.pytest_args)))
+
+
+def _cmd_synthetic(args: argparse.Namespace) -> int:
+    from benchmark.synthetic import load_recipe, write_recipe
+
+    recipe = load_recipe(Path(args.recipe) if args.recipe else None)
+    if args.layout:
+        recipe = recipe.model_copy(update={"layout": args.layout})
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out}: not empty; name a new folder for the synthetic cohort")
+    written = write_recipe(recipe, out)
+    flag = "--cohort" if recipe.layout == "medical" else "--data"
+    spec = recipe.spec
+    print(f"wrote a {spec.mode} synthetic cohort ({spec.paired_patients} paired patients, {spec.negative_patients} "
+          f"negative) in the {recipe.layout} layout: {written}")
+    print(f"next: ctxray-bench cohorts {flag} {written}")
+    return 0
 
 
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
@@ -306,6 +346,15 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _add_cohort_options(command: argparse.ArgumentParser) -> None:
+    """--cohort FILE or --data PATH: the two ways to name a cohort."""
+    which = command.add_mutually_exclusive_group()
+    which.add_argument("--cohort", metavar="FILE", help="a cohort manifest CSV (patient_id, modality, label, path; "
+                                                       "README, 'Your own cohort')")
+    which.add_argument("--data", help="a clone of the COVID-19 Image Data Collection: metadata.csv and images/ "
+                                      "(default: $CTXRAY_DATA)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="ctxray-bench", description=__doc__)
@@ -318,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cohorts = commands.add_parser("cohorts", parents=[common],
                                   help="filter the data, build manifests and splits, print support")
-    cohorts.add_argument("--data", help="data root with metadata.csv and images/ (default: $CTXRAY_DATA)")
+    _add_cohort_options(cohorts)
     cohorts.add_argument("--config", help="settings TOML (default: the packaged configs/default.toml)")
     cohorts.add_argument("--cache", help="image cache folder (default: $CTXRAY_CACHE or ~/.cache/ctxray-bench)")
     cohorts.add_argument("--json", metavar="FILE", help="also write the summary as JSON to FILE")
@@ -329,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", parents=[common],
                                 help="train one configuration on one split and print its predictions")
     train.add_argument("configuration", help="a configuration name (see benchmark/configs/configurations.toml)")
-    train.add_argument("--data", help="data root with metadata.csv and images/ (default: $CTXRAY_DATA)")
+    _add_cohort_options(train)
     train.add_argument("--regime", help="regime name (default: the configuration's reference or paired-fixed)")
     train.add_argument("--split", type=int, default=0, help="split index within the regime (default 0)")
     train.add_argument("--seed", type=int, help="training seed (default: the regime's first seed for the split)")
@@ -342,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", parents=[common],
                               help="run a profile of the experiment matrix into a results store")
-    run.add_argument("--data", help="data root with metadata.csv and images/ (default: $CTXRAY_DATA)")
+    _add_cohort_options(run)
     run.add_argument("--profile", default="paper", help="profile of the matrix (default: paper)")
     run.add_argument("--out", help="output folder: store, summary, report (default: results/PROFILE)")
     run.add_argument("--workers", type=_at_least_one, default=os.cpu_count() or 1,
@@ -376,6 +425,15 @@ def build_parser() -> argparse.ArgumentParser:
     power.add_argument("--quiet", action="store_true", help="no progress bar")
     power.set_defaults(handler=_cmd_power)
 
+    synthetic = commands.add_parser("synthetic", parents=[common],
+                                    help="write a synthetic paired cohort (DICOM and NIfTI with a cohort manifest, "
+                                         "or PNG in the collection's layout) for examples and tests")
+    synthetic.add_argument("--out", required=True, help="folder to write the cohort into (new or empty)")
+    synthetic.add_argument("--recipe", help="recipe TOML: layout and [spec] (see examples/; default: the default "
+                                            "recipe)")
+    synthetic.add_argument("--layout", choices=["medical", "collection"], help="override the recipe's layout")
+    synthetic.set_defaults(handler=_cmd_synthetic)
+
     from benchmark.fetch import PINNED_COMMIT, UPSTREAM_URL
 
     data = commands.add_parser("data", parents=[common],
@@ -400,7 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="judge a results store with the claim tests (pytest's exit code)")
     claims.add_argument("--results", help="output folder of `ctxray-bench run` (default: $CTXRAY_RESULTS; with "
                                           "neither, the paper profile is run on the data into results/paper)")
-    claims.add_argument("--data", help="data root the store was computed on (default: $CTXRAY_DATA)")
+    claims.add_argument("--data", help="collection data root or cohort manifest the store was computed on, if it "
+                                       "has moved (default: where the store says, else $CTXRAY_DATA)")
     claims.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARGS", help="more pytest arguments after --")
     claims.set_defaults(handler=_cmd_claims)
     return parser

@@ -1,29 +1,33 @@
-"""From metadata.csv to kept image records, the three manifests and the data audit (PROTOCOL.md section 2).
+"""From a cohort's table to kept image records, the three manifests and the data audit (PROTOCOL.md section 2).
 
-Row filtering runs in the protocol's order and counts every dropped row with its reason:
-1. the image must be a 2-D file under the data root that exists and decodes
-   (invalid row, outside the data root, 3-D volume, missing, empty, corrupt, duplicate);
-2. the finding must not be the placeholder `todo` (nor end in `/todo`);
-3. the modality must normalise to `xray` or `ct`.
+A cohort's table is read by its adapter into `SourceRow`s: a cohort manifest CSV
+(`benchmark.cohort_manifest`) or the COVID-19 Image Data Collection's metadata.csv
+(`benchmark.collection`). Filtering then runs in the protocol's order and counts every dropped row
+with its reason:
+1. the row must be valid (the adapter's checks: required cells, label, offset) and its image a file under
+   the table's root that exists and is read by its reader (outside the root, volume not read, missing,
+   empty, duplicate, or the reader's reason: corrupt, not DICOM, no pixel data, 4-D, ...);
+2. the adapter's rule after reading, if any (collection: the finding must not be the placeholder `todo`);
+3. the modality must be the declared target (role `xray`) or privileged modality (role `ct`).
 Nothing in a bad row stops the build: it is skipped, counted and listed with its line number.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
-from benchmark.errors import MetadataError
+from benchmark.config import CohortSettings
 from benchmark.imaging import CachedImage, ImageCache
+from benchmark.readers import file_kind
 from benchmark.schemas import (
+    CohortSource,
+    CohortSourceInfo,
     DataAudit,
     FilterReason,
     FilterReport,
@@ -31,114 +35,88 @@ from benchmark.schemas import (
     LabelDefinitionSupport,
     Manifest,
     ManifestName,
-    Modality,
     PairedRecord,
     PatientLabelDisagreement,
+    ReaderUse,
     SkippedRow,
 )
 
-REQUIRED_COLUMNS = ("patientid", "offset", "finding", "modality", "folder", "filename", "view")
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd")
-_MODALITY_ALIASES: dict[str, Modality] = {"x-ray": "xray", "xray": "xray", "x ray": "xray", "cxr": "xray", "ct": "ct"}
+MAX_READER_GROUPS = 12  # distinct (reader, policy) wordings listed; the rest are summed into one line
 
 
-def read_metadata(path: Path) -> pd.DataFrame:
-    """Read metadata.csv as text cells; MetadataError if it is absent, empty, unparsable or lacks a column."""
-    if not path.is_file():
-        raise MetadataError(path, "metadata file not found")
-    if path.stat().st_size == 0:
-        raise MetadataError(path, "metadata file is empty (no header row)")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-    except pd.errors.EmptyDataError as exc:
-        raise MetadataError(path, "metadata file has no header row") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise MetadataError(path, f"cannot parse as UTF-8 CSV: {exc}") from exc
-    missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
-    if missing:
-        raise MetadataError(path, f"required column(s) missing: {', '.join(missing)}; "
-                                  f"found: {', '.join(map(str, frame.columns))}", row=1)
-    return frame
+@dataclass
+class SourceRow:
+    """One row of a cohort's table as its adapter read it: the cells the filter needs and the adapter's verdicts."""
+
+    line: int
+    patient_id: str
+    path: str  # as written in the row, for the skipped-rows table
+    parts: tuple[str, ...]  # the path's pieces, joined under the table's root
+    modality: str  # as written; mapped to a role by the settings
+    label: int | None
+    finding: str
+    offset: float | None
+    view: str
+    image_id: str | None = None  # the row's own image id; default: the path relative to the root
+    modality_detail: str = ""  # how a row of another modality is described when skipped
+    invalid: tuple[FilterReason, str] | None = None  # the adapter's verdict before any file is touched
+    volume: bool = False  # a 3-D volume the adapter does not read (skipped as volume_not_2d)
+    after_decode: tuple[FilterReason, str] | None = None  # the adapter's verdict once the image is read
+    offset_warning: str | None = None  # said when the row is kept
+    resolved: Path | None = None
 
 
-def normalise_modality(raw: str) -> Modality | None:
-    """`X-ray` -> xray, `CT` -> ct (case and spacing ignored); None for any other modality."""
-    return _MODALITY_ALIASES.get(" ".join(raw.strip().lower().split()))
+@dataclass(frozen=True)
+class CohortTable:
+    """A cohort's table as read by its adapter: the rows, the folder their paths are relative to, the table's hash."""
 
-
-def is_todo_finding(finding: str) -> bool:
-    """True for the placeholder finding `todo`, also as the last part of a hierarchical finding."""
-    return finding.strip().rstrip("/").split("/")[-1].strip().lower() == "todo"
-
-
-def image_label(finding: str) -> int:
-    """Image-level label: 1 if the finding mentions COVID-19 (any case), else 0."""
-    return int("covid-19" in finding.lower())
-
-
-_MISSING_MARKERS = {"", "nan", "na", "n/a", "null", "none"}
-
-
-def parse_offset(raw: str) -> float | None:
-    """Days since symptom onset; None when the cell is empty or NaN; ValueError for other text."""
-    if raw.strip().lower() in _MISSING_MARKERS:
-        return None
-    value = float(raw)
-    return value if math.isfinite(value) else None
-
-
-def _is_volume(filename: str) -> bool:
-    lower = filename.lower()
-    return any(lower.endswith(suffix) for suffix in VOLUME_SUFFIXES)
+    source: CohortSource
+    table_path: Path
+    table_sha256: str
+    root: Path
+    rows: list[SourceRow]
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Cohort:
-    """Every kept image of one data root, with the report of what was dropped and why."""
+    """Every kept image of one cohort, with the report of what was dropped and why and how files were read."""
 
-    data_root: Path
-    metadata_sha256: str
+    data_root: Path  # the folder image paths are relative to (collection: its data root; manifest: its folder)
+    metadata_sha256: str  # of the cohort's table: the manifest CSV, or the collection's metadata.csv
     records: list[ImageRecord]
     filter_report: FilterReport
+    source: CohortSourceInfo
+    readers: dict[str, str] = field(default_factory=dict)  # image id -> the reader that read it
 
     @property
     def image_list_sha256(self) -> str:
-        """sha256 over the kept images' ids and content hashes: changes whenever any kept pixel does."""
-        lines = sorted(f"{r.image_id}\t{r.content_sha256}" for r in self.records)
+        """sha256 over the kept images' ids and content hashes (and, for DICOM and NIfTI, the reader policy):
+        changes whenever any kept pixel does."""
+        policy = self.source.reader_policy.tag
+        lines = sorted(f"{r.image_id}\t{r.content_sha256}"
+                       + ("" if self.readers.get(r.image_id, "pillow") == "pillow" else f"\t{policy}")
+                       for r in self.records)
         return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
 
 
-@dataclass
-class _Row:
-    line: int
-    patient_id: str
-    folder: str
-    filename: str
-    finding: str
-    modality_raw: str
-    offset_raw: str
-    view: str
-    resolved: Path | None = None
+def _path_problem(row: SourceRow, root: Path) -> tuple[FilterReason, str] | None:
+    """The first step-1 reason that applies before reading, or None (and set row.resolved)."""
+    if row.invalid is not None:
+        return row.invalid
+    try:
+        return _file_problem(row, root)
+    except (OSError, ValueError) as exc:  # a NUL byte, a name too long, a folder it may not enter
+        return FilterReason.INVALID_ROW, f"path {row.path[:200]!r} cannot be used as a file name: {exc}"
 
 
-def _rows(frame: pd.DataFrame) -> Iterator[_Row]:
-    for index, cells in enumerate(frame[list(REQUIRED_COLUMNS)].itertuples(index=False, name=None)):
-        patient_id, offset, finding, modality, folder, filename, view = (str(c).strip() for c in cells)
-        yield _Row(index + 2, patient_id, folder, filename, finding, modality, offset, view)
-
-
-def _path_problem(row: _Row, root: Path) -> tuple[FilterReason, str] | None:
-    """The first step-1 reason that applies before decoding, or None (and set row.resolved)."""
-    if not (row.patient_id and row.folder and row.filename):
-        empty = [name for name, value in (("patientid", row.patient_id), ("folder", row.folder),
-                                          ("filename", row.filename)) if not value]
-        return FilterReason.INVALID_ROW, f"empty required cell(s): {', '.join(empty)}"
-    if os.path.isabs(row.folder) or os.path.isabs(row.filename):
+def _file_problem(row: SourceRow, root: Path) -> tuple[FilterReason, str] | None:
+    if any(os.path.isabs(part) for part in row.parts):
         return FilterReason.OUTSIDE_DATA_ROOT, "absolute path"
-    resolved = (root / row.folder / row.filename).resolve()
+    resolved = root.joinpath(*row.parts).resolve()
     if not resolved.is_relative_to(root):
         return FilterReason.OUTSIDE_DATA_ROOT, f"resolves to {resolved}, outside {root}"
-    if _is_volume(row.filename):
+    if row.volume:
         return FilterReason.VOLUME_NOT_2D, "3-D volume; only 2-D images are used"
     if not resolved.is_file():
         return FilterReason.MISSING_FILE, "no such file"
@@ -148,73 +126,100 @@ def _path_problem(row: _Row, root: Path) -> tuple[FilterReason, str] | None:
     return None
 
 
-def build_cohort(data_root: Path | str, cache: ImageCache, *, workers: int = 4,
+def build_cohort(table: CohortTable, cache: ImageCache, settings: CohortSettings, *, workers: int = 4,
                  progress: bool = False) -> Cohort:
-    """Filter metadata.csv row by row (counting every reason) and return the kept image records."""
-    root = Path(data_root).resolve()
-    metadata_path = root / "metadata.csv"
-    frame = read_metadata(metadata_path)
-    metadata_sha256 = hashlib.sha256(metadata_path.read_bytes()).hexdigest()
-    rows = list(_rows(frame))
-
+    """Filter a cohort table row by row (counting every reason) and return the kept image records."""
+    root, rows = table.root, table.rows
     verdicts: dict[int, tuple[FilterReason, str]] = {}
     seen: dict[Path, int] = {}
+    seen_ids: dict[str, int] = {}
     to_decode: list[Path] = []
     for row in rows:
         problem = _path_problem(row, root)
         if problem is None and row.resolved in seen:
             problem = FilterReason.DUPLICATE_IMAGE, f"same file as line {seen[row.resolved]}"
+        if problem is None and row.image_id is not None and row.image_id in seen_ids:
+            problem = FilterReason.DUPLICATE_IMAGE, f"image_id {row.image_id!r} also on line {seen_ids[row.image_id]}"
         if problem is not None:
             verdicts[row.line] = problem
             continue
         assert row.resolved is not None
         seen[row.resolved] = row.line
+        if row.image_id is not None:
+            seen_ids[row.image_id] = row.line
         to_decode.append(row.resolved)
 
     decoded = dict(zip(to_decode, _decode_all(to_decode, cache, workers, progress), strict=True))
 
     counts = {reason: 0 for reason in FilterReason}
     skipped: list[SkippedRow] = []
-    warnings: list[str] = []
+    warnings: list[str] = list(table.warnings)
     records: list[ImageRecord] = []
+    readers: Counter[tuple[str, str]] = Counter()
+    reader_of: dict[str, str] = {}
     for row in rows:
         verdict = verdicts.get(row.line)
         outcome = decoded.get(row.resolved) if verdict is None and row.resolved is not None else None
         if verdict is None and outcome is not None and not outcome.ok:
             verdict = (outcome.failure or FilterReason.CORRUPT_IMAGE), outcome.message
-        if verdict is None and is_todo_finding(row.finding):
-            verdict = FilterReason.TODO_FINDING, row.finding
-        modality = normalise_modality(row.modality_raw)
-        if verdict is None and modality is None:
-            verdict = FilterReason.OTHER_MODALITY, row.modality_raw or "(empty)"
+        if verdict is None and row.after_decode is not None:
+            verdict = row.after_decode
+        role = settings.role_of(row.modality)
+        if verdict is None and role is None:
+            verdict = FilterReason.OTHER_MODALITY, row.modality_detail
+        if verdict is None and row.image_id is None and row.resolved is not None:
+            derived = row.resolved.relative_to(root).as_posix()
+            if derived in seen_ids:  # another row declared this path as its image_id
+                verdict = FilterReason.DUPLICATE_IMAGE, f"image id {derived!r} also on line {seen_ids[derived]}"
         if verdict is not None:
             counts[verdict[0]] += 1
-            skipped.append(SkippedRow(line=row.line, patient_id=row.patient_id,
-                                      path=f"{row.folder}/{row.filename}", reason=verdict[0], detail=verdict[1]))
+            skipped.append(SkippedRow(line=row.line, patient_id=row.patient_id, path=row.path, reason=verdict[0],
+                                      detail=verdict[1]))
             continue
-        assert outcome is not None and modality is not None and row.resolved is not None
-        try:
-            offset = parse_offset(row.offset_raw)
-        except ValueError:
-            offset = None
-            warnings.append(f"line {row.line}: offset {row.offset_raw!r} is not a number; read as unknown")
+        assert outcome is not None and role is not None and row.resolved is not None and row.label is not None
+        if row.offset_warning:
+            warnings.append(row.offset_warning)
+        reader, policy = _reader_of(outcome, row.resolved)
+        readers[(reader, policy)] += 1
+        image_id = row.image_id or row.resolved.relative_to(root).as_posix()
+        reader_of[image_id] = reader
         records.append(ImageRecord(
-            image_id=row.resolved.relative_to(root).as_posix(), patient_id=row.patient_id, modality=modality,
-            finding=row.finding, label=image_label(row.finding), offset=offset, view=row.view,
-            content_sha256=outcome.content_sha256, line=row.line))
+            image_id=image_id, patient_id=row.patient_id, modality=role, finding=row.finding, label=row.label,
+            offset=row.offset, view=row.view, content_sha256=outcome.content_sha256, line=row.line))
 
-    report = FilterReport(metadata_path=str(metadata_path), total_rows=len(rows), kept_rows=len(records),
+    report = FilterReport(metadata_path=str(table.table_path), total_rows=len(rows), kept_rows=len(records),
                           counts=counts, skipped=skipped, warnings=warnings)
-    return Cohort(root, metadata_sha256, records, report)
+    info = CohortSourceInfo(kind=table.source.kind, path=table.source.path, table_sha256=table.table_sha256,
+                            target_modality=settings.target_modality,
+                            privileged_modality=settings.privileged_modality,
+                            include_volumes=settings.include_volumes, reader_policy=cache.policy,
+                            readers=_reader_uses(readers))
+    return Cohort(root, table.table_sha256, records, report, info, reader_of)
+
+
+def _reader_of(outcome: CachedImage, path: Path) -> tuple[str, str]:
+    if outcome.read is not None:
+        return outcome.read.reader, outcome.read.policy
+    return file_kind(path) or "pillow", "not recorded (the file no longer reads as it did when cached)"
+
+
+def _reader_uses(readers: Counter[tuple[str, str]]) -> list[ReaderUse]:
+    ranked = readers.most_common()
+    uses = [ReaderUse(reader=reader, policy=policy, images=n) for (reader, policy), n in ranked[:MAX_READER_GROUPS]]
+    rest = ranked[MAX_READER_GROUPS:]
+    if rest:
+        uses.append(ReaderUse(reader="(others)", policy=f"{len(rest)} more wordings",
+                              images=sum(n for _, n in rest)))
+    return uses
 
 
 def _decode_all(paths: list[Path], cache: ImageCache, workers: int, progress: bool) -> Iterable[CachedImage]:
-    """Put every file through the cache, in order; threads overlap file reads and Pillow's decoding."""
+    """Put every file through the cache, in order; threads overlap file reads and decoding."""
     from tqdm import tqdm
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = pool.map(cache.ensure, paths)
-        return list(tqdm(results, total=len(paths), desc="decoding images", unit="img",
+        return list(tqdm(results, total=len(paths), desc="reading images", unit="img",
                          disable=not progress, leave=False))
 
 
@@ -264,7 +269,16 @@ def _monte_carlo_feasibility(positives: int, negatives: int, k: int, held_negati
                   + ("" if held_negatives == 1 else f" with {held_negatives} negatives"))
 
 
-def audit_labels(records: list[ImageRecord], paired: Manifest, k: int, held_negatives: int = 1) -> DataAudit:
+_DEFINITIONS = {  # label definitions compared by the audit, worded for each kind of cohort source
+    "collection": ("image-level (protocol): X-ray finding contains COVID-19; patient positive if any paired X-ray is",
+                   "patient-level: positive if any image of the patient, in any modality, is COVID-19"),
+    "manifest": ("image-level (protocol): the target image's label; patient positive if any paired target image is",
+                 "patient-level: positive if any image of the patient, in either modality, is labelled 1"),
+}
+
+
+def audit_labels(records: list[ImageRecord], paired: Manifest, k: int, held_negatives: int = 1,
+                 source: str = "collection") -> DataAudit:
     """Patients whose X-ray and CT labels disagree, and the paired cohort under two label definitions."""
     findings: dict[str, dict[str, list[str]]] = defaultdict(lambda: {"xray": [], "ct": []})
     labels: dict[str, dict[str, int]] = defaultdict(lambda: {"xray": 0, "ct": 0})
@@ -288,9 +302,8 @@ def audit_labels(records: list[ImageRecord], paired: Manifest, k: int, held_nega
     any_modality = {pid: max(labels[pid]["xray"], labels[pid]["ct"]) for pid in paired_labels}
     definitions = []
     for definition, per_patient in (
-        ("image-level (protocol): X-ray finding contains COVID-19; patient positive if any paired X-ray is",
-         paired_labels),
-        ("patient-level: positive if any image of the patient, in any modality, is COVID-19", any_modality),
+        (_DEFINITIONS[source][0], paired_labels),
+        (_DEFINITIONS[source][1], any_modality),
     ):
         positive = sum(per_patient.values())
         feasible, why = _monte_carlo_feasibility(positive, len(per_patient) - positive, k, held_negatives)

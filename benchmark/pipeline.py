@@ -1,16 +1,24 @@
-"""The data half of the flow in one call: metadata -> kept records -> manifests -> regimes, plus its summary."""
+"""The data half of the flow in one call: a cohort's table -> kept records -> manifests -> regimes, plus its summary.
+
+A cohort comes from a cohort manifest CSV (a file: `--cohort`) or a clone of the COVID-19 Image Data
+Collection (a folder: `--data`); each kind has its adapter, and everything after the adapter is shared.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.cohort import Cohort, audit_labels, build_cohort, build_manifests
-from benchmark.config import Settings
+from benchmark.cohort import Cohort, CohortTable, audit_labels, build_cohort, build_manifests
+from benchmark.cohort_manifest import read_cohort_manifest
+from benchmark.collection import read_collection
+from benchmark.config import CohortSettings, Settings
 from benchmark.errors import ConfigError, MetadataError
 from benchmark.imaging import ImageCache
 from benchmark.schemas import (
+    CohortSource,
     CohortSummary,
     DataAudit,
     Manifest,
@@ -22,6 +30,8 @@ from benchmark.schemas import (
 )
 from benchmark.splits import default_regimes
 
+ADAPTERS: dict[str, Callable[[CohortSource, CohortSettings], CohortTable]] = {
+    "collection": read_collection, "manifest": read_cohort_manifest}
 DATA_ENV = "CTXRAY_DATA"
 CONTAINER_ENV = "CTXRAY_CONTAINER"  # set by the Dockerfile: errors then say how to mount data into the container
 
@@ -47,6 +57,38 @@ def resolve_data_root(explicit: str | Path | None) -> Path:
     return root
 
 
+def resolve_cohort_file(path: str | Path) -> Path:
+    """The cohort manifest named by --cohort; ConfigError when it is not a file."""
+    manifest = Path(path).expanduser()
+    if manifest.is_dir():
+        raise ConfigError(f"{manifest}: --cohort names a cohort manifest CSV file, not a folder "
+                          f"(a clone of the COVID-19 Image Data Collection goes to --data)")
+    if not manifest.is_file():
+        raise ConfigError(f"{manifest}: cohort manifest not found")
+    return manifest
+
+
+def cohort_source(path: str | Path | CohortSource) -> CohortSource:
+    """What a path names: a file is a cohort manifest, a folder a clone of the collection."""
+    if isinstance(path, CohortSource):
+        return path
+    resolved = Path(path).expanduser().resolve()
+    return CohortSource(kind="manifest" if resolved.is_file() else "collection", path=str(resolved))
+
+
+def load_cohort(data: Path | str | CohortSource, cache: ImageCache, settings: CohortSettings | None = None, *,
+                progress: bool = False) -> Cohort:
+    """Read a cohort manifest or a collection through its adapter and filter it into kept image records."""
+    settings = settings or CohortSettings()
+    source = cohort_source(data)
+    return build_cohort(ADAPTERS[source.kind](source, settings), cache, settings, progress=progress)
+
+
+def image_cache(settings: Settings, root: Path | str | None = None) -> ImageCache:
+    """The image cache these settings read through: their image size and reader policy."""
+    return ImageCache(root, settings.data.image_size, settings.cohort.readers)
+
+
 @dataclass(frozen=True)
 class PreparedData:
     """Everything the runner needs before training: cohort, manifests, regimes and the audit."""
@@ -59,10 +101,14 @@ class PreparedData:
     image_size: int
 
 
-def prepare_data(data_root: Path, settings: Settings, cache: ImageCache, *, exhaustive: bool = False,
-                 progress: bool = False) -> PreparedData:
-    """Build the cohort, its manifests, the default regimes and the label audit from one data root."""
-    cohort = build_cohort(data_root, cache, progress=progress)
+def prepare_data(data: Path | str | CohortSource, settings: Settings, cache: ImageCache, *,
+                 exhaustive: bool = False, progress: bool = False) -> PreparedData:
+    """Build the cohort, its manifests, the default regimes and the label audit from a manifest or a collection."""
+    if (cache.size, cache.policy) != (settings.data.image_size, settings.cohort.readers):
+        raise ConfigError(f"image cache at {cache.size} px with reader policy {cache.policy.tag} does not match the "
+                          f"settings ({settings.data.image_size} px, {settings.cohort.readers.tag}); build it with "
+                          f"pipeline.image_cache(settings)")
+    cohort = load_cohort(data, cache, settings.cohort, progress=progress)
     report = cohort.filter_report
     if report.kept_rows == 0:
         reasons = ", ".join(f"{count} {reason.value}" for reason, count in report.counts.items() if count)
@@ -73,7 +119,7 @@ def prepare_data(data_root: Path, settings: Settings, cache: ImageCache, *, exha
     manifests = build_manifests(cohort.records)
     regimes, errors = default_regimes(manifests, settings.splits, exhaustive=exhaustive)
     audit = audit_labels(cohort.records, manifests["paired"], settings.splits.monte_carlo_val_patients,
-                         settings.splits.validation_negatives)
+                         settings.splits.validation_negatives, cohort.source.kind)
     return PreparedData(cohort, manifests, regimes, errors, audit, settings.data.image_size)
 
 
@@ -94,4 +140,4 @@ def cohort_summary(prepared: PreparedData) -> CohortSummary:
         filter_report=cohort.filter_report,
         manifests={name: m.support for name, m in prepared.manifests.items()},
         regimes=[RegimeSummary.of(r) for r in prepared.regimes], splits=split_support,
-        split_errors=prepared.split_errors, audit=prepared.audit)
+        split_errors=prepared.split_errors, audit=prepared.audit, source=cohort.source)

@@ -26,9 +26,8 @@ from benchmark.config import Settings, load_settings, read_toml, validation_prob
 from benchmark.configurations import load_configurations, merge_overrides
 from benchmark.errors import ConfigError, RunError
 from benchmark.evidence import MONTE_CARLO, PowerGrounding, monte_carlo_comparison
-from benchmark.imaging import ImageCache
 from benchmark.matrix import Block, Profile, expand_profile
-from benchmark.pipeline import prepare_data
+from benchmark.pipeline import image_cache, prepare_data
 from benchmark.runner import Batch, execute_batches, make_executor, open_store, preflight, store_manifest
 from benchmark.store import ResultsStore, code_version, now
 from benchmark.synthetic import SyntheticSpec, write_synthetic_cohort
@@ -170,7 +169,7 @@ def run_power(grid: PowerGrid, out: Path, *, workers: int = 1, threads: int | No
     configurations = load_configurations()
     base = SyntheticSpec.model_validate(grid.generator)
     version = code_version()
-    cache = ImageCache(out / "cache", settings.data.image_size)
+    cache = image_cache(settings, out / "cache")
     batches: list[Batch] = []
     planned: list[tuple[Mode, SyntheticSpec, int, Path]] = []
     for index, size in enumerate(grid.cohorts):

@@ -20,9 +20,8 @@ from benchmark.config import Settings, load_settings
 from benchmark.configurations import load_configurations
 from benchmark.errors import ConfigError, OutputError
 from benchmark.executors import Executor, LocalExecutor, RayExecutor
-from benchmark.imaging import ImageCache
 from benchmark.matrix import Profile, RunSpec, expand_profile, load_profile, uses_exhaustive
-from benchmark.pipeline import PreparedData, cohort_summary, prepare_data
+from benchmark.pipeline import PreparedData, cohort_summary, image_cache, prepare_data
 from benchmark.store import ResultsStore, RunRecord, StoreManifest, code_version, now
 from benchmark.worker import WorkerContext, data_identity
 
@@ -114,7 +113,7 @@ def plan(request: RunRequest) -> tuple[PreparedData, list[RunSpec], StoreManifes
     """Prepare the data and expand the profile (no training): what `run_profile` will do."""
     profile = load_profile(request.profile, request.matrix_path)
     settings = profile.apply_settings(load_settings(request.settings_path))
-    cache = ImageCache(request.cache_root, settings.data.image_size)
+    cache = image_cache(settings, request.cache_root)
     prepared = prepare_data(request.data_root, settings, cache, exhaustive=uses_exhaustive(profile),
                             progress=request.progress)
     specs = expand_profile(profile, load_configurations(request.configurations_path), prepared.regimes,

@@ -25,17 +25,23 @@ from benchmark.config import Settings
 from benchmark.errors import StoreError, describe_os_error
 from benchmark.matrix import Profile, RunSpec
 from benchmark.metrics import Metrics
-from benchmark.schemas import CasePrediction, CohortSummary, DeploymentProbe, Regime
+from benchmark.schemas import CasePrediction, CohortSummary, DeploymentProbe, Regime, SourceKind
 
 STORE_SCHEMA_VERSION = 1
 
 
 class DataIdentity(BaseModel):
-    """Which data a store was computed on."""
+    """Which data a store was computed on: the cohort's table and its kept images."""
 
-    data_root: str
-    metadata_sha256: str
+    data_root: str = Field(description="the cohort manifest CSV, or the collection's data root")
+    metadata_sha256: str = Field(description="sha256 of the cohort manifest CSV (collection: of metadata.csv)")
     image_list_sha256: str
+    source: SourceKind = "collection"
+
+    @property
+    def table_name(self) -> str:
+        """How the cohort's table is called in messages."""
+        return "cohort manifest" if self.source == "manifest" else "metadata.csv"
 
     def same_data(self, other: DataIdentity) -> bool:
         """True when both hashes agree (the folder may have moved)."""
@@ -44,7 +50,7 @@ class DataIdentity(BaseModel):
     def difference(self, now: DataIdentity) -> str:
         """Which hash differs between this (stored) identity and `now`, both values shown."""
         parts = [f"{label} sha256 {mine[:12]}... stored, {theirs[:12]}... now"
-                 for label, mine, theirs in (("metadata.csv", self.metadata_sha256, now.metadata_sha256),
+                 for label, mine, theirs in ((self.table_name, self.metadata_sha256, now.metadata_sha256),
                                              ("kept-image list", self.image_list_sha256, now.image_list_sha256))
                  if mine != theirs]
         return "; ".join(parts) or "same hashes"

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from benchmark.config import Settings
 from benchmark.errors import StoreError
-from benchmark.imaging import ImageBank, ImageCache
+from benchmark.imaging import ImageBank
 from benchmark.matrix import RunSpec
 from benchmark.metrics import compute_metrics
-from benchmark.pipeline import PreparedData, prepare_data
+from benchmark.pipeline import PreparedData, image_cache, prepare_data
 from benchmark.store import DataIdentity, FitSummary, RunRecord, TeacherProvenance, now
 
 
@@ -61,8 +61,8 @@ _MAX_ENGINES = 16  # a power study interleaves many small cohorts; keep their en
 def data_identity(prepared: PreparedData) -> DataIdentity:
     """The data hashes of a prepared cohort."""
     cohort = prepared.cohort
-    return DataIdentity(data_root=str(cohort.data_root), metadata_sha256=cohort.metadata_sha256,
-                        image_list_sha256=cohort.image_list_sha256)
+    return DataIdentity(data_root=cohort.source.path, metadata_sha256=cohort.metadata_sha256,
+                        image_list_sha256=cohort.image_list_sha256, source=cohort.source.kind)
 
 
 def ensure_worker(context: WorkerContext) -> object:
@@ -81,7 +81,7 @@ def ensure_worker(context: WorkerContext) -> object:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
-    cache = ImageCache(context.cache_root, context.settings.data.image_size)
+    cache = image_cache(context.settings, context.cache_root)
     prepared = prepare_data(Path(context.data_root), context.settings, cache, exhaustive=context.exhaustive)
     if not data_identity(prepared).same_data(context.data):
         raise StoreError(f"{context.data_root}: this worker sees other data than the driver "

@@ -69,11 +69,13 @@ def report_html(results_dir: Path) -> str:
 
 @pytest.fixture(scope="session")
 def data_root(pytestconfig: pytest.Config, manifest: StoreManifest) -> Path:
-    """A data root whose metadata.csv is the one the store was computed on."""
+    """The cohort the store was computed on: a cohort manifest, or a collection data root, whose table (the manifest,
+    or metadata.csv) has the stored hash; where the store says, else where --data / $CTXRAY_DATA says."""
     named = named_data_root(pytestconfig)
     candidates = [manifest.data.data_root, str(named) if named else None]
     for candidate in filter(None, candidates):
-        metadata = Path(candidate) / "metadata.csv"
-        if metadata.is_file() and hashlib.sha256(metadata.read_bytes()).hexdigest() == manifest.data.metadata_sha256:
+        table = Path(candidate) if Path(candidate).is_file() else Path(candidate) / "metadata.csv"
+        if table.is_file() and hashlib.sha256(table.read_bytes()).hexdigest() == manifest.data.metadata_sha256:
             return Path(candidate)
-    pytest.fail(f"cannot rerun runs: none of {candidates} holds the metadata.csv this store was computed on")
+    pytest.fail(f"cannot rerun runs: none of {candidates} holds the {manifest.data.table_name} this store was "
+                f"computed on")

@@ -17,8 +17,9 @@ from benchmark.pipeline import DATA_ENV
 def add_options(parser: pytest.Parser) -> None:
     """Register --data (data root) and --results (store to judge) unless another conftest already did."""
     for flag, text in (
-            ("--data", f"data root with metadata.csv and images/ (default: ${DATA_ENV}); a data root named here "
-                       "or in the environment that holds no metadata.csv fails the tests that need it"),
+            ("--data", f"data root with metadata.csv and images/ (default: ${DATA_ENV}), or the cohort manifest a "
+                       "store was computed on; a data root named here or in the environment that holds no "
+                       "metadata.csv fails the unit tests that need it"),
             ("--results", "output folder of `ctxray-bench run` to judge (default: $CTXRAY_RESULTS; with neither, "
                           "the claim tests run the paper profile on the data first)")):
         try:

@@ -222,13 +222,13 @@ def test_claim7_runs_reproduce_bit_for_bit(records: list[RunRecord], manifest: S
     import torch
 
     from benchmark.engine import Engine
-    from benchmark.imaging import ImageBank, ImageCache
-    from benchmark.pipeline import prepare_data
+    from benchmark.imaging import ImageBank
+    from benchmark.pipeline import image_cache, prepare_data
     from benchmark.teachers import TeacherStore
     from benchmark.worker import data_identity
 
     settings = manifest.settings
-    cache = ImageCache(None, settings.data.image_size)
+    cache = image_cache(settings, None)
     prepared = prepare_data(data_root, settings, cache)
     assert data_identity(prepared).same_data(manifest.data), f"{data_root}: not the data of this store"
     bank = ImageBank(cache, settings.data.normalise_mean, settings.data.normalise_std)

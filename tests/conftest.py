@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from benchmark.claims.options import add_options, required_data_root
-from benchmark.cohort import REQUIRED_COLUMNS
+from benchmark.collection import REQUIRED_COLUMNS
 from benchmark.imaging import ImageCache
 
 COLUMNS = [*REQUIRED_COLUMNS, "clinical_notes"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.cohort import audit_labels, build_cohort, build_manifests, match_ct
+from benchmark.cohort import audit_labels, build_manifests, match_ct
 from benchmark.imaging import ImageCache
+from benchmark.pipeline import load_cohort
 from benchmark.schemas import ImageRecord, Manifest, PairedRecord, SupportCounts
 from tests.conftest import CohortWriter
 
@@ -54,7 +55,7 @@ def test_pairs_never_cross_patients() -> None:
 
 def test_paired_manifest_holds_only_xrays_of_patients_with_ct(write_cohort: CohortWriter, cache: ImageCache,
                                                                paired_rows: list) -> None:
-    manifests = build_manifests(build_cohort(write_cohort(paired_rows), cache).records)
+    manifests = build_manifests(load_cohort(write_cohort(paired_rows), cache).records)
     paired = manifests["paired"]
     assert "xr0" not in paired.patient_labels() and "xr0" in manifests["all-xray"].patient_labels()
     assert all(p.xray.patient_id == p.ct.patient_id for p in paired.pairs or [])

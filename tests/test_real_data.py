@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.cohort import Cohort, build_cohort, build_manifests
+from benchmark.cohort import Cohort, build_manifests
 from benchmark.imaging import ImageCache
+from benchmark.pipeline import load_cohort
 from benchmark.schemas import FilterReason
 
 pytestmark = pytest.mark.realdata
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.realdata
 
 @pytest.fixture(scope="module")
 def real_cohort(tmp_path_factory: pytest.TempPathFactory, real_data_root: Path) -> Cohort:
-    return build_cohort(real_data_root, ImageCache(tmp_path_factory.mktemp("cache"), 32))
+    return load_cohort(real_data_root, ImageCache(tmp_path_factory.mktemp("cache"), 32))
 
 
 def test_every_paired_xray_is_matched_to_a_ct_of_the_same_patient(real_cohort: Cohort) -> None:

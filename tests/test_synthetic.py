@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.cohort import build_cohort, build_manifests
+from benchmark.cohort import build_manifests
 from benchmark.imaging import ImageCache
+from benchmark.pipeline import load_cohort
 from benchmark.synthetic import SyntheticSpec, write_synthetic_cohort
 
 
 def _cohort(tmp_path: Path, **spec):
     root = write_synthetic_cohort(tmp_path / "data", **spec)
-    return build_cohort(root, ImageCache(tmp_path / "cache", 16)), root
+    return load_cohort(root, ImageCache(tmp_path / "cache", 16)), root
 
 
 def test_every_generated_image_loads_through_the_real_loader(tmp_path: Path) -> None:
