@@ -200,7 +200,7 @@ def _flops_per_sample(configuration, image_size: int) -> dict[str, float]:  # no
     from torch.utils.flop_counter import FlopCounterMode
 
     from benchmark.losses import Objective
-    from benchmark.models import build_classifier, build_late_fusion
+    from benchmark.models import build_late_fusion, build_network
     from benchmark.training import derive_generator
 
     x = torch.randn(2, 1, image_size, image_size)
@@ -210,7 +210,7 @@ def _flops_per_sample(configuration, image_size: int) -> dict[str, float]:  # no
     teacher_output = None
     teacher_channels = None
     if configuration.teacher is not None:
-        teacher = build_classifier(configuration.teacher.network, generator)
+        teacher = build_network(configuration.teacher.network, generator)
         with FlopCounterMode(display=False) as counter:
             loss = torch.nn.functional.cross_entropy(teacher(x).logits, labels)
             loss.backward()
@@ -218,15 +218,15 @@ def _flops_per_sample(configuration, image_size: int) -> dict[str, float]:  # no
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             teacher_output = teacher(x)
         result["teacher_forward"] = counter.get_total_flops() / 2
-        teacher_channels = configuration.teacher.network.stage_channels
+        teacher_channels = teacher.stage_channels
     if configuration.kind == "late-fusion":
         model = build_late_fusion(configuration.network, generator)
         forward = lambda: model(x, x)  # noqa: E731
     else:
-        model = build_classifier(configuration.network, generator)
+        model = build_network(configuration.network, generator)
         forward = lambda: model(x)  # noqa: E731
     objective = Objective(configuration.loss, torch.ones(2), has_teacher=teacher_output is not None,
-                          student_channels=configuration.network.stage_channels,
+                          student_channels=model.stage_channels,
                           teacher_channels=teacher_channels)
     with FlopCounterMode(display=False) as counter:
         loss, _ = objective(forward(), labels, teacher_output)

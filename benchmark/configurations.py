@@ -56,9 +56,9 @@ class Configuration(BaseModel):
             raise ValueError(f"{self.name}: late fusion is trained on the paired manifest without a teacher")
         if self.teacher is not None and self.manifest != "paired":
             raise ValueError(f"{self.name}: distillation needs the paired manifest")
-        if self.teacher is None and (self.loss.attention_weight > 0 or self.loss.hint_weight > 0):
-            raise ValueError(f"{self.name}: attention transfer and hints need a teacher")
-        if self.teacher is not None:
+        if self.teacher is None and self.loss.needs_teacher:
+            raise ValueError(f"{self.name}: attention transfer, hints and declared distillation terms need a teacher")
+        if self.teacher is not None and self.network.architecture == self.teacher.network.architecture == "cnn":
             stages = {f"stage{i}" for i in range(1, min(len(self.network.widths),
                                                         len(self.teacher.network.widths)) + 1)}
             wanted = set(self.loss.attention_stages if self.loss.attention_weight > 0 else ())

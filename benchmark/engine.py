@@ -18,14 +18,15 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from benchmark.configurations import Configuration
 from benchmark.errors import LeakageError
 from benchmark.imaging import ImageBank
 from benchmark.losses import Objective, inverse_frequency_weights
-from benchmark.models import Classifier, LateFusion, build_classifier, build_late_fusion, init_parameters
+from benchmark.models import build_network, init_parameters
 from benchmark.pipeline import PreparedData
+from benchmark.registry import NETWORKS
 from benchmark.schemas import CasePrediction, DeploymentProbe, ImageRecord, Modality, PairedRecord, Split
 from benchmark.teachers import TeacherStore, TrainedTeacher, check_no_leakage
 from benchmark.training import FitLog, TrainingSet, derive_generator, fit, forward_all, positive_scores
@@ -52,7 +53,7 @@ class FittedRun:
     configuration: Configuration
     split: Split
     seed: int
-    model: Classifier | LateFusion
+    model: nn.Module
     fit_log: FitLog
     teacher: TeacherUse | None
     train_patients: tuple[str, ...]
@@ -68,7 +69,7 @@ class RunOutput:
     probe: DeploymentProbe | None = None
 
 
-def predict(model: Classifier | LateFusion, configuration: Configuration,
+def predict(model: nn.Module, configuration: Configuration,
             inputs: dict[Modality, Tensor]) -> Tensor:
     """P(COVID-19) per case, reading only the modalities the configuration declares for inference."""
     missing = [m for m in configuration.inference_inputs if m not in inputs]
@@ -129,10 +130,10 @@ class Engine:
         teacher_use = None
         teacher_outputs = None
         if configuration.kind == "late-fusion":
-            model: Classifier | LateFusion = build_late_fusion(configuration.network, init)
+            model: nn.Module = NETWORKS.get("late-fusion")(configuration.network, init)  # type: ignore[assignment]
             objective = Objective(configuration.loss, inverse_frequency_weights(labels), has_teacher=False)
         else:
-            model = build_classifier(configuration.network, init)
+            model = build_network(configuration.network, init)
             teacher_channels = None
             if configuration.teacher is not None:
                 teacher = self.teacher_for(configuration, split)
@@ -140,10 +141,10 @@ class Engine:
                                          teacher.training_patients, len(teacher.training_images),
                                          teacher.train_seconds, teacher.steps,
                                          teacher.from_cache)
-                teacher_channels = configuration.teacher.network.stage_channels
+                teacher_channels = teacher.model.stage_channels
             objective = Objective(configuration.loss, inverse_frequency_weights(labels),
                                   has_teacher=configuration.teacher is not None,
-                                  student_channels=configuration.network.stage_channels,
+                                  student_channels=model.stage_channels,  # type: ignore[arg-type]
                                   teacher_channels=teacher_channels)
             init_parameters(objective, init)  # the hint regressor, seeded like the model
             if configuration.teacher is not None:
@@ -176,7 +177,7 @@ class Engine:
         return RunOutput(predictions, fitted, seconds, probe)
 
 
-def probe_ct_use(model: Classifier | LateFusion, configuration: Configuration, inputs: dict[Modality, Tensor],
+def probe_ct_use(model: nn.Module, configuration: Configuration, inputs: dict[Modality, Tensor],
                  scores: Tensor, seed: int) -> DeploymentProbe:
     """Re-predict with CT removed and with CT replaced by seeded noise; record the largest score change."""
     noise = torch.randn(inputs["ct"].shape, generator=derive_generator(seed, "probe")) * 5
@@ -186,3 +187,37 @@ def probe_ct_use(model: Classifier | LateFusion, configuration: Configuration, i
         removed = float((predict(model, configuration, {"xray": inputs["xray"]}) - scores).abs().max())
     return DeploymentProbe(reads_ct_declared=configuration.reads_ct_at_inference, ct_removed_max_abs_diff=removed,
                            ct_noise_max_abs_diff=float((with_noise - scores).abs().max()))
+
+
+def check_configuration(configuration: Configuration, image_size: int) -> None:
+    """Build the configuration's networks and objective and take one loss on two random images, so that an unknown
+    or broken network or objective (a plugin's too) fails before any training; ConfigError naming it otherwise."""
+    from benchmark.errors import ConfigError
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(2, 1, image_size, image_size, generator=generator)
+    labels = torch.tensor([0, 1])
+    try:
+        if configuration.kind == "late-fusion":
+            model = NETWORKS.get("late-fusion")(configuration.network, generator)
+            output = model(images, images)  # type: ignore[operator]
+            Objective(configuration.loss, torch.ones(2), has_teacher=False)(output, labels)
+            return
+        model = build_network(configuration.network, generator)
+        teacher_output, teacher_channels = None, None
+        if configuration.teacher is not None:
+            teacher = build_network(configuration.teacher.network, generator)
+            teacher_channels = teacher.stage_channels
+            with torch.no_grad():
+                teacher_output = teacher(images)
+        objective = Objective(configuration.loss, torch.ones(2), has_teacher=configuration.teacher is not None,
+                              student_channels=model.stage_channels,  # type: ignore[arg-type]
+                              teacher_channels=teacher_channels)  # type: ignore[arg-type]
+        loss, _ = objective(model(images), labels, teacher_output)
+        if not torch.isfinite(loss):
+            raise ValueError(f"the loss on two random images is {float(loss)}")
+    except ConfigError as exc:
+        raise type(exc)(f"configuration {configuration.name!r}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - a plugin can fail in any way; name the configuration and the cause
+        raise ConfigError(f"configuration {configuration.name!r} cannot be built or trained: "
+                          f"{type(exc).__name__}: {exc}") from exc

@@ -13,6 +13,10 @@ class ConfigError(CtxrayError):
     """A configuration file is unreadable or does not validate."""
 
 
+class RegistryError(ConfigError):
+    """An objective or network name that is unknown, or whose plugin entry does not load."""
+
+
 class MetadataError(CtxrayError):
     """metadata.csv cannot be used at all (missing, empty, unparsable, or a required column is absent)."""
 

@@ -22,20 +22,32 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
+from benchmark.errors import RegistryError
+from benchmark.registry import NETWORKS
+
 NUM_CLASSES = 2
 
 
 class NetworkConfig(BaseModel):
-    """A single-modality classifier: backbone widths and which modules are switched on."""
+    """A single-modality classifier: the architecture found by name, its backbone widths and modules, options.
+
+    `architecture` names a network of the registry (`cnn`, the protocol's backbones; `timm`, any timm model by
+    `options.model`; a plugin's). Fields added after the first stores are left out of dumps at their defaults,
+    so run ids and teacher keys of earlier stores do not change."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    architecture: str = Field(default="cnn", exclude_if=lambda name: name == "cnn",
+                              description="a network of the registry: cnn, timm, a plugin's, or module:attribute")
+    options: dict[str, Any] = Field(default_factory=dict, exclude_if=lambda options: not options,
+                                    description="the architecture's own options (timm: model, weights)")
     widths: tuple[int, ...] = Field(default=(16, 32, 64, 128), min_length=3)
     convs_per_stage: int = Field(default=1, ge=1, le=4)
     in_channels: int = 1
@@ -47,7 +59,7 @@ class NetworkConfig(BaseModel):
 
     @property
     def stage_channels(self) -> dict[str, int]:
-        """Channels of each named backbone stage (stage1, stage2, ...), as feature-matching losses need them."""
+        """Channels of each named backbone stage (stage1, stage2, ...) of the cnn architecture."""
         return {f"stage{i}": width for i, width in enumerate(self.widths, 1)}
 
     @model_validator(mode="after")
@@ -146,6 +158,8 @@ class DFPN(nn.Module):
 class Classifier(nn.Module):
     """Single-modality classifier: backbone, optional DPE/MHRA (teacher side) or DFPN (student side), head."""
 
+    stage_channels: dict[str, int]
+
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
         self.config = config
@@ -155,6 +169,7 @@ class Classifier(nn.Module):
         self.mhra = MHRA(final, config.mhra_heads) if config.mhra else None
         self.dfpn = DFPN(config.widths[-3:], config.dfpn_channels) if config.dfpn else None  # type: ignore[arg-type]
         self.head = nn.Linear(self.dfpn.out_features if self.dfpn else final, NUM_CLASSES)
+        self.stage_channels = config.stage_channels
 
     def forward(self, x: Tensor) -> ModelOutput:
         """Logits plus stage maps, the final map after DPE/MHRA, and the pooled embedding."""
@@ -183,6 +198,7 @@ class LateFusion(nn.Module):
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
         self.config = config
+        self.stage_channels = {f"{side}_{k}": v for side in ("xray", "ct") for k, v in config.stage_channels.items()}
         self.xray = ConvBackbone(config.widths, config.in_channels, config.convs_per_stage)
         self.ct = ConvBackbone(config.widths, config.in_channels, config.convs_per_stage)
         self.head = nn.Linear(2 * config.widths[-1], NUM_CLASSES)
@@ -221,14 +237,28 @@ def init_parameters(module: nn.Module, generator: torch.Generator) -> nn.Module:
 
 
 def build_classifier(config: NetworkConfig, generator: torch.Generator) -> Classifier:
-    """A single-modality classifier initialised from `generator`."""
+    """The protocol's single-modality classifier (architecture `cnn`) initialised from `generator`."""
     model = Classifier(config)
     init_parameters(model, generator)
     return model
 
 
+def build_network(config: NetworkConfig, generator: torch.Generator) -> nn.Module:
+    """The single-modality network `config.architecture` names in the registry, initialised from `generator`.
+
+    A network is an nn.Module whose forward(images) returns a ModelOutput (logits and named features) and
+    which says the channels of its named feature maps in `stage_channels`."""
+    model = NETWORKS.get(config.architecture)(config, generator)
+    if not isinstance(model, nn.Module) or not isinstance(getattr(model, "stage_channels", None), dict):
+        raise RegistryError(f"network {config.architecture!r} built a {type(model).__name__} without a "
+                            f"stage_channels dict; a network is an nn.Module returning a ModelOutput")
+    return model
+
+
 def build_late_fusion(config: NetworkConfig, generator: torch.Generator) -> LateFusion:
-    """The late-fusion control initialised from `generator`."""
+    """The late-fusion control (network `late-fusion`: two cnn backbones) initialised from `generator`."""
+    if config.architecture != "cnn":
+        raise ValueError(f"late fusion is built from the protocol's cnn backbones, not {config.architecture!r}")
     if config.dpe or config.mhra or config.dfpn:
         raise ValueError("late fusion takes plain backbones: switch off dpe, mhra and dfpn")
     model = LateFusion(config)

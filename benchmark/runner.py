@@ -118,7 +118,21 @@ def plan(request: RunRequest) -> tuple[PreparedData, list[RunSpec], StoreManifes
                             progress=request.progress)
     specs = expand_profile(profile, load_configurations(request.configurations_path), prepared.regimes,
                            prepared.split_errors)
+    check_configurations(specs, settings.data.image_size)
     return prepared, specs, store_manifest(profile, settings, prepared, specs, code_version()), settings
+
+
+def check_configurations(specs: list[RunSpec], image_size: int) -> None:
+    """Every distinct configuration of `specs` builds and takes one loss (engine.check_configuration), before any
+    worker starts: an unknown objective or network, or a plugin that does not load, stops the run in one line."""
+    from benchmark.engine import check_configuration
+
+    seen: set[str] = set()
+    for spec in specs:
+        key = spec.configuration.model_dump_json(exclude={"name", "role", "tier"})
+        if key not in seen:
+            seen.add(key)
+            check_configuration(spec.configuration, image_size)
 
 
 def make_executor(kind: str, workers: int, threads: int, device: str, ray_address: str | None = None,

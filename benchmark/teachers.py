@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from benchmark.atomic import write_atomically
 from benchmark.configurations import TeacherConfig
 from benchmark.errors import CacheError, LeakageError
 from benchmark.imaging import ImageBank
 from benchmark.losses import LossConfig, Objective, inverse_frequency_weights
-from benchmark.models import Classifier, build_classifier
+from benchmark.models import build_network
 from benchmark.schemas import ImageRecord
 from benchmark.training import TrainingSet, derive_generator, fit
 
@@ -37,7 +38,7 @@ class TrainedTeacher:
     """A frozen teacher and what it was trained on."""
 
     teacher_id: str
-    model: Classifier
+    model: nn.Module
     modality: str
     seed: int
     training_patients: tuple[str, ...]
@@ -91,7 +92,7 @@ class TeacherStore:
     def _train(self, key: str, config: TeacherConfig, records: list[ImageRecord], seed: int, bank: ImageBank,
                device: torch.device) -> TrainedTeacher:
         labels = torch.tensor([r.label for r in records], dtype=torch.long)
-        model = build_classifier(config.network, derive_generator(seed, "init"))
+        model = build_network(config.network, derive_generator(seed, "init"))
         objective = Objective(LossConfig(), inverse_frequency_weights(labels), has_teacher=False)
         inputs = torch.from_numpy(bank.stack([r.content_sha256 for r in records]))
         log = fit(model, objective, TrainingSet(inputs, labels), config.training, seed, device)
@@ -139,7 +140,7 @@ class TeacherStore:
             state = torch.load(weights_path, map_location=device, weights_only=True)
         except (OSError, ValueError, RuntimeError):
             return None  # unreadable entry: train again and overwrite it
-        model = build_classifier(config.network, torch.Generator().manual_seed(0))
+        model = build_network(config.network, torch.Generator().manual_seed(0))
         model.load_state_dict(state)
         model.to(device)
         return self._freeze(TrainedTeacher(

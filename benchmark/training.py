@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from benchmark.errors import ConfigError
 from benchmark.losses import Objective
-from benchmark.models import Classifier, LateFusion, ModelOutput
+from benchmark.models import LateFusion, ModelOutput
 
 
 class TrainingConfig(BaseModel):
@@ -112,7 +112,7 @@ def _forward(model: nn.Module, inputs: Tensor, ct_inputs: Tensor | None) -> Mode
     return model(inputs)
 
 
-def fit(model: Classifier | LateFusion, objective: Objective, data: TrainingSet, config: TrainingConfig,
+def fit(model: nn.Module, objective: Objective, data: TrainingSet, config: TrainingConfig,
         seed: int, device: torch.device) -> FitLog:
     """Train `model` (and the objective's own parameters) in place for `config.epochs` epochs."""
     model.to(device, memory_format=torch.channels_last).train()

@@ -1,0 +1,80 @@
+"""Extension points found by name: distillation objectives and networks (README, "Your own method").
+
+A registry maps a name to a factory. Names resolve, in order, to:
+1. a factory registered in this process (the built-in methods register themselves this way);
+2. an installed Python entry point of the registry's group (`ctxray_bench.objectives`,
+   `ctxray_bench.networks`): a plugin package declares e.g.
+   `[project.entry-points."ctxray_bench.objectives"] my-term = "my_package.terms:MyTerm"`;
+3. `module:attribute`, imported as written (a module on the Python path, no packaging needed).
+An unknown name, or an entry that fails to import, is a RegistryError naming it and what is known;
+`check_configurations` resolves every name a matrix uses before any training starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Generic, TypeVar
+
+from benchmark.errors import RegistryError
+
+F = TypeVar("F", bound=Callable[..., object])
+
+OBJECTIVES_GROUP = "ctxray_bench.objectives"
+NETWORKS_GROUP = "ctxray_bench.networks"
+
+
+class Registry(Generic[F]):
+    """Factories of one kind by name: registered built-ins, installed entry points, or `module:attribute`."""
+
+    def __init__(self, kind: str, group: str) -> None:
+        self.kind = kind
+        self.group = group
+        self._factories: dict[str, F] = {}
+
+    def register(self, name: str) -> Callable[[F], F]:
+        """Decorator: make `factory` available under `name` (a second registration of a name is an error)."""
+
+        def add(factory: F) -> F:
+            if name in self._factories and self._factories[name] is not factory:
+                raise RegistryError(f"{self.kind} {name!r} is registered twice")
+            self._factories[name] = factory
+            return factory
+
+        return add
+
+    def get(self, name: str) -> F:
+        """The factory called `name`; RegistryError naming it when it is unknown or does not load."""
+        if name in self._factories:
+            return self._factories[name]
+        found = [e for e in entry_points(group=self.group) if e.name == name]
+        if found:
+            factory = self._load(name, found[0].value, found[0].load)
+        elif ":" in name:
+            module, _, attribute = name.partition(":")
+            factory = self._load(name, name, lambda: getattr(importlib.import_module(module), attribute))
+        else:
+            factory = None
+        if factory is not None:
+            self._factories[name] = factory  # resolved once per process
+            return factory
+        raise RegistryError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}; a plugin adds one "
+                            f"through the entry-point group {self.group!r}, or name it as module:attribute")
+
+    def names(self) -> list[str]:
+        """Every name this registry can resolve without importing: built-ins and installed entry points."""
+        return sorted({*self._factories, *(e.name for e in entry_points(group=self.group))})
+
+    def _load(self, name: str, target: str, load: Callable[[], object]) -> F:
+        try:
+            factory = load()
+        except Exception as exc:  # noqa: BLE001 - a plugin can fail in any way; say which and why
+            raise RegistryError(f"{self.kind} {name!r} ({target}) does not load: {type(exc).__name__}: {exc}") from exc
+        if not callable(factory):
+            raise RegistryError(f"{self.kind} {name!r} ({target}) is {type(factory).__name__}, not a factory")
+        return factory  # type: ignore[return-value]
+
+
+OBJECTIVES: Registry[Callable[..., object]] = Registry("objective", OBJECTIVES_GROUP)
+NETWORKS: Registry[Callable[..., object]] = Registry("network", NETWORKS_GROUP)
