@@ -177,14 +177,14 @@ def _cmd_cohorts(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from benchmark.configurations import load_configurations
+    from benchmark.configurations import with_added_configurations
     from benchmark.engine import Engine
     from benchmark.imaging import ImageBank
     from benchmark.teachers import TeacherStore
     from benchmark.training import resolve_device
 
     settings = load_settings(args.config)
-    configurations = load_configurations(args.configurations)
+    configurations = with_added_configurations(args.configurations)
     if args.configuration not in configurations:
         raise ConfigError(f"unknown configuration {args.configuration!r}; declared: {', '.join(configurations)}")
     configuration = configurations[args.configuration]
@@ -384,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, help="training seed (default: the regime's first seed for the split)")
     train.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="default: cpu")
     train.add_argument("--config", help="settings TOML (default: the packaged configs/default.toml)")
-    train.add_argument("--configurations", help="configuration table TOML (default: the packaged one)")
+    train.add_argument("--configurations", help="a TOML of configurations added to the packaged ones")
     train.add_argument("--cache", help="image cache folder (default: $CTXRAY_CACHE or ~/.cache/ctxray-bench)")
     train.add_argument("--teachers", help="folder to cache trained teachers in (default: memory only)")
     train.set_defaults(handler=_cmd_train)
@@ -400,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="torch threads per worker (default: CPUs / workers); part of what makes a run bit-exact")
     run.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="default: cpu")
     run.add_argument("--config", help="settings TOML (default: the packaged configs/default.toml)")
-    run.add_argument("--configurations", help="configuration table TOML (default: the packaged one)")
+    run.add_argument("--configurations", help="a TOML of configurations added to the packaged ones; those marked "
+                                               "`candidate = true` join the matrix and are compared with the controls")
     run.add_argument("--matrix", help="experiment matrix TOML (default: the packaged configs/matrix.toml)")
     run.add_argument("--cache", help="image cache folder (default: $CTXRAY_CACHE or ~/.cache/ctxray-bench)")
     run.add_argument("--teachers", help="teacher cache folder (default: OUT/teachers)")

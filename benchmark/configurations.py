@@ -41,6 +41,9 @@ class Configuration(BaseModel):
     teacher: TeacherConfig | None = None
     loss: LossConfig = Field(default_factory=LossConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    candidate: bool = Field(default=False, exclude_if=lambda flag: not flag,
+                            description="a method under test: added to the matrix and compared with the protocol's "
+                                        "controls (student-only, same-modality-kd, late-fusion, plain-ct-kd)")
 
     @model_validator(mode="before")
     @classmethod
@@ -56,6 +59,8 @@ class Configuration(BaseModel):
             raise ValueError(f"{self.name}: late fusion is trained on the paired manifest without a teacher")
         if self.teacher is not None and self.manifest != "paired":
             raise ValueError(f"{self.name}: distillation needs the paired manifest")
+        if self.candidate and (self.manifest != "paired" or self.kind != "classifier"):
+            raise ValueError(f"{self.name}: a candidate is a deployable model: a classifier on the paired manifest")
         if self.teacher is None and self.loss.needs_teacher:
             raise ValueError(f"{self.name}: attention transfer, hints and declared distillation terms need a teacher")
         if self.teacher is not None and self.network.architecture == self.teacher.network.architecture == "cnn":
@@ -124,7 +129,29 @@ def _resolve_network(spec: Any, networks: dict[str, dict[str, Any]], where: str)
 def load_configurations(path: Path | str | None = None) -> dict[str, Configuration]:
     """Read the configuration table (name -> Configuration); ConfigError naming file and entry when invalid."""
     source = Path(path) if path is not None else DEFAULT_CONFIGURATIONS
-    raw = read_toml(source, "configuration table")
+    return _parse_table(read_toml(source, "configuration table"), source)
+
+
+def with_added_configurations(path: Path | str | None) -> dict[str, Configuration]:
+    """The packaged configurations plus those of the file at `path` (its [networks] and [defaults] extend the
+    packaged ones for its own entries). A name the packaged table has may only be repeated with the same content:
+    the protocol's controls cannot be redefined under their own names."""
+    packaged = load_configurations()
+    if path is None:
+        return packaged
+    source = Path(path)
+    base, extra = read_toml(DEFAULT_CONFIGURATIONS, "configuration table"), read_toml(source, "configuration table")
+    merged = {"networks": {**base.get("networks", {}), **extra.get("networks", {})},
+              "defaults": merge_overrides(base.get("defaults", {}), extra.get("defaults", {})),
+              "configurations": extra.get("configurations", [])}
+    added = _parse_table(merged, source)
+    for name, configuration in added.items():
+        if name in packaged and packaged[name] != configuration:
+            raise ConfigError(f"{source}: configuration {name!r} redefines the packaged one; give it another name")
+    return {**packaged, **added}
+
+
+def _parse_table(raw: dict[str, Any], source: Path) -> dict[str, Configuration]:
     networks = raw.get("networks", {})
     defaults = raw.get("defaults", {})
     result: dict[str, Configuration] = {}

@@ -37,7 +37,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 from scipy.stats import norm, permutation_test
 
-from benchmark.matrix import Declaration
+from benchmark.matrix import CANDIDATE_BLOCK, Declaration
 from benchmark.store import RunRecord, StoreManifest
 from benchmark.summary import runs_of
 
@@ -180,11 +180,19 @@ class HypothesisResult(BaseModel):
                                                               "collapsed' when the deciding comparison is degenerate")
 
 
+class CandidateEvidence(BaseModel):
+    """A candidate method (a configuration marked `candidate`) against each of the protocol's controls."""
+
+    name: str
+    comparisons: list[HypothesisResult] = Field(description="candidate vs each control, by the MC-confirmed rule")
+
+
 class LengthEvidence(BaseModel):
     """The hypotheses decided on the runs of one student training length of the training-length stress test."""
 
     epochs: int
     hypotheses: list[HypothesisResult]
+    candidates: list[CandidateEvidence] = Field(default_factory=list, exclude_if=lambda c: not c)
 
 
 class Evidence(BaseModel):
@@ -198,6 +206,9 @@ class Evidence(BaseModel):
         default_factory=list, description="hypotheses whose status differs between training lengths")
     degenerate_headline: list[str] = Field(
         default_factory=list, description="hypotheses whose headline comparison is degenerate")
+    candidates: list[CandidateEvidence] = Field(
+        default_factory=list, exclude_if=lambda c: not c,
+        description="each candidate method against the controls (none: the store has no candidate)")
 
 
 def sign_flip_p_value(differences: Sequence[float], seed: int = 0) -> tuple[float, str]:
@@ -498,6 +509,35 @@ def _decide(h: Hypothesis, records: Sequence[RunRecord], decided: dict[str, Hypo
                             reason=reason, monte_carlo=mc, fixed_split=fixed, estimate=estimate, degenerate=tag)
 
 
+CONTROLS = ("student-only", "same-modality-kd", "late-fusion", "plain-ct-kd")
+_CONTROL_STATEMENTS = {
+    "student-only": "it improves on the student trained without a teacher",
+    "same-modality-kd": "its gain is not same-modality distillation",
+    "late-fusion": "its gain is not reducible to late fusion",
+    "plain-ct-kd": "it improves on plain CT logit KD",
+}
+
+
+def candidate_names(records: Sequence[RunRecord]) -> list[str]:
+    """The candidate methods of a store: the names its candidates block declared, in declaration order."""
+    return list(dict.fromkeys(d.name for r in records if r.spec.configuration.candidate
+                              for d in r.spec.declarations if d.block == CANDIDATE_BLOCK))
+
+
+def decide_candidates(records: Sequence[RunRecord], names: Sequence[str],
+                      cohort: PairedCohort | None = None) -> list[CandidateEvidence]:
+    """Every candidate of `names` that has runs here against every control, each by the rule of H2/H3: supported
+    iff MC-confirmed."""
+    result = []
+    present = {name for r in records for name in r.spec.names}
+    for name in (n for n in names if n in present):
+        comparisons = [_decide(Hypothesis(f"{name} vs {control}", _CONTROL_STATEMENTS[control], name, control,
+                                          f"supported iff {MC_RULE}; otherwise 'not supported'"),
+                               records, {}, cohort, None) for control in CONTROLS if control != name]
+        result.append(CandidateEvidence(name=name, comparisons=comparisons))
+    return result
+
+
 def decide_all(records: Sequence[RunRecord], cohort: PairedCohort | None = None,
                power: PowerGrounding | None = None) -> list[HypothesisResult]:
     """H1-H5 on these runs, in order (H5 reads H1's status)."""
@@ -535,15 +575,23 @@ def evaluate_hypotheses(records: Sequence[RunRecord], cohort: PairedCohort | Non
 
     `cohort` and `power` let the effect estimates say in patients what a confirmation would need."""
     headline = decide_all(records, cohort, power)
-    lengths = [LengthEvidence(epochs=epochs, hypotheses=decide_all(runs_at_length(records, epochs), cohort, power))
-               for epochs in training_lengths(records)]
-    depends = []
-    for i, h in enumerate(headline):
-        statuses = {h.status} | {length.hypotheses[i].status for length in lengths}
-        if len(statuses - {Status.NOT_EVALUABLE}) > 1:
-            depends.append(h.hypothesis)
+    names = candidate_names(records)
+    candidates = decide_candidates(records, names, cohort)
+    lengths = []
+    for epochs in training_lengths(records):
+        view = runs_at_length(records, epochs)
+        lengths.append(LengthEvidence(epochs=epochs, hypotheses=decide_all(view, cohort, power),
+                                      candidates=decide_candidates(view, names, cohort)))
+
+    def at_lengths(key: str) -> set[Status]:
+        return {h.status for length in lengths
+                for h in [*length.hypotheses, *(c for cand in length.candidates for c in cand.comparisons)]
+                if h.hypothesis == key}
+
+    depends = [h.hypothesis for h in [*headline, *(c for cand in candidates for c in cand.comparisons)]
+               if len(({h.status} | at_lengths(h.hypothesis)) - {Status.NOT_EVALUABLE}) > 1]
     return Evidence(runs=len(records), hypotheses=headline, training_lengths=lengths,
-                    depends_on_training_length=depends,
+                    depends_on_training_length=depends, candidates=candidates,
                     degenerate_headline=[h.hypothesis for h in headline if h.degenerate and h.hypothesis != "H5"])
 
 

@@ -108,13 +108,32 @@ class RunSpec(BaseModel):
 
 def run_id(configuration: Configuration, split: Split, seed: int) -> str:
     """Stable id: sha256 of the configuration's content (not its name), the split and the seed."""
-    content = configuration.model_dump(mode="json", exclude={"name", "role", "tier"})
+    content = configuration.model_dump(mode="json", exclude={"name", "role", "tier", "candidate"})
     identity = {"configuration": content, "split": split.model_dump(mode="json", exclude={"split_id"}),
                 "seed": seed}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:20]
 
 
 EXHAUSTIVE_REGIME = "paired-exhaustive"
+
+
+CANDIDATE_BLOCK = "candidates"
+CANDIDATE_REGIMES: list[RegimeName] = ["paired-fixed", "paired-monte-carlo"]
+
+
+def with_candidates(profile: Profile, configurations: Mapping[str, Configuration]) -> Profile:
+    """`profile` with every candidate configuration added: a `candidates` block on the paired fixed split and the
+    Monte Carlo resamples (where the hypotheses are decided), and the training-length block, when the profile has
+    one, run on the candidates too."""
+    candidates = [name for name, c in configurations.items() if c.candidate]
+    if not candidates:
+        return profile
+    blocks = [block.model_copy(update={"configurations": [*block.configurations,
+                                                          *(c for c in candidates if c not in block.configurations)]})
+              if block.name == "training-length" else block for block in profile.blocks]
+    blocks.append(Block(name=CANDIDATE_BLOCK, purpose="candidate methods, each compared with the protocol's controls",
+                        configurations=candidates, regimes=CANDIDATE_REGIMES))
+    return profile.model_copy(update={"blocks": blocks})
 
 
 def uses_exhaustive(profile: Profile) -> bool:

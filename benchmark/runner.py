@@ -17,10 +17,10 @@ from pathlib import Path
 
 from benchmark.atomic import ensure_writable_folder
 from benchmark.config import Settings, load_settings
-from benchmark.configurations import load_configurations
+from benchmark.configurations import with_added_configurations
 from benchmark.errors import ConfigError, OutputError
 from benchmark.executors import Executor, LocalExecutor, RayExecutor
-from benchmark.matrix import Profile, RunSpec, expand_profile, load_profile, uses_exhaustive
+from benchmark.matrix import Profile, RunSpec, expand_profile, load_profile, uses_exhaustive, with_candidates
 from benchmark.pipeline import PreparedData, cohort_summary, image_cache, prepare_data
 from benchmark.store import ResultsStore, RunRecord, StoreManifest, code_version, now
 from benchmark.worker import WorkerContext, data_identity
@@ -111,13 +111,13 @@ def store_manifest(profile: Profile, settings: Settings, prepared: PreparedData,
 
 def plan(request: RunRequest) -> tuple[PreparedData, list[RunSpec], StoreManifest, Settings]:
     """Prepare the data and expand the profile (no training): what `run_profile` will do."""
-    profile = load_profile(request.profile, request.matrix_path)
+    configurations = with_added_configurations(request.configurations_path)
+    profile = with_candidates(load_profile(request.profile, request.matrix_path), configurations)
     settings = profile.apply_settings(load_settings(request.settings_path))
     cache = image_cache(settings, request.cache_root)
     prepared = prepare_data(request.data_root, settings, cache, exhaustive=uses_exhaustive(profile),
                             progress=request.progress)
-    specs = expand_profile(profile, load_configurations(request.configurations_path), prepared.regimes,
-                           prepared.split_errors)
+    specs = expand_profile(profile, configurations, prepared.regimes, prepared.split_errors)
     check_configurations(specs, settings.data.image_size)
     return prepared, specs, store_manifest(profile, settings, prepared, specs, code_version()), settings
 

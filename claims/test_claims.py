@@ -181,7 +181,8 @@ def test_claim6_every_status_follows_its_rule_and_the_fixed_split_has_no_test(
 
     shown = {n.attributes["data-evidence"]: n.text for n in numbers_in_report(report_html)
              if "data-evidence" in n.attributes}
-    for h in evidence.hypotheses:
+    candidate_comparisons = [c for candidate in evidence.candidates for c in candidate.comparisons]
+    for h in [*evidence.hypotheses, *candidate_comparisons]:
         assert shown[f"{h.hypothesis}:status"] == h.status.value, f"{h.hypothesis}: report shows another status"
         mc = h.monte_carlo or h.balanced_monte_carlo
         if h.status == Status.SUPPORTED:
@@ -196,7 +197,7 @@ def test_claim6_every_status_follows_its_rule_and_the_fixed_split_has_no_test(
             assert shown[f"{h.hypothesis}:degenerate"] == h.degenerate, f"{h.hypothesis}: degenerate tag not shown"
             assert not (mc is not None and mc.confirmed), f"{h.hypothesis}: a degenerate comparison confirmed"
     for length in evidence.training_lengths:
-        for h in length.hypotheses:
+        for h in [*length.hypotheses, *(c for candidate in length.candidates for c in candidate.comparisons)]:
             key = f"{h.hypothesis}:status@{length.epochs}"
             assert shown[key] == h.status.value, f"{key}: the report shows another status"
             mc = h.monte_carlo or h.balanced_monte_carlo
