@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.pipeline import resolve_data_root
+from benchmark.data.pipeline import resolve_data_root
 
 
 @dataclass(frozen=True)
@@ -71,14 +71,14 @@ def training_step_rate(network: str, batch: int = 16, size: int = 128, steps: in
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from benchmark.configurations import load_configurations
-    from benchmark.losses import LossConfig, Objective
-    from benchmark.models import build_classifier
-    from benchmark.training import derive_generator
+    from benchmark.methods.configurations import load_configurations
+    from benchmark.methods.losses import LossConfig, Objective
+    from benchmark.methods.models import build_network
+    from benchmark.methods.training import derive_generator
 
     configs = load_configurations()
     config = configs["xray-teacher-ref"].network if network == "teacher" else configs["student-only"].network
-    model = build_classifier(config, derive_generator(0, "init")).train()
+    model = build_network(config, derive_generator(0, "init")).train()
     objective = Objective(LossConfig(), torch.ones(2), has_teacher=False)
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-4)
     generator = torch.Generator().manual_seed(0)
@@ -129,12 +129,12 @@ def bench_smoke(data: Path, workdir: Path) -> list[Measurement]:
     import torch
 
     from benchmark.config import Settings
-    from benchmark.configurations import load_configurations
-    from benchmark.engine import Engine
-    from benchmark.imaging import ImageBank
-    from benchmark.pipeline import image_cache, prepare_data
-    from benchmark.synthetic import write_synthetic_cohort
-    from benchmark.teachers import TeacherStore
+    from benchmark.data.imaging import ImageBank
+    from benchmark.data.pipeline import image_cache, prepare_data
+    from benchmark.data.synthetic import write_synthetic_cohort
+    from benchmark.methods.configurations import load_configurations
+    from benchmark.methods.engine import Engine
+    from benchmark.methods.teachers import TeacherStore
 
     root = write_synthetic_cohort(workdir / "synthetic")
     start = time.perf_counter()
@@ -154,10 +154,10 @@ def bench_smoke(data: Path, workdir: Path) -> list[Measurement]:
 
 def _engine(data: Path, cache_root: Path, teacher_root: Path | None = None):  # noqa: ANN202
     from benchmark.config import load_settings
-    from benchmark.engine import Engine
-    from benchmark.imaging import ImageBank
-    from benchmark.pipeline import image_cache, prepare_data
-    from benchmark.teachers import TeacherStore
+    from benchmark.data.imaging import ImageBank
+    from benchmark.data.pipeline import image_cache, prepare_data
+    from benchmark.methods.engine import Engine
+    from benchmark.methods.teachers import TeacherStore
 
     settings = load_settings()
     cache = image_cache(settings, cache_root)
@@ -169,8 +169,8 @@ def _engine(data: Path, cache_root: Path, teacher_root: Path | None = None):  # 
 def bench_units(data: Path, workdir: Path) -> list[Measurement]:
     """Cache warm-up, cohort build (warm), one X-ray teacher training and one distilled student run."""
     from benchmark.config import load_settings
-    from benchmark.configurations import load_configurations
-    from benchmark.pipeline import image_cache, prepare_data
+    from benchmark.data.pipeline import image_cache, prepare_data
+    from benchmark.methods.configurations import load_configurations
 
     settings = load_settings()
     start = time.perf_counter()
@@ -199,9 +199,10 @@ def _flops_per_sample(configuration, image_size: int) -> dict[str, float]:  # no
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from benchmark.losses import Objective
-    from benchmark.models import build_late_fusion, build_network
-    from benchmark.training import derive_generator
+    from benchmark.methods.losses import Objective
+    from benchmark.methods.models import build_network
+    from benchmark.methods.registry import NETWORKS
+    from benchmark.methods.training import derive_generator
 
     x = torch.randn(2, 1, image_size, image_size)
     labels = torch.tensor([0, 1])
@@ -220,7 +221,7 @@ def _flops_per_sample(configuration, image_size: int) -> dict[str, float]:  # no
         result["teacher_forward"] = counter.get_total_flops() / 2
         teacher_channels = teacher.stage_channels
     if configuration.kind == "late-fusion":
-        model = build_late_fusion(configuration.network, generator)
+        model = NETWORKS.get("late-fusion")(configuration.network, generator)
         forward = lambda: model(x, x)  # noqa: E731
     else:
         model = build_network(configuration.network, generator)
@@ -240,7 +241,7 @@ def _flops_per_sample(configuration, image_size: int) -> dict[str, float]:  # no
 
 def matrix_flops(store_root: Path, image_size: int) -> tuple[float, float]:
     """(student-side FLOPs, teacher-training FLOPs) of every stored run of a results store."""
-    from benchmark.store import ResultsStore
+    from benchmark.experiment.store import ResultsStore
 
     per_config: dict[str, dict[str, float]] = {}
     student = 0.0
@@ -265,8 +266,8 @@ def bench_paper(data: Path, workdir: Path) -> list[Measurement]:
     import torch
 
     from benchmark.config import load_settings
-    from benchmark.store import ResultsStore
-    from benchmark.summary import summary_frame
+    from benchmark.evidence.summary import summary_frame
+    from benchmark.experiment.store import ResultsStore
 
     env = {**os.environ, "CTXRAY_CACHE": str(workdir / "cache")}
     _time_cli(["cohorts", "--data", str(data)], env)  # warm the image cache first: cohorts is timed separately
@@ -298,7 +299,7 @@ def bench_power(data: Path, workdir: Path) -> list[Measurement]:
     """The default power grid as a user runs it (`ctxray-bench power`), against its 20-minute target."""
     out = workdir / "power"
     wall = _time_cli(["power", "--grid", "default", "--out", str(out), "--quiet"], dict(os.environ))
-    from benchmark.power import read_power
+    from benchmark.evidence.power import read_power
 
     result = read_power(out / "power.json")
     print(f"  power grid default: {len(result.replicates)} replicate evaluations; {result.statement}")

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 from benchmark import __version__
 from benchmark.atomic import write_atomically
 from benchmark.config import load_settings
+from benchmark.data.pipeline import cohort_summary, image_cache, prepare_data, resolve_cohort_file, resolve_data_root
 from benchmark.errors import ConfigError, CtxrayError, OutputError, describe_os_error
-from benchmark.pipeline import cohort_summary, image_cache, prepare_data, resolve_cohort_file, resolve_data_root
 from benchmark.schemas import CohortSummary, SplitSupport, SupportCounts
 
 if TYPE_CHECKING:
-    from benchmark.power import PowerResult, Rate
+    from benchmark.evidence.power import PowerResult, Rate
 
 
 MAX_CELL = 80  # characters of one table cell; metadata cells can be megabytes long
@@ -177,11 +177,11 @@ def _cmd_cohorts(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from benchmark.configurations import with_added_configurations
-    from benchmark.engine import Engine
-    from benchmark.imaging import ImageBank
-    from benchmark.teachers import TeacherStore
-    from benchmark.training import resolve_device
+    from benchmark.data.imaging import ImageBank
+    from benchmark.methods.configurations import with_added_configurations
+    from benchmark.methods.engine import Engine
+    from benchmark.methods.teachers import TeacherStore
+    from benchmark.methods.training import resolve_device
 
     settings = load_settings(args.config)
     configurations = with_added_configurations(args.configurations)
@@ -221,8 +221,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.report import write_store_outputs
-    from benchmark.runner import RunRequest, run_profile
+    from benchmark.experiment.runner import RunRequest, run_profile
+    from benchmark.report.render import write_store_outputs
 
     out = Path(args.out or f"results/{args.profile}")
     request = RunRequest(
@@ -253,7 +253,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from benchmark.report import write_report
+    from benchmark.report.render import write_report
 
     target = write_report(Path(args.results), Path(args.out) if args.out else None)
     print(f"report: {target.resolve()}")
@@ -273,7 +273,7 @@ def _cmd_claims(args: argparse.Namespace) -> int:
 
 
 def _cmd_synthetic(args: argparse.Namespace) -> int:
-    from benchmark.synthetic import load_recipe, write_recipe
+    from benchmark.data.synthetic import load_recipe, write_recipe
 
     recipe = load_recipe(Path(args.recipe) if args.recipe else None)
     if args.layout:
@@ -291,7 +291,7 @@ def _cmd_synthetic(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
-    from benchmark.fetch import fetch
+    from benchmark.data.fetch import fetch
 
     folder, verification, fetched = fetch(Path(args.dest) if args.dest else None, args.ref, args.url, args.sha256)
     state = "fetched and verified" if fetched else "already fetched; verified"
@@ -318,8 +318,8 @@ def format_power(result: PowerResult) -> str:
 
 def _cmd_power(args: argparse.Namespace) -> int:
     from benchmark.atomic import write_atomically
-    from benchmark.power import load_grid, run_power, write_power
-    from benchmark.report import render_power_report, write_report
+    from benchmark.evidence.power import load_grid, run_power, write_power
+    from benchmark.report.render import render_power_report, write_report
 
     out = Path(args.out)
     result = run_power(load_grid(args.grid, args.grids), out, workers=args.workers, threads=args.threads,
@@ -435,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--layout", choices=["medical", "collection"], help="override the recipe's layout")
     synthetic.set_defaults(handler=_cmd_synthetic)
 
-    from benchmark.fetch import PINNED_COMMIT, UPSTREAM_URL
+    from benchmark.data.fetch import PINNED_COMMIT, UPSTREAM_URL
 
     data = commands.add_parser("data", parents=[common],
                                help="obtain the dataset")

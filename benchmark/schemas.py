@@ -46,7 +46,7 @@ class FilterReason(StrEnum):
     MISSING_FILE = "missing_file"
     EMPTY_FILE = "empty_file"
     CORRUPT_IMAGE = "corrupt_image"  # exists but does not decode (truncated, not an image, ...)
-    # why a reader refused a file (benchmark.readers.ReadFailure has the same values)
+    # why a reader refused a file (benchmark.data.readers.ReadFailure has the same values)
     UNREADABLE_FILE = "unreadable_file"  # the operating system refused to read it (permissions, a folder)
     UNSUPPORTED_TYPE = "unsupported_type"  # a suffix no reader handles
     NOT_DICOM = "not_dicom"  # a .dcm without the DICOM marker and not readable as DICOM

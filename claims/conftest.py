@@ -15,7 +15,7 @@ import pytest
 
 from benchmark.claims.options import add_options, named_data_root
 from benchmark.errors import StoreError
-from benchmark.store import ResultsStore, RunRecord, StoreManifest
+from benchmark.experiment.store import ResultsStore, RunRecord, StoreManifest
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -23,9 +23,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _produce_paper_store(data: Path | None) -> Path:
-    from benchmark.pipeline import resolve_data_root
-    from benchmark.report import write_store_outputs
-    from benchmark.runner import RunRequest, run_profile
+    from benchmark.data.pipeline import resolve_data_root
+    from benchmark.experiment.runner import RunRequest, run_profile
+    from benchmark.report.render import write_store_outputs
 
     out = Path(os.environ.get("CTXRAY_CLAIMS_OUT", "results/paper"))
     outcome = run_profile(RunRequest(data_root=resolve_data_root(data), profile="paper", out=out,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.pipeline import DATA_ENV
+from benchmark.data.pipeline import DATA_ENV
 
 
 def add_options(parser: pytest.Parser) -> None:

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.evidence import MONTE_CARLO, Status, store_evidence
-from benchmark.metrics import compute_metrics
-from benchmark.power import store_power_grounding
-from benchmark.report import numbers_in_report, report_data_from_html
-from benchmark.store import RunRecord, StoreManifest
-from benchmark.summary import summary_frame
+from benchmark.evidence.power import store_power_grounding
+from benchmark.evidence.rules import MONTE_CARLO, Status, store_evidence
+from benchmark.evidence.summary import summary_frame
+from benchmark.experiment.metrics import compute_metrics
+from benchmark.experiment.store import RunRecord, StoreManifest
+from benchmark.report.render import numbers_in_report, report_data_from_html
 
 FIXED = "paired-fixed"
 # PROTOCOL section 6, read here on its own: the classes each metric needs, and the words for an absent one.
@@ -222,11 +222,11 @@ def test_claim7_runs_reproduce_bit_for_bit(records: list[RunRecord], manifest: S
                                            data_root: Path) -> None:
     import torch
 
-    from benchmark.engine import Engine
-    from benchmark.imaging import ImageBank
-    from benchmark.pipeline import image_cache, prepare_data
-    from benchmark.teachers import TeacherStore
-    from benchmark.worker import data_identity
+    from benchmark.data.imaging import ImageBank
+    from benchmark.data.pipeline import image_cache, prepare_data
+    from benchmark.experiment.worker import data_identity
+    from benchmark.methods.engine import Engine
+    from benchmark.methods.teachers import TeacherStore
 
     settings = manifest.settings
     cache = image_cache(settings, None)

@@ -14,7 +14,7 @@ def _digest(value: Any) -> str:
 
 
 def collection_digests(prepared: Any) -> dict[str, str]:
-    """sha256 of each derived component of `prepared` (a benchmark.pipeline.PreparedData), by component name."""
+    """sha256 of each derived component of `prepared` (a benchmark.data.pipeline.PreparedData), by component name."""
     report = prepared.cohort.filter_report
     records = [r.model_dump(mode="json") for r in prepared.cohort.records]
     return {

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from benchmark.claims.options import add_options, required_data_root
-from benchmark.collection import REQUIRED_COLUMNS
-from benchmark.imaging import ImageCache
+from benchmark.data.collection import REQUIRED_COLUMNS
+from benchmark.data.imaging import ImageCache
 
 COLUMNS = [*REQUIRED_COLUMNS, "clinical_notes"]
 
@@ -111,7 +111,7 @@ def paired_cohort_rows(positives: int = 6, negatives: int = 3, extra_ct_patients
 def small_prepared(tmp_path_factory: pytest.TempPathFactory):
     """A prepared synthetic cohort at 32 x 32 (MC: 2 resamples of k = 3) for engine tests."""
     from benchmark.config import Settings
-    from benchmark.pipeline import prepare_data
+    from benchmark.data.pipeline import prepare_data
 
     root = tmp_path_factory.mktemp("small-cohort")
     (root / "images").mkdir()
@@ -131,9 +131,9 @@ def small_prepared(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def engine_factory(small_prepared, tmp_path: Path):
     """Build an Engine on the small cohort; `teacher_root` None keeps teachers in memory only."""
-    from benchmark.engine import Engine
-    from benchmark.imaging import ImageBank
-    from benchmark.teachers import TeacherStore
+    from benchmark.data.imaging import ImageBank
+    from benchmark.methods.engine import Engine
+    from benchmark.methods.teachers import TeacherStore
 
     prepared, cache = small_prepared
 
@@ -154,9 +154,9 @@ def fast(configuration, epochs: int = 1):
 def write_smoke_store(root: Path, settings: str = "[data]\nimage_size = 32\n", **cohort: object) -> Path:
     """Run the smoke profile on a synthetic cohort (48 px images, `cohort` overrides) under `root` with these
     settings (TOML text) and publish its summary, evidence and report; returns the store folder."""
-    from benchmark.report import write_store_outputs
-    from benchmark.runner import RunRequest, run_profile
-    from benchmark.synthetic import write_synthetic_cohort
+    from benchmark.data.synthetic import write_synthetic_cohort
+    from benchmark.experiment.runner import RunRequest, run_profile
+    from benchmark.report.render import write_store_outputs
 
     data = write_synthetic_cohort(root / "data", size=48, **cohort)
     (root / "settings.toml").write_text(settings)

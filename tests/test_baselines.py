@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.baselines import dkd_loss, rkd_loss
-from benchmark.losses import LogitKD, TermContext, TermSpec, build_term
-from benchmark.models import ModelOutput
+from benchmark.methods.baselines import dkd_loss, rkd_loss
+from benchmark.methods.losses import LogitKD, TermContext, TermSpec, build_term
+from benchmark.methods.models import ModelOutput
 from tests import reference_mdistiller as reference
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.configurations import load_configurations, with_added_configurations
 from benchmark.errors import ConfigError
-from benchmark.evidence import CONTROLS
-from benchmark.matrix import CANDIDATE_BLOCK, load_profile, run_id, with_candidates
+from benchmark.evidence.rules import CONTROLS
+from benchmark.experiment.matrix import CANDIDATE_BLOCK, load_profile, run_id, with_candidates
+from benchmark.methods.configurations import load_configurations, with_added_configurations
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "examples" / "plugin"
@@ -81,7 +81,7 @@ def test_candidates_join_the_matrix_on_the_paired_regimes_and_the_training_lengt
 def plugin_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """The example plugin installed into a folder on PYTHONPATH and its configurations run through the smoke profile
     on a synthetic cohort by the command line: (store, environment with the plugin)."""
-    from benchmark.synthetic import write_synthetic_cohort
+    from benchmark.data.synthetic import write_synthetic_cohort
 
     root = tmp_path_factory.mktemp("plugin")
     target = root / "site"

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark.collection import image_label, is_todo_finding, read_metadata
+from benchmark.data.collection import image_label, is_todo_finding, read_metadata
+from benchmark.data.imaging import ImageCache
+from benchmark.data.pipeline import load_cohort
 from benchmark.errors import MetadataError
-from benchmark.imaging import ImageCache
-from benchmark.pipeline import load_cohort
 from benchmark.schemas import FilterReason
 from tests.conftest import CohortWriter, row, write_image
 

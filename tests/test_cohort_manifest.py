@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmark.cohort import build_manifests
 from benchmark.config import CohortSettings, Settings
+from benchmark.data.cohort import build_manifests
+from benchmark.data.imaging import ImageCache
+from benchmark.data.pipeline import load_cohort, prepare_data
 from benchmark.errors import ConfigError, MetadataError
-from benchmark.imaging import ImageCache
-from benchmark.pipeline import load_cohort, prepare_data
 from benchmark.schemas import FilterReason
 from tests.conftest import write_image
 
@@ -190,7 +190,7 @@ def test_a_header_only_manifest_says_nothing_was_kept(tmp_path: Path, cache: Ima
 
 
 def test_the_cohort_flag_refuses_a_folder(tmp_path: Path) -> None:
-    from benchmark.pipeline import resolve_cohort_file
+    from benchmark.data.pipeline import resolve_cohort_file
 
     with pytest.raises(ConfigError, match="not a folder"):
         resolve_cohort_file(tmp_path)

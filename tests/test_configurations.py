@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.configurations import load_configurations
 from benchmark.errors import ConfigError
+from benchmark.methods.configurations import load_configurations
 
 SECTION_5 = ["xray-teacher-ref", "ct-teacher-ref", "student-only", "late-fusion", "same-modality-kd",
              "plain-ct-kd", "ct-attention-transfer", "ct-feature-hint", "jdcnet"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.store import ResultsStore
+from benchmark.experiment.store import ResultsStore
 from tests.conftest import write_smoke_store
 
 

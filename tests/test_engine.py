@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.configurations import load_configurations
-from benchmark.engine import predict
 from benchmark.errors import ConfigError, LeakageError
-from benchmark.training import derive_generator, epoch_order, resolve_device
+from benchmark.methods.configurations import load_configurations
+from benchmark.methods.engine import predict
+from benchmark.methods.training import derive_generator, epoch_order, resolve_device
 from tests.conftest import fast
 
 CONFIGURATIONS = load_configurations()
@@ -68,11 +68,11 @@ def test_predictions_are_bit_identical_in_another_process(engine_factory, small_
         torch.set_num_threads({torch.get_num_threads()})
         from pathlib import Path
         from benchmark.config import Settings
-        from benchmark.configurations import load_configurations
-        from benchmark.engine import Engine
-        from benchmark.imaging import ImageBank, ImageCache
-        from benchmark.pipeline import prepare_data
-        from benchmark.teachers import TeacherStore
+        from benchmark.methods.configurations import load_configurations
+        from benchmark.methods.engine import Engine
+        from benchmark.data.imaging import ImageBank, ImageCache
+        from benchmark.data.pipeline import prepare_data
+        from benchmark.methods.teachers import TeacherStore
         from tests.conftest import fast
         settings = Settings.model_validate({{"data": {{"image_size": 32}},
             "splits": {{"monte_carlo_resamples": 2, "monte_carlo_val_patients": 3}}}})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.evidence import (
+from benchmark.evidence.rules import (
     PairedCohort,
     PowerGrounding,
     Status,
@@ -15,10 +15,10 @@ from benchmark.evidence import (
     monte_carlo_comparison,
     sign_flip_p_value,
 )
-from benchmark.matrix import Declaration, RunSpec
-from benchmark.metrics import compute_metrics
+from benchmark.experiment.matrix import Declaration, RunSpec
+from benchmark.experiment.metrics import compute_metrics
+from benchmark.experiment.store import ResultsStore, RunRecord
 from benchmark.schemas import CasePrediction, Split, SplitRole
-from benchmark.store import ResultsStore, RunRecord
 
 NAMES = ["student-only", "plain-ct-kd", "same-modality-kd", "late-fusion", "jdcnet", "plain-ct-kd@balanced",
          "student-only@balanced"]

@@ -13,16 +13,16 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.config import Settings
+from benchmark.data.imaging import ImageCache
+from benchmark.data.pipeline import prepare_data
+from benchmark.data.synthetic import write_synthetic_cohort
 from benchmark.errors import ConfigError
-from benchmark.imaging import ImageCache
-from benchmark.matrix import EXHAUSTIVE_REGIME, load_profile, uses_exhaustive
-from benchmark.pipeline import prepare_data
-from benchmark.runner import RunRequest, plan, run_profile
+from benchmark.evidence.summary import aggregate
+from benchmark.experiment.matrix import EXHAUSTIVE_REGIME, load_profile, uses_exhaustive
+from benchmark.experiment.runner import RunRequest, plan, run_profile
+from benchmark.experiment.store import ResultsStore
+from benchmark.experiment.worker import WorkerContext, ensure_worker
 from benchmark.schemas import CohortSummary
-from benchmark.store import ResultsStore
-from benchmark.summary import aggregate
-from benchmark.synthetic import write_synthetic_cohort
-from benchmark.worker import WorkerContext, ensure_worker
 
 # The synthetic cohort has 6 positive and 3 negative paired patients: 3 x C(6, 2) = 45 admissible sets of k = 3.
 ADMISSIBLE, SAMPLE, SEED = 45, 4, 2000
@@ -115,7 +115,7 @@ def test_workers_rebuild_the_drivers_exhaustive_regime(exhaustive_run) -> None:
 
 
 def test_the_report_renders_the_exhaustive_table(exhaustive_run) -> None:
-    from benchmark.report import build_report_data, numbers_in_report, render_report
+    from benchmark.report.render import build_report_data, numbers_in_report, render_report
 
     request, _ = exhaustive_run
     store = ResultsStore(request.out)

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import fetch as fetch_module
 from benchmark.cli import main
+from benchmark.data import fetch as fetch_module
+from benchmark.data.fetch import fetch
+from benchmark.data.pipeline import resolve_data_root
+from benchmark.data.synthetic import write_synthetic_cohort
 from benchmark.errors import FetchError
-from benchmark.fetch import fetch
-from benchmark.pipeline import resolve_data_root
-from benchmark.synthetic import write_synthetic_cohort
 
 
 def git(*args: str, cwd: Path) -> str:

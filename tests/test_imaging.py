@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark import imaging
+from benchmark.data import imaging
+from benchmark.data.imaging import ImageCache, decode_file
 from benchmark.errors import CacheError, ImageDecodeError
-from benchmark.imaging import ImageCache, decode_file
 from benchmark.schemas import FilterReason
 from tests.conftest import write_image
 

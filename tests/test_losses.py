@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from benchmark.losses import (
+from benchmark.methods.losses import (
     HintRegressor,
     LossConfig,
     Objective,
@@ -18,7 +18,7 @@ from benchmark.losses import (
     kd_loss,
     weighted_cross_entropy,
 )
-from benchmark.models import ModelOutput, NetworkConfig, build_classifier
+from benchmark.methods.models import ModelOutput, NetworkConfig, build_classifier
 
 
 def test_inverse_frequency_weights_by_hand() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.cohort import audit_labels, build_manifests, match_ct
-from benchmark.imaging import ImageCache
-from benchmark.pipeline import load_cohort
+from benchmark.data.cohort import audit_labels, build_manifests, match_ct
+from benchmark.data.imaging import ImageCache
+from benchmark.data.pipeline import load_cohort
 from benchmark.schemas import ImageRecord, Manifest, PairedRecord, SupportCounts
 from tests.conftest import CohortWriter
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.configurations import load_configurations
 from benchmark.errors import ConfigError
-from benchmark.matrix import Profile, expand_profile, load_profile, run_id
+from benchmark.experiment.matrix import Profile, expand_profile, load_profile, run_id
+from benchmark.methods.configurations import load_configurations
 
 CONFIGURATIONS = load_configurations()
 
@@ -106,8 +106,10 @@ def test_run_ids_are_stable_across_processes(small_prepared) -> None:
     here = [s.run_id for s in expand_profile(load_profile("paper"), CONFIGURATIONS, prepared.regimes)]
     script = (
         "import json, sys\nfrom pathlib import Path\nfrom benchmark.config import Settings\n"
-        "from benchmark.configurations import load_configurations\nfrom benchmark.imaging import ImageCache\n"
-        "from benchmark.matrix import expand_profile, load_profile\nfrom benchmark.pipeline import prepare_data\n"
+        "from benchmark.methods.configurations import load_configurations\n"
+        "from benchmark.data.imaging import ImageCache\n"
+        "from benchmark.experiment.matrix import expand_profile, load_profile\n"
+        "from benchmark.data.pipeline import prepare_data\n"
         "s = Settings.model_validate({'data': {'image_size': 32}, 'splits': {'monte_carlo_resamples': 2, "
         "'monte_carlo_val_patients': 3}})\n"
         f"p = prepare_data(Path({str(prepared.cohort.data_root)!r}), s, ImageCache({str(cache.root)!r}, 32))\n"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmark.metrics import SWEEP_THRESHOLDS, MetricFlag, compute_metrics, undefined_reason
+from benchmark.experiment.metrics import SWEEP_THRESHOLDS, MetricFlag, compute_metrics, undefined_reason
 from benchmark.schemas import CasePrediction
 
 

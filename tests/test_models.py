@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.models import (
+from benchmark.methods.models import (
     DFPN,
     DPE,
     MHRA,

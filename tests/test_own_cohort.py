@@ -15,11 +15,11 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.config import CohortSettings, Settings, load_settings
-from benchmark.imaging import ImageCache
-from benchmark.pipeline import image_cache, load_cohort, prepare_data
+from benchmark.data.imaging import ImageCache
+from benchmark.data.pipeline import image_cache, load_cohort, prepare_data
+from benchmark.data.synthetic import write_medical_cohort, write_synthetic_cohort
+from benchmark.experiment.store import ResultsStore
 from benchmark.schemas import FilterReason, ReaderPolicy
-from benchmark.store import ResultsStore
-from benchmark.synthetic import write_medical_cohort, write_synthetic_cohort
 from tests.collection_digest import collection_digests
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,8 +61,8 @@ def test_the_generated_cohort_mixes_dicom_and_nifti_as_declared(tmp_path: Path) 
 
 
 def test_a_generated_image_reads_back_as_the_pixels_it_was_made_from(tmp_path: Path) -> None:
-    from benchmark.readers import read_image
-    from benchmark.synthetic import SyntheticSpec, generate_images
+    from benchmark.data.readers import read_image
+    from benchmark.data.synthetic import SyntheticSpec, generate_images
 
     spec = SyntheticSpec(paired_patients=3, ct_only_patients=0, xray_only_patients=0, size=24)
     manifest = write_medical_cohort(tmp_path / "c", spec)

@@ -9,7 +9,7 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.errors import ConfigError
-from benchmark.power import PowerCell, Rate, load_grid, minimum_decisive_experiment, read_power, run_power
+from benchmark.evidence.power import PowerCell, Rate, load_grid, minimum_decisive_experiment, read_power, run_power
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_a_null_effect_is_detected_in_few_replicates(tiny_power) -> None:
 
 
 def test_every_replicate_store_holds_the_three_configurations_on_every_resample(tiny_power) -> None:
-    from benchmark.store import ResultsStore
+    from benchmark.experiment.store import ResultsStore
 
     result, _ = tiny_power
     store = ResultsStore(result.replicates[0].store)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.runner import RunRequest, run_profile
+from benchmark.experiment.runner import RunRequest, run_profile
 
 ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
@@ -24,7 +24,7 @@ def predictions(store: Path) -> dict[str, list[tuple[str, float]]]:
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    from benchmark.synthetic import write_synthetic_cohort
+    from benchmark.data.synthetic import write_synthetic_cohort
 
     root = tmp_path_factory.mktemp("ray")
     data = write_synthetic_cohort(root / "data", size=48)

@@ -15,9 +15,9 @@ from pydantic import ValidationError
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
 
+from benchmark.data.imaging import decode_file
+from benchmark.data.readers import ReaderPolicy, ReadFailure, read_image
 from benchmark.errors import ImageDecodeError
-from benchmark.imaging import decode_file
-from benchmark.readers import ReaderPolicy, ReadFailure, read_image
 from tests.conftest import write_image
 
 RAS = np.eye(4)

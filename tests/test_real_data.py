@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.cohort import Cohort, build_manifests
-from benchmark.imaging import ImageCache
-from benchmark.pipeline import load_cohort
+from benchmark.data.cohort import Cohort, build_manifests
+from benchmark.data.imaging import ImageCache
+from benchmark.data.pipeline import load_cohort
 from benchmark.schemas import FilterReason
 
 pytestmark = pytest.mark.realdata

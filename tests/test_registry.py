@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.configurations import Configuration, load_configurations
 from benchmark.errors import ConfigError, RegistryError
-from benchmark.losses import LossConfig, TermSpec
-from benchmark.models import NetworkConfig, build_network
-from benchmark.registry import NETWORKS, OBJECTIVES, Registry
-from benchmark.training import derive_generator
+from benchmark.methods.configurations import Configuration, load_configurations
+from benchmark.methods.losses import LossConfig, TermSpec
+from benchmark.methods.models import NetworkConfig, build_network
+from benchmark.methods.registry import NETWORKS, OBJECTIVES, Registry
+from benchmark.methods.training import derive_generator
 from tests.conftest import fast
 
 PLUGIN = '''
 import torch
-from benchmark.losses import DistillationTerm
+from benchmark.methods.losses import DistillationTerm
 
 
 class LogitMatch(DistillationTerm):
@@ -93,7 +93,7 @@ def test_a_plugin_term_named_module_attribute_trains_through_the_engine(engine_f
 
 
 def test_a_factory_that_builds_no_module_fails_the_preflight(plugin_module: str) -> None:
-    from benchmark.engine import check_configuration
+    from benchmark.methods.engine import check_configuration
 
     configuration = _with_term(load_configurations()["plain-ct-kd"],
                                TermSpec(objective=f"{plugin_module}:not_a_module"))
@@ -108,19 +108,19 @@ def test_a_declared_term_needs_a_teacher() -> None:
 
 def test_run_stops_before_any_training_on_an_unknown_objective(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from benchmark.cli import main
-    from benchmark.synthetic import write_synthetic_cohort
+    from benchmark.data.synthetic import write_synthetic_cohort
 
-    table = (Path(__file__).parents[1] / "benchmark" / "configs" / "configurations.toml").read_text()
-    table = table.replace('name = "plain-ct-kd"\n',
-                          'name = "plain-ct-kd"\nloss = { terms = [{ objective = "nope" }] }\n')
-    (tmp_path / "configurations.toml").write_text(table)
+    (tmp_path / "configurations.toml").write_text(
+        '[[configurations]]\nname = "mine"\nrole = "candidate"\nmanifest = "paired"\nnetwork = "student"\n'
+        'teacher = { modality = "ct", network = "teacher" }\nloss = { terms = [{ objective = "nope" }] }\n'
+        'candidate = true\n')
     (tmp_path / "settings.toml").write_text("[data]\nimage_size = 32\n")
     data = write_synthetic_cohort(tmp_path / "data", size=48)
     code = main(["run", "--data", str(data), "--profile", "smoke", "--out", str(tmp_path / "out"), "--quiet",
                  "--configurations", str(tmp_path / "configurations.toml"), "--config", str(tmp_path / "settings.toml"),
                  "--cache", str(tmp_path / "cache")])
     err = capsys.readouterr().err
-    assert code == 2 and "configuration 'plain-ct-kd'" in err and "unknown objective 'nope'" in err
+    assert code == 2 and "configuration 'mine'" in err and "unknown objective 'nope'" in err
     assert len(err.strip().splitlines()) == 1
     assert not list((tmp_path / "out").glob("runs/*.json"))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.report import report_data_from_html
+from benchmark.report.render import report_data_from_html
 
 SECTIONS = ("question", "cohort", "regimes", "references", "fixed", "monte-carlo", "stress", "hypotheses", "methods",
             "provenance")

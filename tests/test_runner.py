@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 
 from benchmark.cli import main
+from benchmark.data.synthetic import write_synthetic_cohort
 from benchmark.errors import ConfigError, StoreError
-from benchmark.metrics import compute_metrics
-from benchmark.runner import RunRequest, parallelism, run_profile
-from benchmark.store import ResultsStore
-from benchmark.summary import summary_frame
-from benchmark.synthetic import write_synthetic_cohort
+from benchmark.evidence.summary import summary_frame
+from benchmark.experiment.metrics import compute_metrics
+from benchmark.experiment.runner import RunRequest, parallelism, run_profile
+from benchmark.experiment.store import ResultsStore
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from benchmark.configurations import load_configurations
+from benchmark.methods.configurations import load_configurations
 from tests.conftest import fast
 
 CONFIGURATIONS = load_configurations()

@@ -14,9 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from benchmark.config import SplitSettings
-from benchmark.errors import SplitError
-from benchmark.schemas import ImageRecord, Manifest, Split, SplitRole, validation_set_hash
-from benchmark.splits import (
+from benchmark.data.splits import (
     _unrank_combination,
     admissible_set_count,
     default_regimes,
@@ -25,6 +23,8 @@ from benchmark.splits import (
     monte_carlo_splits,
     stratified_split,
 )
+from benchmark.errors import SplitError
+from benchmark.schemas import ImageRecord, Manifest, Split, SplitRole, validation_set_hash
 
 
 def cohort(positives: int, negatives: int, images_per_patient: int = 2, name: str = "paired") -> Manifest:

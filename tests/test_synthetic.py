@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.cohort import build_manifests
-from benchmark.imaging import ImageCache
-from benchmark.pipeline import load_cohort
-from benchmark.synthetic import SyntheticSpec, write_synthetic_cohort
+from benchmark.data.cohort import build_manifests
+from benchmark.data.imaging import ImageCache
+from benchmark.data.pipeline import load_cohort
+from benchmark.data.synthetic import SyntheticSpec, write_synthetic_cohort
 
 
 def _cohort(tmp_path: Path, **spec):

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.metrics import compute_metrics
-from benchmark.report import numbers_in_report, template_environment, write_store_outputs
-from benchmark.store import ResultsStore, RunRecord
-from benchmark.summary import aggregate, metric_stat
+from benchmark.evidence.summary import aggregate, metric_stat
+from benchmark.experiment.metrics import compute_metrics
+from benchmark.experiment.store import ResultsStore, RunRecord
+from benchmark.report.render import numbers_in_report, template_environment, write_store_outputs
 from tests.test_claims_can_fail import assert_only_claim_fails, corrupted, run_claims
 from tests.test_metrics import cases
 
@@ -154,7 +154,12 @@ def _without_negatives(record: RunRecord) -> RunRecord:
 
 
 def test_a_resample_whose_ba_is_undefined_is_reported_as_such_and_never_confirms(synthetic_store: Path) -> None:
-    from benchmark.evidence import effect_estimate, evaluate_hypotheses, fixed_split_comparison, monte_carlo_comparison
+    from benchmark.evidence.rules import (
+        effect_estimate,
+        evaluate_hypotheses,
+        fixed_split_comparison,
+        monte_carlo_comparison,
+    )
     from tests.test_evidence import BAD, GOOD, table
 
     template = ResultsStore(synthetic_store).load_all()[0]

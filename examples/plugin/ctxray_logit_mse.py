@@ -11,8 +11,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from benchmark.losses import DistillationTerm, TermContext
-from benchmark.models import ModelOutput
+from benchmark.methods.losses import DistillationTerm, TermContext
+from benchmark.methods.models import ModelOutput
 
 
 class LogitMSEParams(BaseModel):

@@ -18,8 +18,8 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from benchmark.atomic import write_atomically
-from benchmark.metrics import Metrics
-from benchmark.store import RunRecord
+from benchmark.experiment.metrics import Metrics
+from benchmark.experiment.store import RunRecord
 
 SUMMARY_METRICS = ("balanced_accuracy", "macro_f1", "accuracy", "sensitivity", "specificity", "mcc", "pr_auc",
                    "roc_auc", "positive_prediction_rate")

@@ -20,16 +20,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from benchmark.configurations import Configuration
+from benchmark.data.imaging import ImageBank
+from benchmark.data.pipeline import PreparedData
 from benchmark.errors import LeakageError
-from benchmark.imaging import ImageBank
-from benchmark.losses import Objective, inverse_frequency_weights
-from benchmark.models import build_network, init_parameters
-from benchmark.pipeline import PreparedData
-from benchmark.registry import NETWORKS
+from benchmark.methods.configurations import Configuration
+from benchmark.methods.losses import Objective, inverse_frequency_weights
+from benchmark.methods.models import build_network, init_parameters
+from benchmark.methods.registry import NETWORKS
+from benchmark.methods.teachers import TeacherStore, TrainedTeacher, check_no_leakage
+from benchmark.methods.training import FitLog, TrainingSet, derive_generator, fit, forward_all, positive_scores
 from benchmark.schemas import CasePrediction, DeploymentProbe, ImageRecord, Modality, PairedRecord, Split
-from benchmark.teachers import TeacherStore, TrainedTeacher, check_no_leakage
-from benchmark.training import FitLog, TrainingSet, derive_generator, fit, forward_all, positive_scores
 
 
 @dataclass(frozen=True)

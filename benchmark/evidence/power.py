@@ -1,7 +1,7 @@
 """Protocol power: how often the Monte Carlo protocol detects a planted transfer effect, and how often a null one.
 
 For every cell of a grid (cohort size x number of resamples R x mode) and every replicate seed, a
-synthetic cohort (benchmark.synthetic) is written in the collection's layout and the protocol's
+synthetic cohort (benchmark.data.synthetic) is written in the collection's layout and the protocol's
 Monte Carlo regime is run on it with the real loader, splits, engine and runner (one executor for
 the whole study). H1's Monte Carlo rule, MC-confirmed(plain-ct-kd > student-only), is then applied
 to the first R resamples (resample r is the same whatever R, so one store serves every R). The
@@ -23,17 +23,17 @@ from scipy.stats import binomtest
 
 from benchmark.atomic import write_atomically
 from benchmark.config import Settings, load_settings, read_toml, validation_problems
-from benchmark.configurations import load_configurations, merge_overrides
+from benchmark.data.pipeline import image_cache, prepare_data
+from benchmark.data.synthetic import SyntheticSpec, write_synthetic_cohort
 from benchmark.errors import ConfigError, RunError
-from benchmark.evidence import MONTE_CARLO, PowerGrounding, monte_carlo_comparison
-from benchmark.matrix import Block, Profile, expand_profile
-from benchmark.pipeline import image_cache, prepare_data
-from benchmark.runner import Batch, execute_batches, make_executor, open_store, preflight, store_manifest
-from benchmark.store import ResultsStore, code_version, now
-from benchmark.synthetic import SyntheticSpec, write_synthetic_cohort
-from benchmark.worker import WorkerContext
+from benchmark.evidence.rules import MONTE_CARLO, PowerGrounding, monte_carlo_comparison
+from benchmark.experiment.matrix import Block, Profile, expand_profile
+from benchmark.experiment.runner import Batch, execute_batches, make_executor, open_store, preflight, store_manifest
+from benchmark.experiment.store import ResultsStore, code_version, now
+from benchmark.experiment.worker import WorkerContext
+from benchmark.methods.configurations import load_configurations, merge_overrides
 
-DEFAULT_GRIDS = Path(__file__).parent / "configs" / "power.toml"
+DEFAULT_GRIDS = Path(__file__).parent.parent / "configs" / "power.toml"
 Mode = Literal["planted", "null"]
 TARGET_POWER = 0.8
 MAX_FALSE_POSITIVE_RATE = 0.05

@@ -72,7 +72,7 @@ class ReadFailure(StrEnum):
 
     MISSING_FILE = FilterReason.MISSING_FILE.value
     EMPTY_FILE = FilterReason.EMPTY_FILE.value
-    CORRUPT_IMAGE = FilterReason.CORRUPT_IMAGE.value  # Pillow could not decode it (as in benchmark.imaging)
+    CORRUPT_IMAGE = FilterReason.CORRUPT_IMAGE.value  # Pillow could not decode it (as in benchmark.data.imaging)
     UNREADABLE_FILE = "unreadable_file"  # the operating system refused to read it (permissions, a folder)
     UNSUPPORTED_TYPE = "unsupported_type"  # a suffix no reader handles
     NOT_DICOM = "not_dicom"  # no DICOM marker, and nothing image-like when read without it

@@ -11,12 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.cohort import Cohort, CohortTable, audit_labels, build_cohort, build_manifests
-from benchmark.cohort_manifest import read_cohort_manifest
-from benchmark.collection import read_collection
 from benchmark.config import CohortSettings, Settings
+from benchmark.data.cohort import Cohort, CohortTable, audit_labels, build_cohort, build_manifests
+from benchmark.data.cohort_manifest import read_cohort_manifest
+from benchmark.data.collection import read_collection
+from benchmark.data.imaging import ImageCache
+from benchmark.data.splits import default_regimes
 from benchmark.errors import ConfigError, MetadataError
-from benchmark.imaging import ImageCache
 from benchmark.schemas import (
     CohortSource,
     CohortSummary,
@@ -28,7 +29,6 @@ from benchmark.schemas import (
     SplitSupport,
     SupportCounts,
 )
-from benchmark.splits import default_regimes
 
 ADAPTERS: dict[str, Callable[[CohortSource, CohortSettings], CohortTable]] = {
     "collection": read_collection, "manifest": read_cohort_manifest}
@@ -38,7 +38,7 @@ CONTAINER_ENV = "CTXRAY_CONTAINER"  # set by the Dockerfile: errors then say how
 
 def resolve_data_root(explicit: str | Path | None) -> Path:
     """The data root from --data, else $CTXRAY_DATA, else the `data fetch` default; a clear error otherwise."""
-    from benchmark.fetch import default_data_dir
+    from benchmark.data.fetch import default_data_dir
 
     fetched = default_data_dir()
     candidate = explicit or os.environ.get(DATA_ENV) or (fetched if (fetched / "metadata.csv").is_file() else None)

@@ -19,17 +19,23 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup
 from pydantic import BaseModel, Field
 
-from benchmark import figures
 from benchmark.atomic import write_atomically
-from benchmark.configurations import load_configurations
-from benchmark.evidence import FIXED, MONTE_CARLO, Evidence, store_evidence
-from benchmark.matrix import EXHAUSTIVE_REGIME, block_names
-from benchmark.metrics import SWEEP_THRESHOLDS
-from benchmark.power import MAX_FALSE_POSITIVE_RATE, TARGET_POWER, PowerResult, read_power, store_power_grounding
-from benchmark.store import ResultsStore, RunRecord, StoreManifest, now
-from benchmark.summary import AggregateRow, aggregate, runs_of, write_summary
+from benchmark.evidence.power import (
+    MAX_FALSE_POSITIVE_RATE,
+    TARGET_POWER,
+    PowerResult,
+    read_power,
+    store_power_grounding,
+)
+from benchmark.evidence.rules import FIXED, MONTE_CARLO, Evidence, store_evidence
+from benchmark.evidence.summary import AggregateRow, aggregate, runs_of, write_summary
+from benchmark.experiment.matrix import EXHAUSTIVE_REGIME, block_names
+from benchmark.experiment.metrics import SWEEP_THRESHOLDS
+from benchmark.experiment.store import ResultsStore, RunRecord, StoreManifest, now
+from benchmark.methods.configurations import load_configurations
+from benchmark.report import figures
 
-TEMPLATE_DIRS = (Path(__file__).parent / "templates", Path(__file__).resolve().parent.parent / "templates")
+TEMPLATE_DIRS = (Path(__file__).parent.parent / "templates", Path(__file__).resolve().parents[2] / "templates")
 TABLE_METRICS = ("balanced_accuracy", "macro_f1", "sensitivity", "specificity", "mcc", "pr_auc", "roc_auc",
                  "positive_prediction_rate")
 METRIC_LABELS = {"balanced_accuracy": "BA", "macro_f1": "macro-F1", "sensitivity": "sens.", "specificity": "spec.",

@@ -17,13 +17,13 @@ from pathlib import Path
 
 from benchmark.atomic import ensure_writable_folder
 from benchmark.config import Settings, load_settings
-from benchmark.configurations import with_added_configurations
+from benchmark.data.pipeline import PreparedData, cohort_summary, image_cache, prepare_data
 from benchmark.errors import ConfigError, OutputError
-from benchmark.executors import Executor, LocalExecutor, RayExecutor
-from benchmark.matrix import Profile, RunSpec, expand_profile, load_profile, uses_exhaustive, with_candidates
-from benchmark.pipeline import PreparedData, cohort_summary, image_cache, prepare_data
-from benchmark.store import ResultsStore, RunRecord, StoreManifest, code_version, now
-from benchmark.worker import WorkerContext, data_identity
+from benchmark.experiment.executors import Executor, LocalExecutor, RayExecutor
+from benchmark.experiment.matrix import Profile, RunSpec, expand_profile, load_profile, uses_exhaustive, with_candidates
+from benchmark.experiment.store import ResultsStore, RunRecord, StoreManifest, code_version, now
+from benchmark.experiment.worker import WorkerContext, data_identity
+from benchmark.methods.configurations import with_added_configurations
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def parallelism(workers: int, threads: int | None = None) -> tuple[int, int]:
 def preflight(out: Path, workers: int, threads: int | None, device: str) -> tuple[int, int]:
     """Check what can fail before any data is read or worker started, each in one line: the worker and thread
     counts, the device, and that `out` can be written. Returns (workers, threads per worker)."""
-    from benchmark.training import resolve_device
+    from benchmark.methods.training import resolve_device
 
     workers, threads = parallelism(workers, threads)
     resolve_device(device)
@@ -125,7 +125,7 @@ def plan(request: RunRequest) -> tuple[PreparedData, list[RunSpec], StoreManifes
 def check_configurations(specs: list[RunSpec], image_size: int) -> None:
     """Every distinct configuration of `specs` builds and takes one loss (engine.check_configuration), before any
     worker starts: an unknown objective or network, or a plugin that does not load, stops the run in one line."""
-    from benchmark.engine import check_configuration
+    from benchmark.methods.engine import check_configuration
 
     seen: set[str] = set()
     for spec in specs:

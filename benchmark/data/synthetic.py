@@ -38,7 +38,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from benchmark.collection import REQUIRED_COLUMNS
+from benchmark.data.collection import REQUIRED_COLUMNS
 
 COVID = "Pneumonia/Viral/COVID-19"
 NEGATIVE = "No Finding"

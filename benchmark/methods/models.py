@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from benchmark.errors import RegistryError
-from benchmark.registry import NETWORKS
+from benchmark.methods.registry import NETWORKS
 
 NUM_CLASSES = 2
 

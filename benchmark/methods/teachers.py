@@ -22,13 +22,13 @@ import torch
 from torch import nn
 
 from benchmark.atomic import write_atomically
-from benchmark.configurations import TeacherConfig
+from benchmark.data.imaging import ImageBank
 from benchmark.errors import CacheError, LeakageError
-from benchmark.imaging import ImageBank
-from benchmark.losses import LossConfig, Objective, inverse_frequency_weights
-from benchmark.models import build_network
+from benchmark.methods.configurations import TeacherConfig
+from benchmark.methods.losses import LossConfig, Objective, inverse_frequency_weights
+from benchmark.methods.models import build_network
+from benchmark.methods.training import TrainingSet, derive_generator, fit
 from benchmark.schemas import ImageRecord
-from benchmark.training import TrainingSet, derive_generator, fit
 
 MODEL_CODE_VERSION = 1  # bump when a change to models/losses/training alters trained weights
 

@@ -23,8 +23,8 @@ from benchmark import __version__
 from benchmark.atomic import write_atomically
 from benchmark.config import Settings
 from benchmark.errors import StoreError, describe_os_error
-from benchmark.matrix import Profile, RunSpec
-from benchmark.metrics import Metrics
+from benchmark.experiment.matrix import Profile, RunSpec
+from benchmark.experiment.metrics import Metrics
 from benchmark.schemas import CasePrediction, CohortSummary, DeploymentProbe, Regime, SourceKind
 
 STORE_SCHEMA_VERSION = 1
@@ -117,7 +117,7 @@ class StoreManifest(BaseModel):
 def code_version() -> str:
     """Package version, plus the git commit (and `-dirty`) when run from a git checkout."""
     try:
-        root = Path(__file__).resolve().parent.parent
+        root = Path(__file__).resolve().parents[2]
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
                                 text=True, timeout=5, check=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],

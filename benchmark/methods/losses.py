@@ -11,8 +11,8 @@
   both average-pooled to the smaller of the two sizes.
 Teacher tensors enter every loss detached: no gradient ever reaches a teacher.
 
-Every distillation term (KD, attention transfer, hint, the baselines of `benchmark.baselines`, a plugin's)
-is a `DistillationTerm` found by name in the objectives registry (`benchmark.registry`); `Objective`
+Every distillation term (KD, attention transfer, hint, the baselines of `benchmark.methods.baselines`, a plugin's)
+is a `DistillationTerm` found by name in the objectives registry (`benchmark.methods.registry`); `Objective`
 builds a configuration's terms from its `LossConfig` and sums them, with no term known to it by name.
 """
 
@@ -28,8 +28,8 @@ from torch import Tensor, nn
 
 from benchmark.config import validation_problems
 from benchmark.errors import ConfigError, RegistryError
-from benchmark.models import NUM_CLASSES, ModelOutput
-from benchmark.registry import OBJECTIVES
+from benchmark.methods.models import NUM_CLASSES, ModelOutput
+from benchmark.methods.registry import OBJECTIVES
 
 Stage = Literal["stage1", "stage2", "stage3", "stage4"]
 

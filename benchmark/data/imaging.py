@@ -1,6 +1,6 @@
 """The on-disk image cache and the in-memory image bank the engine trains from.
 
-Each image file is read once by its reader (`benchmark.readers`: Pillow, pydicom or nibabel, by file
+Each image file is read once by its reader (`benchmark.data.readers`: Pillow, pydicom or nibabel, by file
 type and the settings' reader policy) to a grayscale float32 array in [0, 1], resized to the configured
 size and stored under its file's content hash, in a folder per size and (when not the default) per
 reader policy. The cache is thus shared by runs, processes and data clones holding the same bytes.
@@ -25,8 +25,8 @@ from PIL import Image
 from pydantic import ValidationError
 
 from benchmark.atomic import write_atomically
+from benchmark.data.readers import ReadInfo, read_image
 from benchmark.errors import CacheError, ImageDecodeError
-from benchmark.readers import ReadInfo, read_image
 from benchmark.schemas import FilterReason, ReaderPolicy
 
 DECODE_VERSION = 1  # bump when decoding changes: old cache entries are then ignored

@@ -19,11 +19,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from benchmark.config import Settings, read_toml, validation_problems
-from benchmark.configurations import Configuration, merge_overrides
 from benchmark.errors import ConfigError
+from benchmark.methods.configurations import Configuration, merge_overrides
 from benchmark.schemas import Regime, Split
 
-DEFAULT_MATRIX = Path(__file__).parent / "configs" / "matrix.toml"
+DEFAULT_MATRIX = Path(__file__).parent.parent / "configs" / "matrix.toml"
 RegimeName = Literal["reference", "paired-fixed", "paired-monte-carlo", "paired-exhaustive"]
 _REFERENCE_REGIME = {"all-xray": "reference-all-xray", "all-ct": "reference-all-ct"}
 
@@ -128,11 +128,17 @@ def with_candidates(profile: Profile, configurations: Mapping[str, Configuration
     candidates = [name for name, c in configurations.items() if c.candidate]
     if not candidates:
         return profile
-    blocks = [block.model_copy(update={"configurations": [*block.configurations,
-                                                          *(c for c in candidates if c not in block.configurations)]})
-              if block.name == "training-length" else block for block in profile.blocks]
-    blocks.append(Block(name=CANDIDATE_BLOCK, purpose="candidate methods, each compared with the protocol's controls",
-                        configurations=candidates, regimes=CANDIDATE_REGIMES))
+    block = Block(name=CANDIDATE_BLOCK, purpose="candidate methods, each compared with the protocol's controls",
+                  configurations=candidates, regimes=CANDIDATE_REGIMES)
+    blocks = []
+    for existing in profile.blocks:
+        if existing.name == "training-length":  # candidates first, so that their runs carry their own names first
+            blocks.append(block)
+            added = [c for c in candidates if c not in existing.configurations]
+            existing = existing.model_copy(update={"configurations": [*existing.configurations, *added]})
+        blocks.append(existing)
+    if block not in blocks:
+        blocks.append(block)
     return profile.model_copy(update={"blocks": blocks})
 
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmark.config import Settings
+from benchmark.data.imaging import ImageBank
+from benchmark.data.pipeline import PreparedData, image_cache, prepare_data
 from benchmark.errors import StoreError
-from benchmark.imaging import ImageBank
-from benchmark.matrix import RunSpec
-from benchmark.metrics import compute_metrics
-from benchmark.pipeline import PreparedData, image_cache, prepare_data
-from benchmark.store import DataIdentity, FitSummary, RunRecord, TeacherProvenance, now
+from benchmark.experiment.matrix import RunSpec
+from benchmark.experiment.metrics import compute_metrics
+from benchmark.experiment.store import DataIdentity, FitSummary, RunRecord, TeacherProvenance, now
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,9 @@ def ensure_worker(context: WorkerContext) -> object:
         return _ENGINES[context.key]
     import torch
 
-    from benchmark.engine import Engine
-    from benchmark.teachers import TeacherStore
-    from benchmark.training import resolve_device
+    from benchmark.methods.engine import Engine
+    from benchmark.methods.teachers import TeacherStore
+    from benchmark.methods.training import resolve_device
 
     torch.set_num_threads(context.threads)
     if context.device != "cpu":  # deterministic cuDNN/cuBLAS kernels: same run, same predictions on one GPU

@@ -1,6 +1,6 @@
 """The COVID-19 Image Data Collection as a cohort source: its metadata.csv read into the rows of a cohort table.
 
-The collection is one adapter among the paths into the same pipeline (`benchmark.cohort`): it maps its
+The collection is one adapter among the paths into the same pipeline (`benchmark.data.cohort`): it maps its
 columns to the cohort manifest's (patientid -> patient, folder/filename -> path, the finding -> label)
 and adds its own rules, in the protocol's order (PROTOCOL.md section 2):
 - a row with an empty patientid, folder or filename is invalid;
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.cohort import CohortTable, SourceRow
 from benchmark.config import CohortSettings
+from benchmark.data.cohort import CohortTable, SourceRow
 from benchmark.errors import MetadataError
 from benchmark.schemas import CohortSource, FilterReason
 

@@ -37,9 +37,9 @@ import numpy as np
 from pydantic import BaseModel, Field
 from scipy.stats import norm, permutation_test
 
-from benchmark.matrix import CANDIDATE_BLOCK, Declaration
-from benchmark.store import RunRecord, StoreManifest
-from benchmark.summary import runs_of
+from benchmark.evidence.summary import runs_of
+from benchmark.experiment.matrix import CANDIDATE_BLOCK, Declaration
+from benchmark.experiment.store import RunRecord, StoreManifest
 
 ALPHA = 0.05
 MONTE_CARLO = "paired-monte-carlo"

@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from benchmark.errors import ConfigError
-from benchmark.losses import Objective
-from benchmark.models import LateFusion, ModelOutput
+from benchmark.methods.losses import Objective
+from benchmark.methods.models import LateFusion, ModelOutput
 
 
 class TrainingConfig(BaseModel):

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from benchmark.config import validation_problems
 from benchmark.errors import ConfigError
-from benchmark.models import NUM_CLASSES, ModelOutput, NetworkConfig, init_parameters
+from benchmark.methods.models import NUM_CLASSES, ModelOutput, NetworkConfig, init_parameters
 
 
 class TimmOptions(BaseModel):

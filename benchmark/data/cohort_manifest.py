@@ -7,7 +7,7 @@ Columns (a header row names them; order free, names case-sensitive):
 Other columns are ignored, with a warning naming them.
 
 `path` is relative to the manifest's own folder and may not leave it (no absolute paths, no `..` out);
-any file type `benchmark.readers` reads (PNG/JPEG/TIFF, DICOM, NIfTI 2-D or 3-D). `modality` names the
+any file type `benchmark.data.readers` reads (PNG/JPEG/TIFF, DICOM, NIfTI 2-D or 3-D). `modality` names the
 target or the privileged modality declared in the settings (`[cohort]`, default `xray` and `ct`); a row
 of any other modality is skipped. `label` is 0 or 1 (`0.0`/`1.0` accepted).
 
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.cohort import CohortTable, SourceRow
 from benchmark.config import CohortSettings
+from benchmark.data.cohort import CohortTable, SourceRow
 from benchmark.errors import MetadataError, describe_os_error
 from benchmark.schemas import CohortSource, FilterReason
 

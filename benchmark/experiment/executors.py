@@ -13,8 +13,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Protocol
 
 from benchmark.errors import ConfigError
-from benchmark.matrix import RunSpec
-from benchmark.worker import JobResult, WorkerContext, ensure_worker, run_job
+from benchmark.experiment.matrix import RunSpec
+from benchmark.experiment.worker import JobResult, WorkerContext, ensure_worker, run_job
 
 
 class Executor(Protocol):

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from benchmark.losses import DistillationTerm, TermContext
-from benchmark.models import ModelOutput
+from benchmark.methods.losses import DistillationTerm, TermContext
+from benchmark.methods.models import ModelOutput
 
 
 def dkd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, alpha: float, beta: float,

@@ -9,12 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_fie
 
 from benchmark.config import read_toml, validation_problems
 from benchmark.errors import ConfigError
-from benchmark.losses import LossConfig
-from benchmark.models import NetworkConfig
+from benchmark.methods.losses import LossConfig
+from benchmark.methods.models import NetworkConfig
+from benchmark.methods.training import TrainingConfig
 from benchmark.schemas import ManifestName, Modality
-from benchmark.training import TrainingConfig
 
-DEFAULT_CONFIGURATIONS = Path(__file__).parent / "configs" / "configurations.toml"
+DEFAULT_CONFIGURATIONS = Path(__file__).parent.parent / "configs" / "configurations.toml"
 
 
 class TeacherConfig(BaseModel):

@@ -1,8 +1,8 @@
 """From a cohort's table to kept image records, the three manifests and the data audit (PROTOCOL.md section 2).
 
 A cohort's table is read by its adapter into `SourceRow`s: a cohort manifest CSV
-(`benchmark.cohort_manifest`) or the COVID-19 Image Data Collection's metadata.csv
-(`benchmark.collection`). Filtering then runs in the protocol's order and counts every dropped row
+(`benchmark.data.cohort_manifest`) or the COVID-19 Image Data Collection's metadata.csv
+(`benchmark.data.collection`). Filtering then runs in the protocol's order and counts every dropped row
 with its reason:
 1. the row must be valid (the adapter's checks: required cells, label, offset) and its image a file under
    the table's root that exists and is read by its reader (outside the root, volume not read, missing,
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmark.config import CohortSettings
-from benchmark.imaging import CachedImage, ImageCache
-from benchmark.readers import file_kind
+from benchmark.data.imaging import CachedImage, ImageCache
+from benchmark.data.readers import file_kind
 from benchmark.schemas import (
     CohortSource,
     CohortSourceInfo,

@@ -1,0 +1,1 @@
+"""The evidence: hypothesis and candidate rules, the summary table, the power study."""

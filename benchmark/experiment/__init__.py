@@ -1,0 +1,1 @@
+"""The experiment: the matrix, the runner and its executors, the results store."""

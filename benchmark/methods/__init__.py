@@ -1,0 +1,1 @@
+"""The methods: networks and distillation objectives found by name, configurations, training, teachers, the engine."""
