@@ -184,6 +184,12 @@ def test_a_manifest_that_is_not_utf8_is_one_error_naming_it(tmp_path: Path, cach
     assert str(manifest) in str(info.value)
 
 
+def test_a_manifest_saved_with_a_byte_order_mark_reads_its_first_column(tmp_path: Path, cache: ImageCache) -> None:
+    manifest = write_manifest(tmp_path / "c", paired_entries())
+    manifest.write_bytes(b"\xef\xbb\xbf" + manifest.read_bytes().replace(b"\n", b"\r\n"))
+    assert load_cohort(manifest, cache).filter_report.kept_rows == 12
+
+
 def test_a_header_only_manifest_says_nothing_was_kept(tmp_path: Path, cache: ImageCache) -> None:
     with pytest.raises(MetadataError, match="no row was kept"):
         prepare_data(write_manifest(tmp_path / "c", []), Settings(), ImageCache(tmp_path / "k", 128))

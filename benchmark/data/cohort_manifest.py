@@ -49,7 +49,7 @@ def read_manifest_csv(path: Path) -> pd.DataFrame:
     if not raw.strip():
         raise MetadataError(path, "cohort manifest is empty (no header row)")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")  # a BOM (Excel) is not a name
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise MetadataError(path, f"cannot parse as UTF-8 CSV: {str(exc).splitlines()[0][:200]}") from exc
     columns = [str(c).strip() for c in frame.columns]
