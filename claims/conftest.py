@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.claims.options import add_options, named_data_root
+from benchmark.data.pipeline import cohort_source, resolve_data_root
 from benchmark.errors import StoreError
 from benchmark.experiment.store import ResultsStore, RunRecord, StoreManifest
 
@@ -23,7 +24,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _produce_paper_store(data: Path | None) -> Path:
-    from benchmark.data.pipeline import resolve_data_root
     from benchmark.experiment.runner import RunRequest, run_profile
     from benchmark.report.render import write_store_outputs
 
@@ -74,7 +74,7 @@ def data_root(pytestconfig: pytest.Config, manifest: StoreManifest) -> Path:
     named = named_data_root(pytestconfig)
     candidates = [manifest.data.data_root, str(named) if named else None]
     for candidate in filter(None, candidates):
-        table = Path(candidate) if Path(candidate).is_file() else Path(candidate) / "metadata.csv"
+        table = Path(cohort_source(candidate).table)
         if table.is_file() and hashlib.sha256(table.read_bytes()).hexdigest() == manifest.data.metadata_sha256:
             return Path(candidate)
     pytest.fail(f"cannot rerun runs: none of {candidates} holds the {manifest.data.table_name} this store was "

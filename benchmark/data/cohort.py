@@ -41,6 +41,7 @@ from benchmark.schemas import (
     SkippedRow,
 )
 
+MISSING_MARKERS = frozenset({"", "nan", "na", "n/a", "null", "none"})  # cells read as "no value" (case ignored)
 MAX_READER_GROUPS = 12  # distinct (reader, policy) wordings listed; the rest are summed into one line
 
 

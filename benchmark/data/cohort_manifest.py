@@ -27,13 +27,12 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.config import CohortSettings
-from benchmark.data.cohort import CohortTable, SourceRow
+from benchmark.data.cohort import MISSING_MARKERS, CohortTable, SourceRow
 from benchmark.errors import MetadataError, describe_os_error
 from benchmark.schemas import CohortSource, FilterReason
 
 REQUIRED = ("patient_id", "modality", "label", "path")
 OPTIONAL = ("offset", "image_id", "view", "finding")
-_MISSING = {"", "nan", "na", "n/a", "null", "none"}
 
 
 def read_manifest_csv(path: Path) -> pd.DataFrame:
@@ -88,7 +87,7 @@ def _row(line: int, cells: dict[str, str], settings: CohortSettings) -> SourceRo
         row.invalid = FilterReason.INVALID_ROW, f"empty required cell(s): {', '.join(empty)}"
     elif row.label is None:
         row.invalid = FilterReason.INVALID_LABEL, f"column label: value {cells['label']!r} is not 0 or 1"
-    elif offset_raw.lower() not in _MISSING:
+    elif offset_raw.lower() not in MISSING_MARKERS:
         try:
             row.offset = float(offset_raw)
         except ValueError:

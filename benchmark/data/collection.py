@@ -21,14 +21,13 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.config import CohortSettings
-from benchmark.data.cohort import CohortTable, SourceRow
+from benchmark.data.cohort import MISSING_MARKERS, CohortTable, SourceRow
 from benchmark.errors import MetadataError
 from benchmark.schemas import CohortSource, FilterReason
 
 REQUIRED_COLUMNS = ("patientid", "offset", "finding", "modality", "folder", "filename", "view")
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd")
 READABLE_VOLUME_SUFFIXES = (".nii", ".nii.gz")
-_MISSING_MARKERS = {"", "nan", "na", "n/a", "null", "none"}
 
 
 def read_metadata(path: Path) -> pd.DataFrame:
@@ -62,7 +61,7 @@ def image_label(finding: str) -> int:
 
 def parse_offset(raw: str) -> float | None:
     """Days since symptom onset; None when the cell is empty or NaN; ValueError for other text."""
-    if raw.strip().lower() in _MISSING_MARKERS:
+    if raw.strip().lower() in MISSING_MARKERS:
         return None
     value = float(raw)
     return value if math.isfinite(value) else None

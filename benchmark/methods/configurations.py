@@ -136,11 +136,12 @@ def with_added_configurations(path: Path | str | None) -> dict[str, Configuratio
     """The packaged configurations plus those of the file at `path` (its [networks] and [defaults] extend the
     packaged ones for its own entries). A name the packaged table has may only be repeated with the same content:
     the protocol's controls cannot be redefined under their own names."""
-    packaged = load_configurations()
+    base = read_toml(DEFAULT_CONFIGURATIONS, "configuration table")
+    packaged = _parse_table(base, DEFAULT_CONFIGURATIONS)
     if path is None:
         return packaged
     source = Path(path)
-    base, extra = read_toml(DEFAULT_CONFIGURATIONS, "configuration table"), read_toml(source, "configuration table")
+    extra = read_toml(source, "configuration table")
     merged = {"networks": {**base.get("networks", {}), **extra.get("networks", {})},
               "defaults": merge_overrides(base.get("defaults", {}), extra.get("defaults", {})),
               "configurations": extra.get("configurations", [])}

@@ -129,27 +129,15 @@ class Engine:
 
         teacher_use = None
         teacher_outputs = None
-        if configuration.kind == "late-fusion":
-            model: nn.Module = NETWORKS.get("late-fusion")(configuration.network, init)  # type: ignore[assignment]
-            objective = Objective(configuration.loss, inverse_frequency_weights(labels), has_teacher=False)
-        else:
-            model = build_network(configuration.network, init)
-            teacher_channels = None
-            if configuration.teacher is not None:
-                teacher = self.teacher_for(configuration, split)
-                teacher_use = TeacherUse(teacher.teacher_id, teacher.modality, teacher.seed,
-                                         teacher.training_patients, len(teacher.training_images),
-                                         teacher.train_seconds, teacher.steps,
-                                         teacher.from_cache)
-                teacher_channels = teacher.model.stage_channels
-            objective = Objective(configuration.loss, inverse_frequency_weights(labels),
-                                  has_teacher=configuration.teacher is not None,
-                                  student_channels=model.stage_channels,  # type: ignore[arg-type]
-                                  teacher_channels=teacher_channels)
-            init_parameters(objective, init)  # the hint regressor, seeded like the model
-            if configuration.teacher is not None:
-                teacher_outputs = forward_all(teacher.model, inputs[configuration.teacher.modality],
-                                              keep=objective.teacher_features(), device=self.device)
+        teacher = self.teacher_for(configuration, split) if configuration.teacher is not None else None
+        model, objective = build_trainable(configuration, inverse_frequency_weights(labels), init,
+                                           teacher.model if teacher is not None else None)
+        if teacher is not None and configuration.teacher is not None:
+            teacher_use = TeacherUse(teacher.teacher_id, teacher.modality, teacher.seed, teacher.training_patients,
+                                     len(teacher.training_images), teacher.train_seconds, teacher.steps,
+                                     teacher.from_cache)
+            teacher_outputs = forward_all(teacher.model, inputs[configuration.teacher.modality],
+                                          keep=objective.teacher_features(), device=self.device)
 
         data = TrainingSet(inputs[configuration.input_modality], labels,
                            ct_inputs=inputs.get("ct") if configuration.kind == "late-fusion" else None,
@@ -189,6 +177,21 @@ def probe_ct_use(model: nn.Module, configuration: Configuration, inputs: dict[Mo
                            ct_noise_max_abs_diff=float((with_noise - scores).abs().max()))
 
 
+def build_trainable(configuration: Configuration, class_weights: Tensor, generator: torch.Generator,
+                    teacher: nn.Module | None) -> tuple[nn.Module, Objective]:
+    """The configuration's network and objective (its terms sized by the teacher's features), both initialised from
+    `generator`, network first: what training and the preflight check both build."""
+    if configuration.kind == "late-fusion":
+        model: nn.Module = NETWORKS.get("late-fusion")(configuration.network, generator)  # type: ignore[assignment]
+        return model, Objective(configuration.loss, class_weights, has_teacher=False)
+    model = build_network(configuration.network, generator)
+    objective = Objective(configuration.loss, class_weights, has_teacher=teacher is not None,
+                          student_channels=model.stage_channels,  # type: ignore[arg-type]
+                          teacher_channels=teacher.stage_channels if teacher is not None else None)  # type: ignore[arg-type]
+    init_parameters(objective, generator)  # trainable parts of terms (a hint regressor), seeded like the model
+    return model, objective
+
+
 def check_configuration(configuration: Configuration, image_size: int) -> None:
     """Build the configuration's networks and objective and take one loss on two random images, so that an unknown
     or broken network or objective (a plugin's too) fails before any training; ConfigError naming it otherwise."""
@@ -198,22 +201,14 @@ def check_configuration(configuration: Configuration, image_size: int) -> None:
     images = torch.randn(2, 1, image_size, image_size, generator=generator)
     labels = torch.tensor([0, 1])
     try:
-        if configuration.kind == "late-fusion":
-            model = NETWORKS.get("late-fusion")(configuration.network, generator)
-            output = model(images, images)  # type: ignore[operator]
-            Objective(configuration.loss, torch.ones(2), has_teacher=False)(output, labels)
-            return
-        model = build_network(configuration.network, generator)
-        teacher_output, teacher_channels = None, None
-        if configuration.teacher is not None:
-            teacher = build_network(configuration.teacher.network, generator)
-            teacher_channels = teacher.stage_channels
+        teacher = build_network(configuration.teacher.network, generator) if configuration.teacher else None
+        model, objective = build_trainable(configuration, torch.ones(2), generator, teacher)
+        teacher_output = None
+        if teacher is not None:
             with torch.no_grad():
                 teacher_output = teacher(images)
-        objective = Objective(configuration.loss, torch.ones(2), has_teacher=configuration.teacher is not None,
-                              student_channels=model.stage_channels,  # type: ignore[arg-type]
-                              teacher_channels=teacher_channels)  # type: ignore[arg-type]
-        loss, _ = objective(model(images), labels, teacher_output)
+        output = model(images, images) if configuration.kind == "late-fusion" else model(images)
+        loss, _ = objective(output, labels, teacher_output)
         if not torch.isfinite(loss):
             raise ValueError(f"the loss on two random images is {float(loss)}")
     except ConfigError as exc:
