@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -89,6 +89,16 @@ class CohortSettings(BaseModel):
                 modality_key(self.privileged_modality): "ct"}.get(modality_key(modality))
 
 
+class EngineSettings(BaseModel):
+    """How networks are trained: each run alone (`per-run`, the reference path), or `stacked`: runs that share the
+    protocol's plain cnn network, a schedule and a training-set size train together as one batched module
+    (benchmark.methods.stacking; same batches and losses per run, another floating-point order, recorded per run)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Literal["per-run", "stacked"] = "per-run"
+
+
 class Settings(BaseModel):
     """All settings of one benchmark run."""
 
@@ -97,6 +107,8 @@ class Settings(BaseModel):
     data: DataSettings = Field(default_factory=DataSettings)
     splits: SplitSettings = Field(default_factory=SplitSettings)
     cohort: CohortSettings = Field(default_factory=CohortSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings,  # left out at its default: stores stay as before
+                                   exclude_if=lambda engine: engine == EngineSettings())
 
 
 def read_toml(source: Path, what: str) -> dict[str, Any]:

@@ -172,3 +172,12 @@ def write_smoke_store(root: Path, settings: str = "[data]\nimage_size = 32\n", *
 def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished smoke-profile store (summary, evidence, report) on a synthetic cohort at 32 x 32."""
     return write_smoke_store(tmp_path_factory.mktemp("synthetic-store"))
+
+
+@pytest.fixture(scope="session")
+def tiny_power(tmp_path_factory: pytest.TempPathFactory):
+    """The packaged `tiny` power grid, computed once: (its PowerResult, its output folder)."""
+    from benchmark.evidence.power import load_grid, run_power
+
+    out = tmp_path_factory.mktemp("power")
+    return run_power(load_grid("tiny"), out, workers=2, progress=False), out

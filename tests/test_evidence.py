@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from benchmark.evidence.rules import (
     PairedCohort,
@@ -254,3 +256,16 @@ def test_no_p_value_or_interval_is_computed_on_the_fixed_split(template) -> None
                     {"plain-ct-kd": [4] * 4, "student-only": [2] * 4})
     h1 = next(h for h in evaluate_hypotheses(records).hypotheses if h.hypothesis == "H1")
     assert not {k for k in h1.fixed_split.model_dump() if "p_value" in k or "interval" in k or "bootstrap" in k}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from([0.0, 0.25, -0.25, 0.5, 1 / 3, -1 / 3, 0.125]) | st.floats(-1, 1), min_size=2,
+                max_size=10))
+def test_the_exact_sign_flip_p_value_is_scipys(differences: list[float]) -> None:
+    import numpy as np
+    from scipy.stats import permutation_test
+
+    d = np.asarray(differences)
+    expected = permutation_test((d,), np.mean, permutation_type="samples", alternative="greater",
+                                n_resamples=np.inf).pvalue
+    assert sign_flip_p_value(differences)[0] == float(expected)

@@ -153,3 +153,24 @@ def test_the_sweep_agrees_with_scikit_learn_at_every_threshold(pairs: list[tuple
             assert point.balanced_accuracy == pytest.approx(balanced_accuracy_score(labels, predicted))
         else:
             assert point.balanced_accuracy is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), st.sampled_from([0.0, 0.2, 0.5, 0.5, 0.7, 1.0]) | st.floats(0, 1)),
+                min_size=1, max_size=30))
+def test_threshold_metrics_are_scikit_learns_bit_for_bit(pairs: list[tuple[int, float]]) -> None:
+    import numpy as np
+    from sklearn.metrics import accuracy_score, average_precision_score, f1_score, matthews_corrcoef, roc_auc_score
+
+    labels = np.array([y for y, _ in pairs])
+    scores = np.array([s for _, s in pairs])
+    predicted = (scores >= 0.5).astype(int)
+    m = compute_metrics(cases(list(labels), list(scores)))
+    assert m.accuracy == float(accuracy_score(labels, predicted))
+    assert m.macro_f1 == float(f1_score(labels, predicted, labels=[0, 1], average="macro", zero_division=0))
+    if m.mcc is not None and MetricFlag.MCC_UNDEFINED not in m.flags:
+        assert m.mcc == float(matthews_corrcoef(labels, predicted))
+    if 0 < labels.sum() < len(labels):
+        assert m.roc_auc == float(roc_auc_score(labels, scores))
+    if labels.sum() > 0:
+        assert m.pr_auc == float(average_precision_score(labels, scores))

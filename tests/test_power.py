@@ -12,12 +12,6 @@ from benchmark.errors import ConfigError
 from benchmark.evidence.power import PowerCell, Rate, load_grid, minimum_decisive_experiment, read_power, run_power
 
 
-@pytest.fixture(scope="module")
-def tiny_power(tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp("power")
-    return run_power(load_grid("tiny"), out, workers=2, progress=False), out
-
-
 def test_a_strong_planted_effect_on_a_large_cohort_is_detected_in_most_replicates(tiny_power) -> None:
     result, _ = tiny_power
     cell = next(c for c in result.cells if c.resamples == 16)

@@ -15,6 +15,7 @@ the grid reaches it. H2's rule (plain-ct-kd > same-modality-kd) is reported alon
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +30,7 @@ from benchmark.errors import ConfigError, RunError
 from benchmark.evidence.rules import MONTE_CARLO, PowerGrounding, monte_carlo_comparison
 from benchmark.experiment.matrix import Block, Profile, expand_profile
 from benchmark.experiment.runner import Batch, execute_batches, make_executor, open_store, preflight, store_manifest
-from benchmark.experiment.store import ResultsStore, code_version, now
+from benchmark.experiment.store import ResultsStore, RunRecord, code_version, now
 from benchmark.experiment.worker import WorkerContext
 from benchmark.methods.configurations import load_configurations, merge_overrides
 
@@ -170,31 +171,43 @@ def run_power(grid: PowerGrid, out: Path, *, workers: int = 1, threads: int | No
     base = SyntheticSpec.model_validate(grid.generator)
     version = code_version()
     cache = image_cache(settings, out / "cache")
-    batches: list[Batch] = []
-    planned: list[tuple[Mode, SyntheticSpec, int, Path]] = []
-    for index, size in enumerate(grid.cohorts):
+    run_order: dict[Path, dict[str, int]] = {}
+    planned: dict[tuple[int, int, int], tuple[Mode, SyntheticSpec, int, Path]] = {}
+    started: list[Path] = []
+
+    def cohorts() -> Iterator[Batch]:
+        """Write and prepare each replicate cohort as the runner asks for more work (largest cohorts of a replicate
+        first, so the study ends on small jobs), and yield its remaining runs."""
+        by_size = sorted(enumerate(grid.cohorts), key=lambda item: -item[1].paired_patients)
         for replicate in range(grid.replicates):
-            for mode in grid.modes:
-                spec = base.model_copy(update={"mode": mode, "paired_patients": size.paired_patients,
-                                               "negative_fraction": size.negative_fraction,
-                                               "seed": _seed(grid, index, replicate)})
-                name = f"{mode}-n{size.paired_patients}-f{size.negative_fraction:g}-r{replicate}"
-                data = out / "cohorts" / name
-                if not (data / "metadata.csv").is_file():
-                    write_synthetic_cohort(data, spec)
-                prepared = prepare_data(data, settings, cache)
-                specs = expand_profile(profile, configurations, prepared.regimes)
-                manifest = store_manifest(profile, settings, prepared, specs, version)
-                opened = open_store(out / "stores" / name, manifest, specs)
-                context = WorkerContext(data_root=str(data), settings=settings, cache_root=str(out / "cache"),
-                                        teacher_root=str(out / "teachers"), device=device, threads=threads,
-                                        code_version=version, data=manifest.data)
-                batches.append(Batch(context, opened.store, opened.todo))
-                planned.append((mode, spec, replicate, opened.store.root))
+            for index, size in by_size:
+                for mode_index, mode in enumerate(grid.modes):
+                    spec = base.model_copy(update={"mode": mode, "paired_patients": size.paired_patients,
+                                                   "negative_fraction": size.negative_fraction,
+                                                   "seed": _seed(grid, index, replicate)})
+                    name = f"{mode}-n{size.paired_patients}-f{size.negative_fraction:g}-r{replicate}"
+                    data = out / "cohorts" / name
+                    if not (data / "metadata.csv").is_file():
+                        write_synthetic_cohort(data, spec)
+                    prepared = prepare_data(data, settings, cache)
+                    specs = expand_profile(profile, configurations, prepared.regimes)
+                    manifest = store_manifest(profile, settings, prepared, specs, version)
+                    opened = open_store(out / "stores" / name, manifest, specs)
+                    run_order[opened.store.root] = {s.run_id: i for i, s in enumerate(specs)}
+                    planned[(index, replicate, mode_index)] = (mode, spec, replicate, opened.store.root)
+                    if opened.todo:
+                        context = WorkerContext(data_root=str(data), settings=settings, cache_root=str(out / "cache"),
+                                                teacher_root=str(out / "teachers"), device=device, threads=threads,
+                                                code_version=version, data=manifest.data)
+                        started.append(opened.store.root)
+                        yield Batch(context, opened.store, opened.todo)
+
     pool = make_executor(executor, workers, threads, device)
+    computed: dict[Path, list[RunRecord]] = {}
     try:
-        failures = execute_batches([b for b in batches if b.todo], pool, label=f"power {grid.name}",
-                                   progress=progress).failures
+        failures = execute_batches(cohorts(), pool, label=f"power {grid.name}", progress=progress,
+                                   on_record=lambda number, record: computed.setdefault(
+                                       started[number], []).append(record)).failures
     finally:
         pool.shutdown()
     if failures:
@@ -202,8 +215,12 @@ def run_power(grid: PowerGrid, out: Path, *, workers: int = 1, threads: int | No
         raise RunError(f"{len(failures)} power run(s) failed, e.g. {run_id}: {why}")
 
     outcomes = []
-    for mode, spec, replicate, root in planned:
-        records = ResultsStore(root).load_all()
+    for _, (mode, spec, replicate, root) in sorted(planned.items()):
+        # the records just computed, as stored (in declaration order); a store (partly) finished earlier is read back
+        order = run_order[root]
+        fresh = computed.get(root, [])
+        records = sorted(fresh, key=lambda r: order[r.spec.run_id]) if len(fresh) == len(order) else \
+            ResultsStore(root).load_all()
         for resamples in grid.resamples:
             subset = [r for r in records if r.spec.regime == MONTE_CARLO and r.spec.split.index < resamples]
             h1 = monte_carlo_comparison(subset, "plain-ct-kd", "student-only")

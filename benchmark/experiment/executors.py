@@ -1,6 +1,6 @@
 """Where jobs run: local worker processes, or Ray tasks on a local or remote Ray cluster.
 
-Both executors take (kind, spec) jobs and return `concurrent.futures.Future`s of `JobResult`s,
+Both executors take (kind, specs) jobs and return `concurrent.futures.Future`s of lists of `JobResult`s,
 so the runner's scheduling is the same for both. Ray retries a task whose worker died
 (`max_retries`); since workers only return records and the driver writes them atomically,
 a retried run is never half-written.
@@ -20,8 +20,8 @@ from benchmark.experiment.worker import JobResult, WorkerContext, ensure_worker,
 class Executor(Protocol):
     """Runs jobs somewhere and hands back futures."""
 
-    def submit(self, context: WorkerContext, kind: str, spec: RunSpec) -> Future[JobResult]:
-        """Start one job on `context`'s data: 'teacher' (train the teacher `spec` needs) or 'run' (execute it)."""
+    def submit(self, context: WorkerContext, kind: str, specs: tuple[RunSpec, ...]) -> Future[list[JobResult]]:
+        """Start one job on `context`'s data: 'teacher' (train the teachers `specs` need) or 'run' (execute them)."""
         ...
 
     def shutdown(self) -> None:
@@ -37,9 +37,9 @@ class LocalExecutor:
                                          initializer=ensure_worker if warm else None,
                                          initargs=(warm,) if warm else ())
 
-    def submit(self, context: WorkerContext, kind: str, spec: RunSpec) -> Future[JobResult]:
+    def submit(self, context: WorkerContext, kind: str, specs: tuple[RunSpec, ...]) -> Future[list[JobResult]]:
         """Queue a job on the pool."""
-        return self._pool.submit(run_job, context, kind, spec)
+        return self._pool.submit(run_job, context, kind, specs)
 
     def shutdown(self) -> None:
         """Wait for the workers to exit."""
@@ -65,11 +65,11 @@ class RayExecutor:
         self._task = ray.remote(run_job).options(num_cpus=threads, num_gpus=gpus, max_retries=max_retries,
                                                  retry_exceptions=False)
 
-    def submit(self, context: WorkerContext, kind: str, spec: RunSpec) -> Future[JobResult]:
+    def submit(self, context: WorkerContext, kind: str, specs: tuple[RunSpec, ...]) -> Future[list[JobResult]]:
         """Submit a Ray task; its ObjectRef as a future (each context is put in the object store once)."""
         if context.key not in self._contexts:
             self._contexts[context.key] = self._ray.put(context)
-        return self._task.remote(self._contexts[context.key], kind, spec).future()
+        return self._task.remote(self._contexts[context.key], kind, specs).future()
 
     def shutdown(self) -> None:
         """Disconnect from (or stop) the Ray cluster this executor started."""

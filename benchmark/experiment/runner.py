@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,72 +183,126 @@ class BatchOutcome:
     storage_error: str | None = None
 
 
-def execute_batches(batches: list[Batch], executor: Executor, *, label: str, progress: bool) -> BatchOutcome:
+STACKED_JOB_RUNS = 64  # most runs in one stacked job: large enough to batch, small enough to spread over workers
+
+
+def _stacked_jobs(number: int, todo: list[RunSpec]) -> list[tuple[int, tuple[RunSpec, ...]]]:
+    """The stacked path's jobs of one batch: its runs grouped by network and training schedule (the worker stacks
+    those whose training sets also match), in chunks of at most STACKED_JOB_RUNS, costliest group first."""
+    groups: dict[str, list[RunSpec]] = {}
+    for spec in todo:
+        key = spec.configuration.network.model_dump_json() + spec.configuration.training.model_dump_json()
+        groups.setdefault(key, []).append(spec)
+    ordered = sorted(groups.values(), key=lambda group: _cost(group[0]), reverse=True)
+    return [(number, tuple(group[i:i + STACKED_JOB_RUNS])) for group in ordered
+            for i in range(0, len(group), STACKED_JOB_RUNS)]
+
+
+def execute_batches(batches: Iterable[Batch], executor: Executor, *, label: str, progress: bool,
+                    on_record: Callable[[int, RunRecord], None] | None = None, ahead: int = 4) -> BatchOutcome:
     """Train every needed teacher, then every run, of all batches; write records as they arrive.
 
-    When a record cannot be written (full disk, folder gone or read-only), nothing more is started: that run and
-    every run not yet stored are listed as failures and the storage error is returned, while every
-    record already written stays valid."""
+    Batches are taken from `batches` as the work of earlier ones drains (fewer than `ahead` jobs pending), so a
+    generator that prepares each batch's data overlaps that preparation with training. On the per-run path each
+    teacher is one job and each run another, submitted once its teacher exists; on the stacked path
+    (settings.engine.path) a job is a group of runs whose worker trains their teachers and then the runs
+    together. When a record cannot be written (full disk, folder gone or read-only), nothing more is started:
+    that run and every run not yet stored are listed as failures and the storage error is returned, while every
+    record already written stays valid. `on_record(batch number, record)` sees each record once stored."""
     from tqdm import tqdm
 
-    costliest_first = sorted(((number, spec) for number, batch in enumerate(batches) for spec in batch.todo),
-                             key=lambda item: _cost(item[1]), reverse=True)
+    taken: list[Batch] = []
+    source = iter(batches)
     waiting: dict[tuple[int, str], list[RunSpec]] = {}
-    for number, spec in costliest_first:
-        if spec.configuration.teacher is not None:
-            waiting.setdefault((number, _teacher_key(spec)), []).append(spec)
-    teacher_jobs = sorted(waiting.items(), key=lambda item: item[1][0].configuration.teacher.modality != "xray")  # type: ignore[union-attr]
-    total = sum(len(b.todo) for b in batches)
-    bar = tqdm(total=total, desc=label, unit="run", disable=not progress, dynamic_ncols=True)
-    bar.set_postfix_str(f"{len(teacher_jobs)} teachers to train")
+    bar = tqdm(total=0, desc=label, unit="run", disable=not progress, dynamic_ncols=True)
     outcome = BatchOutcome()
     failures = outcome.failures
-    pending: dict[Future, tuple[str, int, str]] = {}
-    for (number, key), group in teacher_jobs:
-        pending[executor.submit(batches[number].context, "teacher", group[0])] = ("teacher", number, key)
-    for number, spec in costliest_first:
-        if spec.configuration.teacher is None:
-            pending[executor.submit(batches[number].context, "run", spec)] = ("run", number, spec.run_id)
-    specs = {(number, spec.run_id): spec for number, batch in enumerate(batches) for spec in batch.todo}
-    teachers_done = 0
+    pending: dict[Future, tuple[str, int, str, tuple[RunSpec, ...]]] = {}
+    teachers = {"done": 0, "total": 0}
+
+    def submit(kind: str, number: int, key: str, specs: tuple[RunSpec, ...]) -> None:
+        pending[executor.submit(taken[number].context, kind, specs)] = (kind, number, key, specs)
+
+    def take_next() -> bool:
+        """Submit the next batch's first jobs; False when no batch is left."""
+        batch = next(source, None)
+        if batch is None:
+            return False
+        number = len(taken)
+        taken.append(batch)
+        bar.total += len(batch.todo)
+        bar.refresh()
+        costliest_first = sorted(batch.todo, key=_cost, reverse=True)
+        if batch.context.settings.engine.path == "stacked":
+            for _, group in _stacked_jobs(number, batch.todo):
+                submit("run", number, group[0].run_id, group)
+            return True
+        fresh: dict[tuple[int, str], list[RunSpec]] = {}
+        for spec in costliest_first:
+            if spec.configuration.teacher is not None:
+                fresh.setdefault((number, _teacher_key(spec)), []).append(spec)
+        for key, group in sorted(fresh.items(), key=lambda item: item[1][0].configuration.teacher.modality != "xray"):  # type: ignore[union-attr]
+            waiting[key] = group
+            submit("teacher", number, key[1], (group[0],))
+        teachers["total"] += len(fresh)
+        if fresh:
+            bar.set_postfix_str(f"teachers {teachers['done']}/{teachers['total']}")
+        for spec in costliest_first:
+            if spec.configuration.teacher is None:
+                submit("run", number, spec.run_id, (spec,))
+        return True
+
+    more = True
     try:
-        while pending:
+        while more or pending:
+            while more and len(pending) < ahead and outcome.storage_error is None:
+                more = take_next()
+            if not pending:
+                continue
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                kind, number, key = pending.pop(future)
+                kind, number, key, specs = pending.pop(future)
                 error = future.exception()
                 if kind == "teacher":
-                    teachers_done += 1
-                    for spec in waiting[(number, key)]:
+                    teachers["done"] += 1
+                    for spec in waiting.pop((number, key)):
                         if error is None:
-                            pending[executor.submit(batches[number].context, "run", spec)] = (
-                                "run", number, spec.run_id)
+                            submit("run", number, spec.run_id, (spec,))
                         else:
                             failures[spec.run_id] = f"{spec.name}: its teacher failed to train: {error!r}"
                             bar.update(1)
-                    bar.set_postfix_str(f"teachers {teachers_done}/{len(teacher_jobs)}")
+                    bar.set_postfix_str(f"teachers {teachers['done']}/{teachers['total']}")
                     continue
-                result = future.result() if error is None else None
-                spec = specs[(number, key)]
-                if result is not None and result.record_json is not None:
-                    try:
-                        batches[number].store.write(RunRecord.model_validate_json(result.record_json))
-                        outcome.executed += 1
-                    except OutputError as exc:
-                        outcome.storage_error = str(exc)
-                        failures[key] = f"{_label(spec)}: not stored: {outcome.storage_error}"
-                else:
-                    why = result.error if result is not None else repr(error)
-                    failures[key] = f"{_label(spec)}: {why}"
-                bar.update(1)
+                results = {r.run_id: r for r in future.result()} if error is None else {}
+                for spec in specs:
+                    result = results.get(spec.run_id)
+                    if result is not None and result.record_json is not None and outcome.storage_error is None:
+                        try:
+                            record = RunRecord.model_validate_json(result.record_json)
+                            taken[number].store.write(record)
+                            outcome.executed += 1
+                            if on_record is not None:
+                                on_record(number, record)
+                        except OutputError as exc:
+                            outcome.storage_error = str(exc)
+                            failures[spec.run_id] = f"{_label(spec)}: not stored: {outcome.storage_error}"
+                    elif outcome.storage_error is not None:
+                        failures[spec.run_id] = f"{_label(spec)}: not stored: {outcome.storage_error}"
+                    else:
+                        why = result.error if result is not None else repr(error)
+                        failures[spec.run_id] = f"{_label(spec)}: {why}"
+                    bar.update(1)
             if outcome.storage_error is not None:
                 break
     finally:
         bar.close()
     if outcome.storage_error is not None:
-        for future, (kind, number, key) in pending.items():
+        for future, (kind, number, key, specs) in pending.items():
             future.cancel()
-            for spec in waiting[(number, key)] if kind == "teacher" else [specs[(number, key)]]:
+            for spec in waiting.get((number, key), []) if kind == "teacher" else specs:
+                failures.setdefault(spec.run_id, f"{_label(spec)}: not run: storing stopped ({outcome.storage_error})")
+        for batch in batches[len(taken):] if isinstance(batches, Sequence) else []:  # never started (a generator's
+            for spec in batch.todo:                                                  # are not prepared at all)
                 failures.setdefault(spec.run_id, f"{_label(spec)}: not run: storing stopped ({outcome.storage_error})")
     return outcome
 

@@ -16,6 +16,7 @@ import json
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -66,6 +67,7 @@ class TeacherProvenance(BaseModel):
     training_images: int
     steps: int
     train_seconds: float
+    path: Literal["per-run", "stacked"] = Field(default="per-run", description="how the teacher was trained")
 
 
 class FitSummary(BaseModel):
@@ -90,6 +92,9 @@ class RunRecord(BaseModel):
     torch_version: str
     device: str
     threads: int
+    training_path: Literal["per-run", "stacked"] = Field(
+        default="per-run", description="per-run: trained alone (the reference); stacked: trained in one batched "
+                                       "module with other runs of its stack key (another floating-point order)")
     teacher: TeacherProvenance | None
     fit: FitSummary
     timings: dict[str, float]

@@ -87,45 +87,52 @@ def ensure_worker(context: WorkerContext) -> object:
         raise StoreError(f"{context.data_root}: this worker sees other data than the driver "
                          f"(metadata sha256 {prepared.cohort.metadata_sha256[:12]}...)")
     bank = ImageBank(cache, context.settings.data.normalise_mean, context.settings.data.normalise_std)
-    engine = Engine(prepared, bank, TeacherStore(context.teacher_root), resolve_device(context.device))
+    engine = Engine(prepared, bank, TeacherStore(context.teacher_root), resolve_device(context.device),
+                    path=context.settings.engine.path)
     _ENGINES[context.key] = engine
     while len(_ENGINES) > _MAX_ENGINES:
         _ENGINES.popitem(last=False)
     return engine
 
 
-def run_job(context: WorkerContext, kind: str, spec: RunSpec) -> JobResult:
-    """Train the teacher `spec` needs (kind 'teacher') or execute `spec` (kind 'run')."""
+def run_job(context: WorkerContext, kind: str, specs: tuple[RunSpec, ...]) -> list[JobResult]:
+    """Train the teachers `specs` need (kind 'teacher') or execute `specs` (kind 'run'; together where the engine's
+    path stacks them). A failure is returned per run with its id, never raised."""
     engine = ensure_worker(context)
     if kind == "teacher":
-        engine.teacher_for(spec.configuration, spec.split)  # type: ignore[attr-defined]
-        return JobResult(kind, spec.run_id)
+        engine.teachers.get_many([engine.teacher_request(s.configuration, s.split)  # type: ignore[attr-defined]
+                                  for s in specs], engine.bank, engine.device, engine.path)  # type: ignore[attr-defined]
+        return [JobResult(kind, spec.run_id) for spec in specs]
     try:
-        record = execute_run(spec, engine, context)
-        return JobResult(kind, spec.run_id, record_json=record.model_dump_json())
+        outputs = engine.run_many([(s.configuration, s.split, s.seed) for s in specs])  # type: ignore[attr-defined]
+        return [JobResult(kind, spec.run_id, record_json=run_record(spec, output, engine, context).model_dump_json())
+                for spec, output in zip(specs, outputs, strict=True)]
     except Exception:  # noqa: BLE001 - one failed run must not stop the others; reported with its id
-        return JobResult(kind, spec.run_id, error=traceback.format_exc(limit=6))
+        if len(specs) > 1:  # a group failed: run each alone so that one bad run names itself
+            return [result for spec in specs for result in run_job(context, kind, (spec,))]
+        return [JobResult(kind, specs[0].run_id, error=traceback.format_exc(limit=6))]
 
 
-def execute_run(spec: RunSpec, engine: object, context: WorkerContext) -> RunRecord:
-    """Train and evaluate one specification and build its record (no I/O)."""
+def run_record(spec: RunSpec, output: object, engine: object, context: WorkerContext) -> RunRecord:
+    """The record of one executed run (no I/O)."""
     import torch
 
-    output = engine.run(spec.configuration, spec.split, spec.seed)  # type: ignore[attr-defined]
-    fitted = output.fitted
+    fitted = output.fitted  # type: ignore[attr-defined]
     teacher = None
     if fitted.teacher is not None:
         t = fitted.teacher
         teacher = TeacherProvenance(teacher_id=t.teacher_id, modality=t.modality, seed=t.seed,
                                     training_patients=list(t.training_patients), training_images=t.training_images,
-                                    steps=t.steps, train_seconds=t.train_seconds)
+                                    steps=t.steps, train_seconds=t.train_seconds, path=t.path)
     train_images = len(engine.prepared.manifests[spec.configuration.manifest]  # type: ignore[attr-defined]
                        .records_of(spec.split.train_patients))
     return RunRecord(
         spec=spec, val_hash=spec.split.val_hash, train_patients=list(fitted.train_patients), data=context.data,
         code_version=context.code_version, torch_version=torch.__version__,
         device=str(engine.device), threads=torch.get_num_threads(), teacher=teacher,  # type: ignore[attr-defined]
+        training_path=fitted.path,
         fit=FitSummary(steps=fitted.fit_log.steps, epochs=fitted.fit_log.epochs, train_images=train_images,
                        seconds=fitted.fit_log.seconds, epoch_terms=fitted.fit_log.epoch_terms),
-        timings=output.seconds, predictions=output.predictions, metrics=compute_metrics(output.predictions),
-        deployment_probe=output.probe, finished_at=now())
+        timings=output.seconds, predictions=output.predictions,  # type: ignore[attr-defined]
+        metrics=compute_metrics(output.predictions), deployment_probe=output.probe,  # type: ignore[attr-defined]
+        finished_at=now())

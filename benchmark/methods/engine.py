@@ -27,7 +27,8 @@ from benchmark.methods.configurations import Configuration
 from benchmark.methods.losses import Objective, inverse_frequency_weights
 from benchmark.methods.models import build_network, init_parameters
 from benchmark.methods.registry import NETWORKS
-from benchmark.methods.teachers import TeacherStore, TrainedTeacher, check_no_leakage
+from benchmark.methods.stacking import fit_stacked, stack_key
+from benchmark.methods.teachers import TeacherRequest, TeacherStore, TrainedTeacher, TrainingPath, check_no_leakage
 from benchmark.methods.training import FitLog, TrainingSet, derive_generator, fit, forward_all, positive_scores
 from benchmark.schemas import CasePrediction, DeploymentProbe, ImageRecord, Modality, PairedRecord, Split
 
@@ -44,6 +45,7 @@ class TeacherUse:
     train_seconds: float
     steps: int
     from_cache: bool
+    path: TrainingPath = "per-run"
 
 
 @dataclass
@@ -57,6 +59,7 @@ class FittedRun:
     fit_log: FitLog
     teacher: TeacherUse | None
     train_patients: tuple[str, ...]
+    path: TrainingPath = "per-run"
 
 
 @dataclass
@@ -67,6 +70,20 @@ class RunOutput:
     fitted: FittedRun
     seconds: dict[str, float] = field(default_factory=dict)
     probe: DeploymentProbe | None = None
+
+
+@dataclass
+class _PlannedRun:
+    """A run ready to train: its initialised network and objective, its training set and its teacher."""
+
+    configuration: Configuration
+    split: Split
+    seed: int
+    model: nn.Module
+    objective: Objective
+    data: TrainingSet
+    teacher: TeacherUse | None
+    train_patients: tuple[str, ...]
 
 
 def predict(model: nn.Module, configuration: Configuration,
@@ -81,14 +98,18 @@ def predict(model: nn.Module, configuration: Configuration,
 
 
 class Engine:
-    """Runs configurations on splits of one prepared cohort, sharing the image bank and teacher store."""
+    """Runs configurations on splits of one prepared cohort, sharing the image bank and teacher store.
+
+    `path` is how networks train: `per-run` (each run alone, the reference) or `stacked` (runs that share a plain
+    cnn network, a schedule and a training-set size train together, `benchmark.methods.stacking`)."""
 
     def __init__(self, prepared: PreparedData, bank: ImageBank, teachers: TeacherStore,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", path: TrainingPath = "per-run") -> None:
         self.prepared = prepared
         self.bank = bank
         self.teachers = teachers
         self.device = torch.device(device)
+        self.path = path
         self._pairs: dict[str, PairedRecord] = {p.xray.image_id: p for p in prepared.manifests["paired"].pairs or []}
 
     def _images(self, records: list[ImageRecord]) -> Tensor:
@@ -104,18 +125,23 @@ class Engine:
             inputs["ct"] = self._images(self._matched_ct(records))
         return inputs
 
-    def teacher_for(self, configuration: Configuration, split: Split) -> TrainedTeacher:
-        """The frozen teacher of `configuration` for `split`: its modality's manifest minus validation patients."""
+    def teacher_request(self, configuration: Configuration, split: Split) -> TeacherRequest:
+        """What the teacher of `configuration` for `split` is trained on: its modality's manifest minus validation
+        patients."""
         assert configuration.teacher is not None
         modality = configuration.teacher.modality
         manifest = self.prepared.manifests["all-ct" if modality == "ct" else "all-xray"]
         held_out = set(split.val_patients)
         records = [r for r in manifest.records if r.patient_id not in held_out]
-        return self.teachers.get(configuration.teacher, records, split.val_patients, split.seed, self.bank,
-                                 self.device)
+        return TeacherRequest(configuration.teacher, records, split.val_patients, split.seed)
 
-    def fit(self, configuration: Configuration, split: Split, seed: int) -> FittedRun:
-        """Train `configuration` on the training patients of `split` with `seed`."""
+    def teacher_for(self, configuration: Configuration, split: Split) -> TrainedTeacher:
+        """The frozen teacher of `configuration` for `split`: its modality's manifest minus validation patients."""
+        return self.teachers.get_many([self.teacher_request(configuration, split)], self.bank, self.device,
+                                      self.path)[0]
+
+    def _plan(self, configuration: Configuration, split: Split, seed: int) -> _PlannedRun:
+        """Initialise the run's network and objective and assemble its training set (its teacher trained first)."""
         if split.manifest != configuration.manifest:
             raise ValueError(f"{configuration.name} trains on {configuration.manifest}, split is of {split.manifest}")
         manifest = self.prepared.manifests[configuration.manifest]
@@ -135,21 +161,59 @@ class Engine:
         if teacher is not None and configuration.teacher is not None:
             teacher_use = TeacherUse(teacher.teacher_id, teacher.modality, teacher.seed, teacher.training_patients,
                                      len(teacher.training_images), teacher.train_seconds, teacher.steps,
-                                     teacher.from_cache)
+                                     teacher.from_cache, teacher.path)
             teacher_outputs = forward_all(teacher.model, inputs[configuration.teacher.modality],
                                           keep=objective.teacher_features(), device=self.device)
 
         data = TrainingSet(inputs[configuration.input_modality], labels,
                            ct_inputs=inputs.get("ct") if configuration.kind == "late-fusion" else None,
                            teacher=teacher_outputs)
-        log = fit(model, objective, data, configuration.training, seed, self.device)
-        return FittedRun(configuration, split, seed, model, log, teacher_use,
-                         tuple(sorted({r.patient_id for r in train})))
+        return _PlannedRun(configuration, split, seed, model, objective, data, teacher_use,
+                           tuple(sorted({r.patient_id for r in train})))
+
+    def fit(self, configuration: Configuration, split: Split, seed: int) -> FittedRun:
+        """Train `configuration` on the training patients of `split` with `seed`."""
+        return self.fit_many([(configuration, split, seed)])[0]
+
+    def fit_many(self, runs: list[tuple[Configuration, Split, int]]) -> list[FittedRun]:
+        """Train every run; on the stacked path, teachers and runs that share a stack key train together."""
+        if self.path == "stacked":
+            requests = [self.teacher_request(c, s) for c, s, _ in runs if c.teacher is not None]
+            self.teachers.get_many(requests, self.bank, self.device, self.path)
+        planned = [self._plan(*run) for run in runs]
+        logs: dict[int, FitLog] = {}
+        groups: dict[str, list[int]] = {}
+        for index, run in enumerate(planned):
+            key = stack_key(run.model, run.data, run.configuration.training) if self.path == "stacked" else None
+            if key is None:
+                logs[index] = fit(run.model, run.objective, run.data, run.configuration.training, run.seed,
+                                  self.device)
+            else:
+                groups.setdefault(key, []).append(index)
+        for members in groups.values():
+            chosen = [planned[i] for i in members]
+            fitted = fit_stacked([r.model for r in chosen], [r.objective for r in chosen],  # type: ignore[misc]
+                                 [r.data for r in chosen], chosen[0].configuration.training,
+                                 [r.seed for r in chosen], self.device)
+            logs.update(zip(members, fitted, strict=True))
+        stacked = {i for members in groups.values() for i in members}
+        return [FittedRun(r.configuration, r.split, r.seed, r.model, logs[i], r.teacher, r.train_patients,
+                          "stacked" if i in stacked else "per-run") for i, r in enumerate(planned)]
 
     def run(self, configuration: Configuration, split: Split, seed: int) -> RunOutput:
         """Fit, then predict every validation case of `split`."""
+        return self.run_many([(configuration, split, seed)])[0]
+
+    def run_many(self, runs: list[tuple[Configuration, Split, int]]) -> list[RunOutput]:
+        """Fit every run (together where the path stacks them), then predict each one's validation cases."""
         start = time.perf_counter()
-        fitted = self.fit(configuration, split, seed)
+        fitted_runs = self.fit_many(runs)
+        fit_share = (time.perf_counter() - start) / max(len(runs), 1)
+        return [self._evaluate(fitted, fit_share) for fitted in fitted_runs]
+
+    def _evaluate(self, fitted: FittedRun, fit_seconds: float) -> RunOutput:
+        """Predict the validation cases of a fitted run, probe its use of CT, and time it."""
+        configuration, split, seed = fitted.configuration, fitted.split, fitted.seed
         trained = time.perf_counter()
         val = self.prepared.manifests[configuration.manifest].records_of(split.val_patients)
         inputs = self.inputs_for(configuration, val)
@@ -159,7 +223,7 @@ class Engine:
         predictions = [CasePrediction(patient_id=r.patient_id, image_id=r.image_id, label=r.label, score=float(s))
                        for r, s in zip(val, scores.tolist(), strict=True)]
         done = time.perf_counter()
-        seconds = {"fit": trained - start, "predict": done - trained, "total": done - start}
+        seconds = {"fit": fit_seconds, "predict": done - trained, "total": fit_seconds + done - trained}
         if fitted.teacher is not None:
             seconds["teacher_train"] = 0.0 if fitted.teacher.from_cache else fitted.teacher.train_seconds
         return RunOutput(predictions, fitted, seconds, probe)

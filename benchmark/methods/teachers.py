@@ -14,9 +14,10 @@ import hashlib
 import io
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -27,10 +28,12 @@ from benchmark.errors import CacheError, LeakageError
 from benchmark.methods.configurations import TeacherConfig
 from benchmark.methods.losses import LossConfig, Objective, inverse_frequency_weights
 from benchmark.methods.models import build_network
-from benchmark.methods.training import TrainingSet, derive_generator, fit
+from benchmark.methods.stacking import fit_stacked, stack_key, stackable_config
+from benchmark.methods.training import FitLog, TrainingSet, derive_generator, fit
 from benchmark.schemas import ImageRecord
 
 MODEL_CODE_VERSION = 1  # bump when a change to models/losses/training alters trained weights
+TrainingPath = Literal["per-run", "stacked"]
 
 
 @dataclass(frozen=True)
@@ -46,17 +49,32 @@ class TrainedTeacher:
     train_seconds: float
     steps: int
     from_cache: bool
+    path: TrainingPath = "per-run"
+
+
+@dataclass(frozen=True)
+class TeacherRequest:
+    """One teacher a run needs: its configuration, training records, the validation patients it must not see, and
+    its seed."""
+
+    config: TeacherConfig
+    records: list[ImageRecord]
+    val_patients: tuple[str, ...]
+    seed: int
 
 
 def teacher_key(config: TeacherConfig, records: list[ImageRecord], seed: int, bank: ImageBank,
-                device: torch.device) -> str:
-    """sha256 of everything that determines the teacher's weights."""
+                device: torch.device, path: TrainingPath = "per-run") -> str:
+    """sha256 of everything that determines the teacher's weights (the stacked path's teachers apart: other
+    floating-point order; the per-run path's key is the one stores have always used)."""
     identity = {
         "code": MODEL_CODE_VERSION, "torch": torch.__version__, "device": device.type,
         "teacher": config.model_dump(mode="json"), "seed": seed,
         "images": sorted([r.image_id, r.content_sha256, r.label] for r in records),
         "image_size": bank.cache.size, "normalise": [bank.mean, bank.std],
     }
+    if path != "per-run":
+        identity["path"] = path
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()
 
 
@@ -75,34 +93,67 @@ class TeacherStore:
         self._memory: dict[str, TrainedTeacher] = {}
 
     def get(self, config: TeacherConfig, records: list[ImageRecord], val_patients: tuple[str, ...], seed: int,
-            bank: ImageBank, device: torch.device) -> TrainedTeacher:
+            bank: ImageBank, device: torch.device, path: TrainingPath = "per-run") -> TrainedTeacher:
         """The frozen teacher trained on `records` with `seed`; refused if it would see a validation patient."""
-        if any(r.modality != config.modality for r in records):
-            raise ValueError(f"a {config.modality} teacher was given images of another modality")
-        patients = {r.patient_id for r in records}
-        check_no_leakage(f"{config.modality} teacher", patients, val_patients)
-        key = teacher_key(config, records, seed, bank, device)
-        if key in self._memory:
-            return self._memory[key]
-        with self._locked(key):
-            teacher = self._load(key, config, device) or self._train(key, config, records, seed, bank, device)
-        self._memory[key] = teacher
-        return teacher
+        return self.get_many([TeacherRequest(config, records, val_patients, seed)], bank, device, path)[0]
 
-    def _train(self, key: str, config: TeacherConfig, records: list[ImageRecord], seed: int, bank: ImageBank,
-               device: torch.device) -> TrainedTeacher:
-        labels = torch.tensor([r.label for r in records], dtype=torch.long)
-        model = build_network(config.network, derive_generator(seed, "init"))
-        objective = Objective(LossConfig(), inverse_frequency_weights(labels), has_teacher=False)
-        inputs = torch.from_numpy(bank.stack([r.content_sha256 for r in records]))
-        log = fit(model, objective, TrainingSet(inputs, labels), config.training, seed, device)
-        teacher = self._freeze(TrainedTeacher(
-            teacher_id=key, model=model, modality=config.modality, seed=seed,
-            training_patients=tuple(sorted({r.patient_id for r in records})),
-            training_images=tuple(sorted(r.image_id for r in records)), train_seconds=log.seconds,
-            steps=log.steps, from_cache=False))
-        self._save(teacher)
-        return teacher
+    def get_many(self, requests: list[TeacherRequest], bank: ImageBank, device: torch.device,
+                 path: TrainingPath = "per-run") -> list[TrainedTeacher]:
+        """The frozen teachers of `requests`, each from memory, the disk cache, or trained; on the stacked path the
+        missing ones that share a network, schedule and training-set size train together (`fit_stacked`)."""
+        keys = []
+        for request in requests:
+            config = request.config
+            if any(r.modality != config.modality for r in request.records):
+                raise ValueError(f"a {config.modality} teacher was given images of another modality")
+            check_no_leakage(f"{config.modality} teacher", {r.patient_id for r in request.records},
+                             request.val_patients)
+            effective = path if stackable_config(config.network) else "per-run"
+            keys.append(teacher_key(config, request.records, request.seed, bank, device, effective))
+        wanted = {key: request for key, request in zip(keys, requests, strict=True) if key not in self._memory}
+        with self._locked_all(sorted(wanted)):
+            missing = {}
+            for key, request in wanted.items():
+                loaded = self._load(key, request.config, device)
+                if loaded is not None:
+                    self._memory[key] = loaded
+                else:
+                    missing[key] = request
+            for key, teacher in self._train(missing, bank, device, path).items():
+                self._save(teacher)
+                self._memory[key] = teacher
+        return [self._memory[key] for key in keys]
+
+    def _train(self, requests: dict[str, TeacherRequest], bank: ImageBank, device: torch.device,
+               path: TrainingPath) -> dict[str, TrainedTeacher]:
+        """Train every requested teacher: one by one (`fit`), or in stacked groups."""
+        built = {}
+        for key, request in requests.items():
+            labels = torch.tensor([r.label for r in request.records], dtype=torch.long)
+            model = build_network(request.config.network, derive_generator(request.seed, "init"))
+            objective = Objective(LossConfig(), inverse_frequency_weights(labels), has_teacher=False)
+            inputs = torch.from_numpy(bank.stack([r.content_sha256 for r in request.records]))
+            built[key] = (model, objective, TrainingSet(inputs, labels))
+        logs: dict[str, FitLog] = {}
+        groups: dict[str, list[str]] = {}
+        for key, (model, _, data) in built.items():
+            group = stack_key(model, data, requests[key].config.training) if path == "stacked" else None
+            if group is None:
+                model, objective, data = built[key]
+                logs[key] = fit(model, objective, data, requests[key].config.training, requests[key].seed, device)
+            else:
+                groups.setdefault(group, []).append(key)
+        for members in groups.values():
+            fitted = fit_stacked([built[k][0] for k in members], [built[k][1] for k in members],  # type: ignore[misc]
+                                 [built[k][2] for k in members], requests[members[0]].config.training,
+                                 [requests[k].seed for k in members], device)
+            logs.update(zip(members, fitted, strict=True))
+        return {key: self._freeze(TrainedTeacher(
+            teacher_id=key, model=built[key][0], modality=request.config.modality, seed=request.seed,
+            training_patients=tuple(sorted({r.patient_id for r in request.records})),
+            training_images=tuple(sorted(r.image_id for r in request.records)), train_seconds=logs[key].seconds,
+            steps=logs[key].steps, from_cache=False, path="stacked" if key in _members(groups) else "per-run"))
+            for key, request in requests.items()}
 
     @staticmethod
     def _freeze(teacher: TrainedTeacher) -> TrainedTeacher:
@@ -125,7 +176,7 @@ class TeacherStore:
                 "network": teacher.model.config.model_dump(mode="json"),
                 "training_patients": list(teacher.training_patients),
                 "training_images": list(teacher.training_images),
-                "train_seconds": teacher.train_seconds, "steps": teacher.steps}
+                "train_seconds": teacher.train_seconds, "steps": teacher.steps, "path": teacher.path}
         write_atomically(weights_path, buffer.getvalue())
         write_atomically(meta_path, json.dumps(meta, indent=1).encode("utf-8"))  # meta last: marks complete
 
@@ -146,24 +197,28 @@ class TeacherStore:
         return self._freeze(TrainedTeacher(
             teacher_id=key, model=model, modality=meta["modality"], seed=meta["seed"],
             training_patients=tuple(meta["training_patients"]), training_images=tuple(meta["training_images"]),
-            train_seconds=meta["train_seconds"], steps=meta["steps"], from_cache=True))
+            train_seconds=meta["train_seconds"], steps=meta["steps"], from_cache=True,
+            path=meta.get("path", "per-run")))
 
     @contextmanager
-    def _locked(self, key: str) -> Iterator[None]:
-        """Hold an exclusive lock per teacher so parallel workers train each teacher once."""
+    def _locked_all(self, keys: list[str]) -> Iterator[None]:
+        """Hold an exclusive lock per teacher (taken in sorted order) so parallel workers train each teacher once."""
         if self.root is None:
             yield
             return
-        lock_path = self._paths(key)[0].with_suffix(".lock")
-        try:
-            lock_path.parent.mkdir(parents=True, exist_ok=True)
-            handle = lock_path.open("a")
-        except OSError as exc:
-            raise CacheError(f"{lock_path}: cannot create the teacher lock: {exc}") from exc
-        with handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with ExitStack() as stack:
+            for key in sorted(keys):
+                lock_path = self._paths(key)[0].with_suffix(".lock")
+                try:
+                    lock_path.parent.mkdir(parents=True, exist_ok=True)
+                    handle = stack.enter_context(lock_path.open("a"))
+                except OSError as exc:
+                    raise CacheError(f"{lock_path}: cannot create the teacher lock: {exc}") from exc
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                stack.callback(fcntl.flock, handle, fcntl.LOCK_UN)
+            yield
+
+
+def _members(groups: dict[str, list[str]]) -> set[str]:
+    return {key for members in groups.values() for key in members}
 
