@@ -295,15 +295,70 @@ def bench_paper(data: Path, workdir: Path) -> list[Measurement]:
     return [*measurements, Measurement("read the paper store + summary", read_back, 5.0)]
 
 
-def bench_power(data: Path, workdir: Path) -> list[Measurement]:
-    """The default power grid as a user runs it (`ctxray-bench power`), against its 20-minute target."""
-    out = workdir / "power"
-    wall = _time_cli(["power", "--grid", "default", "--out", str(out), "--quiet"], dict(os.environ))
-    from benchmark.evidence.power import read_power
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one), for naming what a timing was measured on."""
+    import platform
 
-    result = read_power(out / "power.json")
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _toml_value(value: object) -> str:
+    """A TOML inline value (tables, arrays, strings, numbers, booleans): enough to write a power grid back."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def write_grid(path: Path, name: str, grid: dict[str, object]) -> Path:
+    """Write one power grid as a grids file (`ctxray-bench power --grids`)."""
+    lines = [f"[grids.{name}]"] + [f"{key} = {_toml_value(value)}" for key, value in grid.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def bench_power(data: Path, workdir: Path, old_replicates: int = 2) -> list[Measurement]:
+    """The default power grid as a user runs it (`ctxray-bench power`, stacked path, 30 replicates per cell) against
+    its 20-minute target, and beside it the old per-run path on `old_replicates` replicates: runs per second of
+    both and their ratio, the issue-15 target being 6x."""
+    import tomllib
+
+    from benchmark.evidence.power import DEFAULT_GRIDS, read_power
+
+    declared = tomllib.loads(DEFAULT_GRIDS.read_text(encoding="utf-8"))["grids"]["default"]
+    settings = dict(declared.get("settings", {}))
+    old = {**declared, "replicates": old_replicates, "settings": {**settings, "engine": {"path": "per-run"}},
+           "description": f"the default grid on the per-run path, {old_replicates} replicates"}
+    grids = write_grid(workdir / "power-old-path.toml", "default", old)
+    timings = {}
+    for label, args in (("old per-run path", ["--grids", str(grids)]), ("stacked path", [])):
+        out = workdir / f"power-{label.split()[0]}"
+        wall = _time_cli(["power", "--grid", "default", "--out", str(out), "--quiet", *args], dict(os.environ))
+        result = read_power(out / "power.json")
+        runs = sum(len(list((store / "runs").glob("*.json"))) for store in (out / "stores").iterdir())
+        timings[label] = (wall, runs, result)
+        print(f"  {label}: {result.grid.replicates} replicates per cell, {runs} runs in {wall:.1f} s = "
+              f"{runs / wall:.2f} runs/s")
+    old_wall, old_runs, _ = timings["old per-run path"]
+    new_wall, new_runs, result = timings["stacked path"]
+    ratio = (new_runs / new_wall) / (old_runs / old_wall)
+    print(f"  on {cpu_name()} ({os.cpu_count()} CPUs): the stacked path runs {ratio:.2f}x the old path's runs per "
+          f"second (target 6x)")
     print(f"  power grid default: {len(result.replicates)} replicate evaluations; {result.statement}")
-    return [Measurement("power study, default grid", wall, 1200.0)]
+    return [Measurement(f"power study, default grid ({result.grid.replicates} replicates)", new_wall, 1200.0),
+            Measurement("power: s per 1000 runs vs old path / 6", 1000 * new_wall / new_runs,
+                        1000 * old_wall / old_runs / 6)]
 
 
 STAGES: dict[str, Callable[[Path, Path], list[Measurement]]] = {
@@ -318,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=sorted(STAGES), action="append", help="run only these stages")
     args = parser.parse_args(argv)
     data = resolve_data_root(args.data)
-    print(f"ctxray-bench speed benchmark on {os.cpu_count()} CPU(s), data {data}")
+    print(f"ctxray-bench speed benchmark on {cpu_name()}, {os.cpu_count()} CPU(s), data {data}")
     print(f"{'stage':<40} {'wall s':>8} {'target s':>9} {'ratio':>6}")
     missed = False
     with tempfile.TemporaryDirectory(prefix="ctxray-bench-") as tmp:

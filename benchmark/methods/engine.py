@@ -9,7 +9,9 @@ This is the single code path of every configuration (PROTOCOL.md section 5):
 3. the student (or late-fusion model) is trained with its objective;
 4. validation cases are predicted through `predict`, which hands the model only the modalities
    the configuration declares in `inference_inputs`: X-ray-only models never receive CT.
-The teacher is seeded with the split's seed, the student with the run's seed.
+The teacher is seeded with the split's seed, the student with the run's seed. On the stacked path
+(settings.engine.path) `run_many` trains the teachers, then the runs, that share a stack key together
+(benchmark.methods.stacking); each run still gets its own data, batches, objective and teacher.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 A power study trains thousands of tiny networks (16 x 16 images), where a training step is almost all
 per-operation overhead. `StackedClassifier` holds K copies of the protocol's plain `cnn` classifier
 (same widths, no DPE/MHRA/DFPN) and runs them together: each convolution gathers its 3 x 3 taps from
-a channels-last map [B, H, W, K, C] and multiplies them per model with one batched matrix product
-(taps that only ever read zero padding are left out), batch norm runs over K x C channels at once,
-and the head is one batched product. Every model keeps its own parameters, batch-norm statistics
+a model-major channels-last map [K, B, H, W, C] and multiplies them per model with one batched
+matrix product (taps that only ever read zero padding are left out), batch norm runs over K x C
+channels at once, and the head is one batched product. Every model keeps its own parameters, batch-norm statistics
 and data; the models only share the kernel calls. Arithmetic per model is that of the plain
 network, in a different floating-point order, so a run records which path computed it.
 
@@ -44,17 +44,18 @@ def _live_taps(size: int, stride: int) -> list[int]:
 
 
 class _GatherTaps(torch.autograd.Function):
-    """[B, H, W, K, C] -> [K, B * H' * W', T * C]: the live 3 x 3 taps of every output pixel, per model (im2col).
+    """[K, B, H, W, C] -> [K, B * H' * W', T * C]: the live 3 x 3 taps of every output pixel, per model (im2col).
 
     The live taps form a rows x cols block of the kernel, so the forward is one strided view of the padded map
-    and one copy; the backward adds each tap's gradient back into a zero padded map."""
+    and one copy, whose innermost run is a kernel row's taps and channels (contiguous in this model-major
+    layout); the backward adds each tap's gradient back into a zero padded map."""
 
     @staticmethod
     def forward(ctx, x: Tensor, rows: tuple[int, ...], cols: tuple[int, ...], stride: int) -> Tensor:  # type: ignore[override]
-        b, h, w, k, c = x.shape
+        k, b, h, w, c = x.shape
         ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
-        padded = F.pad(x, (0, 0, 0, 0, 1, 1, 1, 1))
-        sb, sh, sw, sk, sc = padded.stride()
+        padded = F.pad(x, (0, 0, 1, 1, 1, 1))
+        sk, sb, sh, sw, sc = padded.stride()
         window = padded.as_strided((k, b, ho, wo, len(rows), len(cols), c),
                                    (sk, sb, stride * sh, stride * sw, sh, sw, sc),
                                    padded.storage_offset() + rows[0] * sh + cols[0] * sw)
@@ -63,19 +64,28 @@ class _GatherTaps(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
-        b, h, w, k, c = ctx.shape
+        k, b, h, w, c = ctx.shape
         s = ctx.stride
         ho, wo = (h - 1) // s + 1, (w - 1) // s + 1
-        grad = grad.view(k, b, ho, wo, len(ctx.rows), len(ctx.cols), c).permute(1, 2, 3, 0, 4, 5, 6)
-        padded = grad.new_zeros(b, h + 2, w + 2, k, c)
+        grad = grad.view(k, b, ho, wo, len(ctx.rows), len(ctx.cols), c)
+        padded = grad.new_zeros(k, b, h + 2, w + 2, c)
+        cols, first = ctx.cols, ctx.cols[0]
+        pairs = s == 2 and len(cols) >= 2 and w + 2 >= first + 2 * wo  # taps j, j+1 of all outputs tile a row
         for ti, i in enumerate(ctx.rows):
-            for tj, j in enumerate(ctx.cols):
-                padded[:, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s].add_(grad[:, :, :, :, ti, tj])
-        return padded[:, 1:h + 1, 1:w + 1], None, None, None
+            rows = padded[:, :, i:i + s * (ho - 1) + 1:s]
+            if pairs:  # one add for two taps: columns first + 2 wo and first + 2 wo + 1 are one contiguous run
+                rows[:, :, :, first:first + 2 * wo].view(k, b, ho, wo, 2, c).add_(grad[:, :, :, :, ti, 0:2])
+                rest = range(2, len(cols))
+            else:
+                rest = range(len(cols))
+            for tj in rest:
+                j = cols[tj]
+                rows[:, :, :, j:j + s * (wo - 1) + 1:s].add_(grad[:, :, :, :, ti, tj])
+        return padded[:, :, 1:h + 1, 1:w + 1], None, None, None
 
 
 class _StackedConv(nn.Module):
-    """K 3 x 3 convolutions (padding 1, no bias) followed by batch norm and ReLU, on a [B, H, W, K, C] map of
+    """K 3 x 3 convolutions (padding 1, no bias) followed by batch norm and ReLU, on a [K, B, H, W, C] map of
     `size` x `size` pixels. Kernel taps that only ever read padding (a 2 x 2 map's outer ring) are held apart
     and not multiplied: their gradient is zero, so they only decay with AdamW's weight decay."""
 
@@ -105,14 +115,16 @@ class _StackedConv(nn.Module):
         return (self.size - 1) // self.stride + 1
 
     def forward(self, x: Tensor) -> Tensor:
-        """[B, H, W, K, C_in] -> [B, H', W', K, C_out]."""
-        b, k, side = x.shape[0], self.k, self.out_size
+        """[K, B, H, W, C_in] -> [K, B, H', W', C_out] (a strided view: batch norm runs over [B H' W', K C_out])."""
+        k, b, side = self.k, x.shape[1], self.out_size
+        if x.shape[2] != self.size or x.shape[3] != self.size:
+            raise ValueError(f"a stacked layer built for {self.size} x {self.size} maps got {tuple(x.shape[2:4])}")
         gathered = _GatherTaps.apply(x, self.live, self.live, self.stride)
         out = torch.bmm(gathered, self.weight.view(k, len(self.taps) * self.c_in, self.c_out))  # [K, N, C_out]
         flat = out.transpose(0, 1).reshape(b * side * side, k * self.c_out)
         flat = F.batch_norm(flat, self.running_mean, self.running_var, self.gamma, self.beta, self.training,
                             self.momentum, self.eps)
-        return F.relu_(flat).view(b, side, side, k, self.c_out)
+        return F.relu_(flat).view(b * side * side, k, self.c_out).transpose(0, 1).view(k, b, side, side, self.c_out)
 
     def unstack_into(self, convs: Sequence[nn.Conv2d], norms: Sequence[nn.BatchNorm2d], steps: int,
                      dead_decay: float) -> None:
@@ -143,7 +155,7 @@ class StackedFeatures(dict):
 
     def __missing__(self, name: str) -> Tensor:
         stacked = self._maps[name]  # KeyError names the feature, as a plain dict would
-        view = stacked[:, self._index] if stacked.dim() == 3 else stacked[:, :, :, self._index].permute(0, 3, 1, 2)
+        view = stacked[self._index] if stacked.dim() == 3 else stacked[self._index].permute(0, 3, 1, 2)
         self[name] = view
         return view
 
@@ -177,16 +189,16 @@ class StackedClassifier(nn.Module):
         self.head_bias = nn.Parameter(torch.stack([m.head.bias.detach() for m in models]).unsqueeze(1).contiguous())
 
     def forward(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """(logits [B, K, 2], stacked features: stage maps [B, H, W, K, C], final, embedding [B, K, C])."""
-        x = images.permute(0, 2, 3, 1).unsqueeze(-1)
+        """(logits [B, K, 2], stacked features: stage maps [K, B, H, W, C], final, embedding [K, B, C])."""
+        x = images.transpose(0, 1).unsqueeze(-1)
         maps: dict[str, Tensor] = {}
         for layer, stage in zip(self.layers, self.layer_stage, strict=True):
             x = layer(x)
             maps[f"stage{stage}"] = x
         maps["final"] = x
-        embedding = x.mean(dim=(1, 2))  # [B, K, C]
+        embedding = x.mean(dim=(2, 3))  # [K, B, C]
         maps["embedding"] = embedding
-        logits = torch.baddbmm(self.head_bias, embedding.transpose(0, 1), self.head_weight)  # [K, B, 2]
+        logits = torch.baddbmm(self.head_bias, embedding, self.head_weight)  # [K, B, 2]
         return logits.transpose(0, 1), maps
 
     @staticmethod
