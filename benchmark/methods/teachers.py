@@ -136,11 +136,11 @@ class TeacherStore:
             built[key] = (model, objective, TrainingSet(inputs, labels))
         logs: dict[str, FitLog] = {}
         groups: dict[str, list[str]] = {}
-        for key, (model, _, data) in built.items():
-            group = stack_key(model, data, requests[key].config.training) if path == "stacked" else None
+        for key, (model, objective, data) in built.items():
+            training, seed = requests[key].config.training, requests[key].seed
+            group = stack_key(model, data, training) if path == "stacked" else None
             if group is None:
-                model, objective, data = built[key]
-                logs[key] = fit(model, objective, data, requests[key].config.training, requests[key].seed, device)
+                logs[key] = fit(model, objective, data, training, seed, device)
             else:
                 groups.setdefault(group, []).append(key)
         for members in groups.values():
