@@ -239,7 +239,8 @@ def test_claim7_runs_reproduce_bit_for_bit(records: list[RunRecord], manifest: S
     try:
         for record in sample:
             torch.set_num_threads(record.threads)
-            engine = Engine(prepared, bank, TeacherStore(None), record.device)  # teachers are retrained too
+            engine = Engine(prepared, bank, TeacherStore(None), record.device,  # teachers are retrained too,
+                            path=settings.engine.path)  # on the store's training path (stacked: alone, same bits)
             output = engine.run(record.spec.configuration, record.spec.split, record.spec.seed)
             again = [(p.image_id, p.score) for p in output.predictions]
             before = [(p.image_id, p.score) for p in record.predictions]

@@ -83,21 +83,19 @@ def test_unstacking_returns_every_parameter_and_running_statistic() -> None:
     assert all(_same_bits(a, b) for a, b in zip(models, before, strict=True))
 
 
-@pytest.fixture
-def one_thread():
-    """One thread per process, as the power study's workers run (with more, a kernel may split work by K)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_a_runs_bits_do_not_depend_on_what_it_is_stacked_with(one_thread) -> None:
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_runs_bits_do_not_depend_on_what_it_is_stacked_with_or_on_the_thread_count(threads: int) -> None:
     datasets = _datasets(6)
     config = TrainingConfig(epochs=3)
-    alone = _train([0], datasets, config)
-    first = _train([0, 1, 2], datasets, config)
-    other = _train([3, 4, 0, 5, 1], datasets, config)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        alone = _train([0], datasets, config)
+        first = _train([0, 1, 2], datasets, config)
+        other = _train([3, 4, 0, 5, 1], datasets, config)
+        assert torch.get_num_threads() == threads  # the process's setting is restored
+    finally:
+        torch.set_num_threads(before)
     assert _same_bits(alone[0], first[0]) and _same_bits(first[0], other[0]) and _same_bits(first[1], other[1])
 
 
@@ -180,3 +178,14 @@ def test_stacked_and_per_run_power_runs_reach_the_same_statuses(tiny_power, per_
         load_grid("tiny").settings, {"engine": {"path": "per-run"}})}), per_run_power, workers=1, progress=False)
     stacked = {(o.mode, o.resamples): (o.h1_confirmed, o.h2_confirmed) for o in result.replicates if o.replicate == 0}
     assert {(o.mode, o.resamples): (o.h1_confirmed, o.h2_confirmed) for o in reference.replicates} == stacked
+
+
+def test_a_store_computed_on_the_stacked_path_passes_every_claim_its_runs_reproducing_alone(tmp_path: Path) -> None:
+    from tests.conftest import write_smoke_store
+    from tests.test_claims_can_fail import run_claims
+
+    store = write_smoke_store(tmp_path, settings='[data]\nimage_size = 32\n\n[engine]\npath = "stacked"\n')
+    records = ResultsStore(store).load_all()
+    assert {r.training_path for r in records} == {"per-run", "stacked"}  # late fusion and jdcnet fall back
+    result = run_claims(store)
+    assert result.returncode == 0, result.stdout[-3000:]

@@ -235,10 +235,22 @@ def fit_stacked(models: Sequence[Classifier], objectives: Sequence[Objective], d
 
     Each model sees exactly the batches `fit` would give it (its own order generator), its own loss, and
     AdamW's update (fused kernel); the gradient of the summed loss with respect to one model's parameters
-    is that model's own gradient. Returns one FitLog per model (seconds: its share of the group's time)."""
+    is that model's own gradient. It computes on one thread, whatever the process's setting (restored after), so a
+    run's bits never depend on which runs it was stacked with: a resumed job, or a claim test reproducing one run
+    alone, gets the same bits. Returns one FitLog per model (seconds: its share of the group's time)."""
     keys = {stack_key(m, d, config) for m, d in zip(models, data, strict=True)}
     if None in keys or len(keys) != 1:
         raise ValueError("fit_stacked needs models that share one stack key")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: a kernel never splits its work by K, so no run's bits depend on its group
+    try:
+        return _fit_stacked(models, objectives, data, config, seeds, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_stacked(models: Sequence[Classifier], objectives: Sequence[Objective], data: Sequence[TrainingSet],
+                 config: TrainingConfig, seeds: Sequence[int], device: torch.device) -> list[FitLog]:
     start = time.perf_counter()
     count, n = len(models), len(data[0].labels)
     stacked = StackedClassifier(models, image_size=data[0].inputs.shape[-1]).to(device).train()
