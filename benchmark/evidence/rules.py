@@ -233,7 +233,9 @@ def exact_sign_flip_p_value(differences: np.ndarray) -> float:
     a power study pays thousands of times); tests check it equals scipy's."""
     n = len(differences)
     bits = (np.arange(2**n)[:, None] >> np.arange(n - 1, -1, -1)[None, :]) & 1
-    null = np.mean(np.where(bits == 1, -differences, differences), axis=1)
+    # column-major, so numpy sums each assignment's n values one after another, in scipy's order: the same bits
+    # for every null value, and so the same count even where values meant to tie differ by rounding
+    null = np.mean(np.asfortranarray(np.where(bits == 1, -differences, differences)), axis=1)
     observed = np.mean(differences)
     gamma = abs(np.finfo(float).eps * 100 * observed)
     return float(np.clip(np.count_nonzero(null >= observed - gamma) / 2**n, 0.0, 1.0))
