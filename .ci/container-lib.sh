@@ -4,7 +4,8 @@
 # container. Through the docker client on podman (4.3 here), `docker run --rm` exits 0 whatever the
 # command inside exits with, so a failing step would pass. The container is therefore run without
 # --rm under a unique name, its status read with `docker wait` (which also waits should the client
-# have returned early), and the container removed. Do not pass --rm: the status could not be read,
+# have returned early; when that comes back empty, as it once did under load, from `docker inspect`),
+# and the container removed. Do not pass --rm: the status could not be read,
 # and the call fails. stdout and stderr are the container's.
 # Returns: the container's exit status; the client's status when that is non-zero and the
 # container's is 0 or cannot be read; 125 when neither says anything.
@@ -17,6 +18,10 @@ container_run() {
     local client=0 status=""
     docker run --name "$name" "$@" || client=$?
     status="$(docker wait "$name" 2>/dev/null)" || status=""
+    if ! [[ "$status" =~ ^[0-9]+$ ]]; then  # podman's wait can come back empty under load: ask once more
+        sleep 1
+        status="$(docker inspect --format '{{.State.ExitCode}}' "$name" 2>/dev/null)" || status=""
+    fi
     docker rm -f "$name" >/dev/null 2>&1 || true
     if ! [[ "$status" =~ ^[0-9]+$ ]]; then
         echo "container_run: could not read the exit status of container $name (docker run exited $client)" >&2
