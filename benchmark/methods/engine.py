@@ -29,9 +29,9 @@ from benchmark.methods.configurations import Configuration
 from benchmark.methods.losses import Objective, inverse_frequency_weights
 from benchmark.methods.models import build_network, init_parameters
 from benchmark.methods.registry import NETWORKS
-from benchmark.methods.stacking import fit_stacked, stack_key
+from benchmark.methods.stacking import Trainee, fit_all
 from benchmark.methods.teachers import TeacherRequest, TeacherStore, TrainedTeacher, TrainingPath, check_no_leakage
-from benchmark.methods.training import FitLog, TrainingSet, derive_generator, fit, forward_all, positive_scores
+from benchmark.methods.training import FitLog, TrainingSet, derive_generator, forward_all, positive_scores
 from benchmark.schemas import CasePrediction, DeploymentProbe, ImageRecord, Modality, PairedRecord, Split
 
 
@@ -183,24 +183,11 @@ class Engine:
             requests = [self.teacher_request(c, s) for c, s, _ in runs if c.teacher is not None]
             self.teachers.get_many(requests, self.bank, self.device, self.path)
         planned = [self._plan(*run) for run in runs]
-        logs: dict[int, FitLog] = {}
-        groups: dict[str, list[int]] = {}
-        for index, run in enumerate(planned):
-            key = stack_key(run.model, run.data, run.configuration.training) if self.path == "stacked" else None
-            if key is None:
-                logs[index] = fit(run.model, run.objective, run.data, run.configuration.training, run.seed,
-                                  self.device)
-            else:
-                groups.setdefault(key, []).append(index)
-        for members in groups.values():
-            chosen = [planned[i] for i in members]
-            fitted = fit_stacked([r.model for r in chosen], [r.objective for r in chosen],  # type: ignore[misc]
-                                 [r.data for r in chosen], chosen[0].configuration.training,
-                                 [r.seed for r in chosen], self.device)
-            logs.update(zip(members, fitted, strict=True))
-        stacked = {i for members in groups.values() for i in members}
-        return [FittedRun(r.configuration, r.split, r.seed, r.model, logs[i], r.teacher, r.train_patients,
-                          "stacked" if i in stacked else "per-run") for i, r in enumerate(planned)]
+        fitted = fit_all([Trainee(r.model, r.objective, r.data, r.configuration.training, r.seed) for r in planned],
+                         self.device, self.path == "stacked")
+        return [FittedRun(r.configuration, r.split, r.seed, r.model, log, r.teacher, r.train_patients,
+                          "stacked" if stacked else "per-run")
+                for r, (log, stacked) in zip(planned, fitted, strict=True)]
 
     def run(self, configuration: Configuration, split: Split, seed: int) -> RunOutput:
         """Fit, then predict every validation case of `split`."""

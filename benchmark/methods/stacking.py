@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 
 from benchmark.methods.losses import Objective
 from benchmark.methods.models import Classifier, ModelOutput, NetworkConfig
-from benchmark.methods.training import FitLog, TrainingConfig, TrainingSet, derive_generator, epoch_order
+from benchmark.methods.training import FitLog, TrainingConfig, TrainingSet, derive_generator, epoch_order, fit
 
 
 def stackable_config(config: NetworkConfig) -> bool:
@@ -297,6 +298,36 @@ def _fit_stacked(models: Sequence[Classifier], objectives: Sequence[Objective], 
         model.eval()
         log.seconds = seconds / count
     return logs
+
+
+@dataclass(frozen=True)
+class Trainee:
+    """One network to train: its objective, training set, schedule and seed."""
+
+    model: nn.Module
+    objective: Objective
+    data: TrainingSet
+    config: TrainingConfig
+    seed: int
+
+
+def fit_all(trainees: Sequence[Trainee], device: torch.device, stacked: bool) -> list[tuple[FitLog, bool]]:
+    """Train every trainee in place: each alone (`fit`), or, when `stacked`, those sharing a stack key together
+    (`fit_stacked`); returns each one's log and whether it trained stacked."""
+    results: dict[int, tuple[FitLog, bool]] = {}
+    groups: dict[str, list[int]] = {}
+    for index, t in enumerate(trainees):
+        key = stack_key(t.model, t.data, t.config) if stacked else None
+        if key is None:
+            results[index] = (fit(t.model, t.objective, t.data, t.config, t.seed, device), False)
+        else:
+            groups.setdefault(key, []).append(index)
+    for members in groups.values():
+        chosen = [trainees[i] for i in members]
+        logs = fit_stacked([t.model for t in chosen], [t.objective for t in chosen],  # type: ignore[misc]
+                           [t.data for t in chosen], chosen[0].config, [t.seed for t in chosen], device)
+        results.update((i, (log, True)) for i, log in zip(members, logs, strict=True))
+    return [results[i] for i in range(len(trainees))]
 
 
 def _on_device(output: ModelOutput | None, device: torch.device) -> ModelOutput | None:

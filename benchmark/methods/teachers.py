@@ -28,8 +28,8 @@ from benchmark.errors import CacheError, LeakageError
 from benchmark.methods.configurations import TeacherConfig
 from benchmark.methods.losses import LossConfig, Objective, inverse_frequency_weights
 from benchmark.methods.models import build_network
-from benchmark.methods.stacking import fit_stacked, stack_key, stackable_config
-from benchmark.methods.training import FitLog, TrainingSet, derive_generator, fit
+from benchmark.methods.stacking import Trainee, fit_all, stackable_config
+from benchmark.methods.training import TrainingSet, derive_generator
 from benchmark.schemas import ImageRecord
 
 MODEL_CODE_VERSION = 1  # bump when a change to models/losses/training alters trained weights
@@ -134,25 +134,13 @@ class TeacherStore:
             objective = Objective(LossConfig(), inverse_frequency_weights(labels), has_teacher=False)
             inputs = torch.from_numpy(bank.stack([r.content_sha256 for r in request.records]))
             built[key] = (model, objective, TrainingSet(inputs, labels))
-        logs: dict[str, FitLog] = {}
-        groups: dict[str, list[str]] = {}
-        for key, (model, objective, data) in built.items():
-            training, seed = requests[key].config.training, requests[key].seed
-            group = stack_key(model, data, training) if path == "stacked" else None
-            if group is None:
-                logs[key] = fit(model, objective, data, training, seed, device)
-            else:
-                groups.setdefault(group, []).append(key)
-        for members in groups.values():
-            fitted = fit_stacked([built[k][0] for k in members], [built[k][1] for k in members],  # type: ignore[misc]
-                                 [built[k][2] for k in members], requests[members[0]].config.training,
-                                 [requests[k].seed for k in members], device)
-            logs.update(zip(members, fitted, strict=True))
+        fitted = dict(zip(built, fit_all([Trainee(*built[key], requests[key].config.training, requests[key].seed)
+                                          for key in built], device, path == "stacked"), strict=True))
         return {key: self._freeze(TrainedTeacher(
             teacher_id=key, model=built[key][0], modality=request.config.modality, seed=request.seed,
             training_patients=tuple(sorted({r.patient_id for r in request.records})),
-            training_images=tuple(sorted(r.image_id for r in request.records)), train_seconds=logs[key].seconds,
-            steps=logs[key].steps, from_cache=False, path="stacked" if key in _members(groups) else "per-run"))
+            training_images=tuple(sorted(r.image_id for r in request.records)), train_seconds=fitted[key][0].seconds,
+            steps=fitted[key][0].steps, from_cache=False, path="stacked" if fitted[key][1] else "per-run"))
             for key, request in requests.items()}
 
     @staticmethod
@@ -217,8 +205,4 @@ class TeacherStore:
                 fcntl.flock(handle, fcntl.LOCK_EX)
                 stack.callback(fcntl.flock, handle, fcntl.LOCK_UN)
             yield
-
-
-def _members(groups: dict[str, list[str]]) -> set[str]:
-    return {key for members in groups.values() for key in members}
 
