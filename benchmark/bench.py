@@ -12,11 +12,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmark.data.pipeline import resolve_data_root
+
+if TYPE_CHECKING:
+    from benchmark.evidence.power import PowerResult
+    from benchmark.experiment.store import RunRecord
 
 
 @dataclass(frozen=True)
@@ -194,8 +199,21 @@ def bench_units(data: Path, workdir: Path) -> list[Measurement]:
             Measurement("one student run (plain-ct-kd)", student, 5.0)]
 
 
-def _flops_per_sample(configuration, image_size: int) -> dict[str, float]:  # noqa: ANN001
-    """Training (forward + backward) and forward FLOPs per sample of a configuration and of its teacher."""
+def _trained_network(model, image_size: int, stacked: bool):  # noqa: ANN001, ANN202
+    """A forward `images -> ModelOutput` of a network as it trains: alone, or held in a stacked module (the `stacked`
+    path multiplies only the kernel taps that read real pixels, so it does less arithmetic than the dense network)."""
+    from benchmark.methods.stacking import StackedClassifier, stackable
+
+    if not (stacked and stackable(model)):
+        return model
+    holder = StackedClassifier([model], image_size)
+    return lambda images: StackedClassifier.outputs(*holder(images))[0]  # images [B, 1, H, W] = B samples, K = 1
+
+
+def _flops_per_sample(configuration, image_size: int, stacked: bool = False,  # noqa: ANN001
+                      teacher_stacked: bool = False) -> dict[str, float]:
+    """Training (forward + backward) and forward FLOPs per sample of a configuration and of its teacher, on the
+    training path each was recorded with."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -212,8 +230,9 @@ def _flops_per_sample(configuration, image_size: int) -> dict[str, float]:  # no
     teacher_channels = None
     if configuration.teacher is not None:
         teacher = build_network(configuration.teacher.network, generator)
+        trained_teacher = _trained_network(teacher, image_size, teacher_stacked)
         with FlopCounterMode(display=False) as counter:
-            loss = torch.nn.functional.cross_entropy(teacher(x).logits, labels)
+            loss = torch.nn.functional.cross_entropy(trained_teacher(x).logits, labels)
             loss.backward()
         result["teacher_train"] = counter.get_total_flops() / 2
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -225,7 +244,8 @@ def _flops_per_sample(configuration, image_size: int) -> dict[str, float]:  # no
         forward = lambda: model(x, x)  # noqa: E731
     else:
         model = build_network(configuration.network, generator)
-        forward = lambda: model(x)  # noqa: E731
+        trained = _trained_network(model, image_size, stacked)
+        forward = lambda: trained(x)  # noqa: E731
     objective = Objective(configuration.loss, torch.ones(2), has_teacher=teacher_output is not None,
                           student_channels=model.stage_channels,
                           teacher_channels=teacher_channels)
@@ -234,23 +254,23 @@ def _flops_per_sample(configuration, image_size: int) -> dict[str, float]:  # no
         loss.backward()
     result["train"] = counter.get_total_flops() / 2
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        forward()
+        model(x, x) if configuration.kind == "late-fusion" else model(x)
     result["forward"] = counter.get_total_flops() / 2
     return result
 
 
-def matrix_flops(store_root: Path, image_size: int) -> tuple[float, float]:
-    """(student-side FLOPs, teacher-training FLOPs) of every stored run of a results store."""
-    from benchmark.experiment.store import ResultsStore
-
-    per_config: dict[str, dict[str, float]] = {}
+def matrix_flops(records: Iterable[RunRecord], image_size: int) -> tuple[float, float]:
+    """(student-side FLOPs, teacher-training FLOPs) of stored runs, each counted on the training path it records."""
+    per_config: dict[tuple[str, str, str | None], dict[str, float]] = {}
     student = 0.0
     teachers: dict[str, float] = {}
-    for record in ResultsStore(store_root).load_all():
+    for record in records:
         configuration = record.spec.configuration
-        key = configuration.model_dump_json(exclude={"name", "role", "tier"})
+        teacher_path = record.teacher.path if record.teacher is not None else None
+        key = (configuration.model_dump_json(exclude={"name", "role", "tier"}), record.training_path, teacher_path)
         if key not in per_config:
-            per_config[key] = _flops_per_sample(configuration, image_size)
+            per_config[key] = _flops_per_sample(configuration, image_size, record.training_path == "stacked",
+                                                teacher_path == "stacked")
         flops = per_config[key]
         student += record.fit.train_images * record.fit.epochs * flops["train"]
         student += record.metrics.cases * flops["forward"]
@@ -284,7 +304,7 @@ def bench_paper(data: Path, workdir: Path) -> list[Measurement]:
     records = ResultsStore(out).load_all()
     summary_frame(records)
     read_back = time.perf_counter() - start
-    student, teacher = matrix_flops(out, load_settings().data.image_size)
+    student, teacher = matrix_flops(records, load_settings().data.image_size)
     peak = matmul_peak_gflops()
     floor = (student + teacher) / (peak * 1e9)
     cpu_wall = measurements[0].seconds
@@ -356,9 +376,30 @@ def bench_power(data: Path, workdir: Path, old_replicates: int = 2) -> list[Meas
     print(f"  on {cpu_name()} ({os.cpu_count()} CPUs): the stacked path runs {ratio:.2f}x the old path's runs per "
           f"second (target 6x)")
     print(f"  power grid default: {len(result.replicates)} replicate evaluations; {result.statement}")
+    _print_power_floor(workdir / "power-stacked", result, new_wall, new_runs * old_wall / old_runs / 6)
     return [Measurement(f"power study, default grid ({result.grid.replicates} replicates)", new_wall, 1200.0),
             Measurement("power: s per 1000 runs vs old path / 6", 1000 * new_wall / new_runs,
                         1000 * old_wall / old_runs / 6)]
+
+
+def _print_power_floor(out: Path, result: PowerResult, wall: float, six_times: float) -> None:
+    """Print the grid's arithmetic (counted on the path each run trained on) and how long it takes at the fp32 matmul
+    peak, beside the measured time and the time 6x the old path's runs per second would allow: how far kernel
+    efficiency alone could take the grid on this CPU."""
+    from benchmark.evidence.power import study_settings
+    from benchmark.experiment.store import ResultsStore
+
+    records = [record for store in sorted((out / "stores").iterdir()) for record in ResultsStore(store).load_all()]
+    student, teacher = matrix_flops(records, study_settings(result.grid).data.image_size)
+    peak = matmul_peak_gflops()
+    floor = (student + teacher) / (peak * 1e9)
+    replicates = result.grid.replicates
+    print(f"  arithmetic: {(student + teacher) / 1e12:.1f} TFLOP ({teacher / 1e12:.1f} teacher training, "
+          f"{student / 1e12:.1f} students, teacher passes, evaluation) = {(student + teacher) / replicates / 1e12:.2f} "
+          f"TFLOP per replicate")
+    print(f"  floor at the fp32 matmul peak ({peak:.0f} GFLOP/s): {floor:.0f} s ({floor / replicates:.1f} s per "
+          f"replicate); measured {wall:.0f} s = {wall / floor:.2f} x floor; 6x the old path allows {six_times:.0f} s "
+          f"= {six_times / floor:.2f} x floor")
 
 
 STAGES: dict[str, Callable[[Path, Path], list[Measurement]]] = {

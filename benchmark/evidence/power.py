@@ -141,7 +141,8 @@ def load_grid(name: str, path: Path | str | None = None) -> PowerGrid:
     return grid
 
 
-def _study_settings(grid: PowerGrid) -> Settings:
+def study_settings(grid: PowerGrid) -> Settings:
+    """The run settings of every study of `grid`: the defaults, the grid's overrides, and R and k of its resamples."""
     overrides = merge_overrides(grid.settings, {"splits": {"monte_carlo_resamples": max(grid.resamples),
                                                            "monte_carlo_val_patients": grid.val_patients}})
     return Settings.model_validate(merge_overrides(load_settings().model_dump(), overrides))
@@ -165,7 +166,7 @@ def run_power(grid: PowerGrid, out: Path, *, workers: int = 1, threads: int | No
     """Generate every replicate cohort, run the protocol on all of them, and tabulate power and false positives."""
     start = time.perf_counter()
     workers, threads = preflight(out, workers, threads, device)
-    settings = _study_settings(grid)
+    settings = study_settings(grid)
     profile = _profile(grid)
     configurations = load_configurations()
     base = SyntheticSpec.model_validate(grid.generator)
