@@ -55,7 +55,7 @@ def bench_cohorts(data: Path, workdir: Path) -> list[Measurement]:
             Measurement("cohorts, warm cache (best of 3)", warm, 5.0)]
 
 
-def matmul_peak_gflops(n: int = 2048, dtype: str = "float32", repeats: int = 5) -> float:
+def matmul_peak_gflops(n: int = 2048, dtype: str = "float32", repeats: int = 20) -> float:
     """Best achieved GFLOP/s of an n x n matmul: the machine's practical compute ceiling."""
     import torch
 
