@@ -142,8 +142,10 @@ class Engine:
         return self.teachers.get_many([self.teacher_request(configuration, split)], self.bank, self.device,
                                       self.path)[0]
 
-    def _plan(self, configuration: Configuration, split: Split, seed: int) -> _PlannedRun:
-        """Initialise the run's network and objective and assemble its training set (its teacher trained first)."""
+    def _plan(self, configuration: Configuration, split: Split, seed: int,
+              teacher: TrainedTeacher | None) -> _PlannedRun:
+        """Initialise the run's network and objective and assemble its training set (with its trained teacher's
+        outputs)."""
         if split.manifest != configuration.manifest:
             raise ValueError(f"{configuration.name} trains on {configuration.manifest}, split is of {split.manifest}")
         manifest = self.prepared.manifests[configuration.manifest]
@@ -157,7 +159,6 @@ class Engine:
 
         teacher_use = None
         teacher_outputs = None
-        teacher = self.teacher_for(configuration, split) if configuration.teacher is not None else None
         model, objective = build_trainable(configuration, inverse_frequency_weights(labels), init,
                                            teacher.model if teacher is not None else None)
         if teacher is not None and configuration.teacher is not None:
@@ -178,11 +179,11 @@ class Engine:
         return self.fit_many([(configuration, split, seed)])[0]
 
     def fit_many(self, runs: list[tuple[Configuration, Split, int]]) -> list[FittedRun]:
-        """Train every run; on the stacked path, teachers and runs that share a stack key train together."""
-        if self.path == "stacked":
-            requests = [self.teacher_request(c, s) for c, s, _ in runs if c.teacher is not None]
-            self.teachers.get_many(requests, self.bank, self.device, self.path)
-        planned = [self._plan(*run) for run in runs]
+        """Train every run, their teachers first; on the stacked path, teachers and runs that share a stack key train
+        together."""
+        requests = [self.teacher_request(c, s) for c, s, _ in runs if c.teacher is not None]
+        teachers = iter(self.teachers.get_many(requests, self.bank, self.device, self.path))
+        planned = [self._plan(c, s, seed, next(teachers) if c.teacher is not None else None) for c, s, seed in runs]
         fitted = fit_all([Trainee(r.model, r.objective, r.data, r.configuration.training, r.seed) for r in planned],
                          self.device, self.path == "stacked")
         return [FittedRun(r.configuration, r.split, r.seed, r.model, log, r.teacher, r.train_patients,
