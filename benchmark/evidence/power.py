@@ -172,8 +172,8 @@ def run_power(grid: PowerGrid, out: Path, *, workers: int = 1, threads: int | No
     base = SyntheticSpec.model_validate(grid.generator)
     version = code_version()
     cache = image_cache(settings, out / "cache")
-    run_order: dict[Path, dict[str, int]] = {}
-    planned: dict[tuple[int, int, int], tuple[Mode, SyntheticSpec, int, Path]] = {}
+    # each cohort's (mode, spec, replicate, store, position of each run id), in declaration order once sorted
+    planned: dict[tuple[int, int, int], tuple[Mode, SyntheticSpec, int, Path, dict[str, int]]] = {}
     started: list[Path] = []
 
     def cohorts() -> Iterator[Batch]:
@@ -194,8 +194,8 @@ def run_power(grid: PowerGrid, out: Path, *, workers: int = 1, threads: int | No
                     specs = expand_profile(profile, configurations, prepared.regimes)
                     manifest = store_manifest(profile, settings, prepared, specs, version)
                     opened = open_store(out / "stores" / name, manifest, specs)
-                    run_order[opened.store.root] = {s.run_id: i for i, s in enumerate(specs)}
-                    planned[(index, replicate, mode_index)] = (mode, spec, replicate, opened.store.root)
+                    planned[(index, replicate, mode_index)] = (mode, spec, replicate, opened.store.root,
+                                                               {s.run_id: i for i, s in enumerate(specs)})
                     if opened.todo:
                         context = WorkerContext(data_root=str(data), settings=settings, cache_root=str(out / "cache"),
                                                 teacher_root=str(out / "teachers"), device=device, threads=threads,
@@ -216,9 +216,8 @@ def run_power(grid: PowerGrid, out: Path, *, workers: int = 1, threads: int | No
         raise RunError(f"{len(failures)} power run(s) failed, e.g. {run_id}: {why}")
 
     outcomes = []
-    for _, (mode, spec, replicate, root) in sorted(planned.items()):
+    for _, (mode, spec, replicate, root, order) in sorted(planned.items()):
         # the records just computed, as stored (in declaration order); a store (partly) finished earlier is read back
-        order = run_order[root]
         fresh = computed.get(root, [])
         records = sorted(fresh, key=lambda r: order[r.spec.run_id]) if len(fresh) == len(order) else \
             ResultsStore(root).load_all()

@@ -186,7 +186,7 @@ class BatchOutcome:
 STACKED_JOB_RUNS = 64  # most runs in one stacked job: large enough to batch, small enough to spread over workers
 
 
-def _stacked_jobs(number: int, todo: list[RunSpec]) -> list[tuple[int, tuple[RunSpec, ...]]]:
+def _stacked_jobs(todo: list[RunSpec]) -> list[tuple[RunSpec, ...]]:
     """The stacked path's jobs of one batch: its runs grouped by network and training schedule (the worker stacks
     those whose training sets also match), in chunks of at most STACKED_JOB_RUNS, costliest group first."""
     groups: dict[str, list[RunSpec]] = {}
@@ -194,8 +194,7 @@ def _stacked_jobs(number: int, todo: list[RunSpec]) -> list[tuple[int, tuple[Run
         key = spec.configuration.network.model_dump_json() + spec.configuration.training.model_dump_json()
         groups.setdefault(key, []).append(spec)
     ordered = sorted(groups.values(), key=lambda group: _cost(group[0]), reverse=True)
-    return [(number, tuple(group[i:i + STACKED_JOB_RUNS])) for group in ordered
-            for i in range(0, len(group), STACKED_JOB_RUNS)]
+    return [tuple(group[i:i + STACKED_JOB_RUNS]) for group in ordered for i in range(0, len(group), STACKED_JOB_RUNS)]
 
 
 def execute_batches(batches: Iterable[Batch], executor: Executor, *, label: str, progress: bool,
@@ -232,11 +231,11 @@ def execute_batches(batches: Iterable[Batch], executor: Executor, *, label: str,
         taken.append(batch)
         bar.total += len(batch.todo)
         bar.refresh()
-        costliest_first = sorted(batch.todo, key=_cost, reverse=True)
         if batch.context.settings.engine.path == "stacked":
-            for _, group in _stacked_jobs(number, batch.todo):
+            for group in _stacked_jobs(batch.todo):
                 submit("run", number, group[0].run_id, group)
             return True
+        costliest_first = sorted(batch.todo, key=_cost, reverse=True)
         fresh: dict[tuple[int, str], list[RunSpec]] = {}
         for spec in costliest_first:
             if spec.configuration.teacher is not None:
@@ -276,22 +275,23 @@ def execute_batches(batches: Iterable[Batch], executor: Executor, *, label: str,
                 results = {r.run_id: r for r in future.result()} if error is None else {}
                 for spec in specs:
                     result = results.get(spec.run_id)
+                    bar.update(1)
                     if result is not None and result.record_json is not None and outcome.storage_error is None:
                         try:
                             record = RunRecord.model_validate_json(result.record_json)
                             taken[number].store.write(record)
+                        except OutputError as exc:
+                            outcome.storage_error = str(exc)
+                        else:
                             outcome.executed += 1
                             if on_record is not None:
                                 on_record(number, record)
-                        except OutputError as exc:
-                            outcome.storage_error = str(exc)
-                            failures[spec.run_id] = f"{_label(spec)}: not stored: {outcome.storage_error}"
-                    elif outcome.storage_error is not None:
+                            continue
+                    if outcome.storage_error is not None:
                         failures[spec.run_id] = f"{_label(spec)}: not stored: {outcome.storage_error}"
                     else:
                         why = result.error if result is not None else repr(error)
                         failures[spec.run_id] = f"{_label(spec)}: {why}"
-                    bar.update(1)
             if outcome.storage_error is not None:
                 break
     finally:
