@@ -89,6 +89,8 @@ class Cohort:
     filter_report: FilterReport
     source: CohortSourceInfo
     readers: dict[str, str] = field(default_factory=dict)  # image id -> the reader that read it
+    pixels: dict[str, str] = field(default_factory=dict)  # image id -> sha256 of its decoded pixels (ReadInfo)
+    paths: dict[str, str] = field(default_factory=dict)  # image id -> its file, relative to data_root (posix)
 
     @property
     def image_list_sha256(self) -> str:
@@ -158,6 +160,8 @@ def build_cohort(table: CohortTable, cache: ImageCache, settings: CohortSettings
     records: list[ImageRecord] = []
     readers: Counter[tuple[str, str]] = Counter()
     reader_of: dict[str, str] = {}
+    pixels_of: dict[str, str] = {}
+    path_of: dict[str, str] = {}
     for row in rows:
         verdict = verdicts.get(row.line)
         outcome = decoded.get(row.resolved) if verdict is None and row.resolved is not None else None
@@ -182,8 +186,11 @@ def build_cohort(table: CohortTable, cache: ImageCache, settings: CohortSettings
             warnings.append(row.offset_warning)
         reader, policy = _reader_of(outcome, row.resolved)
         readers[(reader, policy)] += 1
-        image_id = row.image_id or row.resolved.relative_to(root).as_posix()
+        relative = row.resolved.relative_to(root).as_posix()
+        image_id = row.image_id or relative
         reader_of[image_id] = reader
+        pixels_of[image_id] = pixel_identity(outcome)
+        path_of[image_id] = relative
         records.append(ImageRecord(
             image_id=image_id, patient_id=row.patient_id, modality=role, finding=row.finding, label=row.label,
             offset=row.offset, view=row.view, content_sha256=outcome.content_sha256, line=row.line))
@@ -195,7 +202,15 @@ def build_cohort(table: CohortTable, cache: ImageCache, settings: CohortSettings
                             privileged_modality=settings.privileged_modality,
                             include_volumes=settings.include_volumes, reader_policy=cache.policy,
                             readers=_reader_uses(readers))
-    return Cohort(root, table.table_sha256, records, report, info, reader_of)
+    return Cohort(root, table.table_sha256, records, report, info, reader_of, pixels_of, path_of)
+
+
+def pixel_identity(outcome: CachedImage) -> str:
+    """The sha256 of an image's decoded pixels; for a file whose read record is lost (it no longer reads as when it
+    was cached), its file's sha256 marked `file:`, which can only equal another copy of the same bytes."""
+    if outcome.read is not None and outcome.read.pixels_sha256 is not None:
+        return outcome.read.pixels_sha256
+    return f"file:{outcome.content_sha256}"
 
 
 def _reader_of(outcome: CachedImage, path: Path) -> tuple[str, str]:

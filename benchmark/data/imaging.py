@@ -91,12 +91,14 @@ class ImageCache:
         return self.directory / sha[:2] / f"{sha}.read.json"
 
     def _read_info(self, sha: str, path: Path) -> ReadInfo | None:
-        """The stored record of how the array was read; an array cached before records were kept (or whose record
-        is damaged) has the file read again, once, to write it."""
+        """The stored record of how the array was read; an array cached before records (or pixel hashes) were kept,
+        or whose record is damaged, has the file read again, once, to write it."""
         try:
-            return ReadInfo.model_validate_json(self._read_info_path(sha).read_bytes())
+            stored = ReadInfo.model_validate_json(self._read_info_path(sha).read_bytes())
+            if stored.pixels_sha256 is not None:
+                return stored
         except (OSError, ValidationError):
-            pass
+            pass  # no record, a damaged one, or one kept before pixel hashes: read the file once to write it
         try:
             _, info = read_image(path, self.policy)
         except ImageDecodeError:

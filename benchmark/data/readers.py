@@ -37,6 +37,7 @@ A constant image (nothing to scale) and non-finite values are refused rather tha
 
 from __future__ import annotations
 
+import hashlib
 import io
 import stat
 import warnings
@@ -96,6 +97,18 @@ class ReadInfo(BaseModel):
     reader: Literal["pillow", "pydicom", "nibabel"]
     policy: str = Field(description="what was applied, e.g. 'dicom CT: modality LUT (slope 1, intercept -1024), ...'")
     original_shape: tuple[int, ...] = Field(description="the pixel array as stored, before any reduction")
+    pixels_sha256: str | None = Field(default=None, description="sha256 of the decoded image (its shape, then its "
+                                      "float32 values in [0, 1], before resizing): the same picture however it was "
+                                      "stored; test sets are checked against training data by it. None: recorded "
+                                      "before it was kept")
+
+
+def pixels_sha256(array: np.ndarray) -> str:
+    """sha256 of a decoded 2-D image: its shape, then its float32 values in row-major order."""
+    values = np.ascontiguousarray(array, dtype=np.float32)
+    digest = hashlib.sha256(repr(tuple(values.shape)).encode("ascii"))
+    digest.update(values.tobytes())
+    return digest.hexdigest()
 
 
 def read_image(path: Path | str, policy: ReaderPolicy | None = None) -> tuple[np.ndarray, ReadInfo]:
@@ -120,10 +133,12 @@ def read_image(path: Path | str, policy: ReaderPolicy | None = None) -> tuple[np
                                f"readable: {', '.join(PILLOW_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES)}")
     try:
         if kind == "pillow":
-            return _read_pillow(path)
-        if kind == "pydicom":
-            return _read_dicom(path, policy)
-        return _read_nifti(path, policy)
+            array, info = _read_pillow(path)
+        elif kind == "pydicom":
+            array, info = _read_dicom(path, policy)
+        else:
+            array, info = _read_nifti(path, policy)
+        return array, info.model_copy(update={"pixels_sha256": pixels_sha256(array)})
     except OSError as exc:  # read errors of the machine not caught by a reader (permissions, I/O)
         raise ImageDecodeError(path, ReadFailure.UNREADABLE_FILE, f"cannot read the file: {exc}") from exc
 
