@@ -89,6 +89,17 @@ class CohortSettings(BaseModel):
                 modality_key(self.privileged_modality): "ct"}.get(modality_key(modality))
 
 
+class TestSetSettings(BaseModel):
+    """Which test sets deployable runs are scored on besides their validation cases (PROTOCOL.md section 13)."""
+
+    __test__ = False  # not a pytest test class
+
+    model_config = ConfigDict(extra="forbid")
+
+    held_out: bool = Field(default=True, description="score on the cohort's target-modality patients outside the "
+                           "paired cohort (teachers then train without them)")
+
+
 class EngineSettings(BaseModel):
     """How networks are trained: each run alone (`per-run`, the reference path), or `stacked`: runs that share the
     protocol's plain cnn network, a schedule and a training-set size train together as one batched module
@@ -107,6 +118,7 @@ class Settings(BaseModel):
     data: DataSettings = Field(default_factory=DataSettings)
     splits: SplitSettings = Field(default_factory=SplitSettings)
     cohort: CohortSettings = Field(default_factory=CohortSettings)
+    test_sets: TestSetSettings = Field(default_factory=TestSetSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings,  # left out at its default: stores stay as before
                                    exclude_if=lambda engine: engine == EngineSettings())
 

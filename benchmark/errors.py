@@ -50,6 +50,13 @@ class LeakageError(CtxrayError):
     """A model would train on a patient of the validation set it is evaluated on (directly or via a teacher)."""
 
 
+class TestSetError(CtxrayError):
+    """A test set cannot be used: a bad `--external` argument, a manifest with nothing kept, or one that shares a
+    patient or an image's pixels with the cohort or another test set."""
+
+    __test__ = False  # not a pytest test class
+
+
 class StoreError(CtxrayError):
     """A results store is unreadable, incomplete, or belongs to other data."""
 

@@ -12,8 +12,9 @@ names the cohort declared.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
@@ -134,6 +135,16 @@ class PairedRecord(BaseModel):
         return self
 
 
+class Labelled(Protocol):
+    """Anything counted as support: an image of a patient with a label (an ImageRecord, a TestCase)."""
+
+    @property
+    def patient_id(self) -> str: ...  # noqa: D102
+
+    @property
+    def label(self) -> int: ...  # noqa: D102
+
+
 class SupportCounts(BaseModel):
     """How much evidence a set of images carries: images and patients, split by label."""
 
@@ -145,7 +156,7 @@ class SupportCounts(BaseModel):
     negative_patients: int
 
     @classmethod
-    def of(cls, records: list[ImageRecord]) -> SupportCounts:
+    def of(cls, records: Sequence[Labelled]) -> SupportCounts:
         """Count images and patients (patient label: any positive image) of `records`."""
         labels = patient_labels(records)
         positives = sum(r.label for r in records)
@@ -155,7 +166,7 @@ class SupportCounts(BaseModel):
                    positive_patients=positive_patients, negative_patients=len(labels) - positive_patients)
 
 
-def patient_labels(records: list[ImageRecord]) -> dict[str, int]:
+def patient_labels(records: Sequence[Labelled]) -> dict[str, int]:
     """Patient label used for stratification: 1 if any of the patient's images in `records` is positive."""
     labels: dict[str, int] = {}
     for record in records:
@@ -374,6 +385,95 @@ class CohortSourceInfo(BaseModel):
     readers: list[ReaderUse] = Field(default_factory=list, description="the kept images by reader and what it did")
 
 
+TestSetKind = Literal["held-out", "external"]
+HELD_OUT = "held-out"  # the name and kind of the cohort's own held-out test set (PROTOCOL.md section 13)
+
+
+class TestCase(BaseModel):
+    """One image of a test set: whose, its label, its file and the sha256 of its decoded pixels."""
+
+    __test__ = False  # not a pytest test class
+
+    model_config = ConfigDict(frozen=True)
+
+    patient_id: str
+    image_id: str
+    label: Literal[0, 1]
+    path: str = Field(description="the image file, relative to the test set's root folder (posix)")
+    pixels_sha256: str = Field(description="sha256 of the decoded image (benchmark.data.readers.pixels_sha256)")
+    content_sha256: str = Field(description="sha256 of the file's bytes: the key of its cached array")
+    line: int = Field(description="line of the row in the test set's table (the cohort's table for held-out)")
+
+
+class TestExclusion(BaseModel):
+    """A held-out image left out of the test set, and why (it shows the same picture as an image models train on)."""
+
+    __test__ = False  # not a pytest test class
+
+    model_config = ConfigDict(frozen=True)
+
+    patient_id: str
+    image_id: str
+    line: int
+    reason: str
+
+
+class TestSet(BaseModel):
+    """Target-modality images that no model or teacher of the study trains, validates or tunes on (section 13)."""
+
+    __test__ = False  # not a pytest test class
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    kind: TestSetKind
+    description: str = Field(description="what the test set is, in words")
+    table: str = Field(description="the table its rows come from: the cohort's (held-out) or the external manifest")
+    table_sha256: str
+    root: str = Field(description="the folder case paths are relative to")
+    cases: list[TestCase]
+    excluded: list[TestExclusion] = Field(default_factory=list, description="held-out images left out")
+    filter_report: FilterReport | None = Field(default=None, description="external: how its manifest's rows were "
+                                               "filtered (the cohort's filter, target modality only)")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def support(self) -> SupportCounts:
+        """Images and patients of the test set, by label."""
+        return SupportCounts.of(self.cases)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def cases_sha256(self) -> str:
+        """sha256 over the sorted cases (patient, image, label, pixels): what a store's runs were scored on."""
+        lines = sorted(f"{c.patient_id}\t{c.image_id}\t{c.label}\t{c.pixels_sha256}" for c in self.cases)
+        return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
+class TestSetSummary(BaseModel):
+    """A test set without its cases: what it is, where from, its support and what was left out."""
+
+    __test__ = False  # not a pytest test class
+
+    name: str
+    kind: TestSetKind
+    description: str
+    table: str
+    table_sha256: str
+    cases_sha256: str
+    support: SupportCounts
+    excluded: list[TestExclusion] = Field(default_factory=list)
+    skipped_rows: int = Field(default=0, description="external: rows of its manifest that were not kept")
+
+    @classmethod
+    def of(cls, test_set: TestSet) -> TestSetSummary:
+        """Summarise `test_set`."""
+        return cls(name=test_set.name, kind=test_set.kind, description=test_set.description, table=test_set.table,
+                   table_sha256=test_set.table_sha256, cases_sha256=test_set.cases_sha256, support=test_set.support,
+                   excluded=test_set.excluded,
+                   skipped_rows=len(test_set.filter_report.skipped) if test_set.filter_report else 0)
+
+
 class CohortSummary(BaseModel):
     """What `ctxray-bench cohorts` prints and writes: filtering, manifests, default splits, audit."""
 
@@ -389,6 +489,9 @@ class CohortSummary(BaseModel):
     audit: DataAudit
     source: CohortSourceInfo | None = Field(default=None, description="None in stores written before cohort "
                                             "manifests (they are all of the collection, read with Pillow)")
+    test_sets: list[TestSetSummary] = Field(default_factory=list, description="held-out and external test sets")
+    test_set_notes: list[str] = Field(default_factory=list, exclude_if=lambda notes: not notes,
+                                      description="why a test set is absent (held-out switched off, none to hold out)")
 
 
 class CasePrediction(BaseModel):

@@ -7,7 +7,7 @@ Collection (a folder: `--data`); each kind has its adapter, and everything after
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from benchmark.data.cohort_manifest import read_cohort_manifest
 from benchmark.data.collection import read_collection
 from benchmark.data.imaging import ImageCache
 from benchmark.data.splits import default_regimes
+from benchmark.data.test_sets import ExternalSpec, build_test_sets
 from benchmark.errors import ConfigError, MetadataError
 from benchmark.schemas import (
     CohortSource,
@@ -28,6 +29,8 @@ from benchmark.schemas import (
     RegimeSummary,
     SplitSupport,
     SupportCounts,
+    TestSet,
+    TestSetSummary,
 )
 
 ADAPTERS: dict[str, Callable[[CohortSource, CohortSettings], CohortTable]] = {
@@ -99,11 +102,15 @@ class PreparedData:
     split_errors: dict[str, str]
     audit: DataAudit
     image_size: int
+    test_sets: tuple[TestSet, ...] = ()  # held-out first, then the external ones (PROTOCOL.md section 13)
+    test_set_notes: tuple[str, ...] = ()  # why a test set is absent
 
 
 def prepare_data(data: Path | str | CohortSource, settings: Settings, cache: ImageCache, *,
-                 exhaustive: bool = False, progress: bool = False) -> PreparedData:
-    """Build the cohort, its manifests, the default regimes and the label audit from a manifest or a collection."""
+                 exhaustive: bool = False, progress: bool = False,
+                 externals: Sequence[ExternalSpec] = ()) -> PreparedData:
+    """Build the cohort, its manifests, the default regimes, the label audit and the test sets (held-out, and the
+    `externals` named) from a manifest or a collection."""
     if (cache.size, cache.policy) != (settings.data.image_size, settings.cohort.readers):
         raise ConfigError(f"image cache at {cache.size} px with reader policy {cache.policy.tag} does not match the "
                           f"settings ({settings.data.image_size} px, {settings.cohort.readers.tag}); build it with "
@@ -120,7 +127,9 @@ def prepare_data(data: Path | str | CohortSource, settings: Settings, cache: Ima
     regimes, errors = default_regimes(manifests, settings.splits, exhaustive=exhaustive)
     audit = audit_labels(cohort.records, manifests["paired"], settings.splits.monte_carlo_val_patients,
                          settings.splits.validation_negatives, cohort.source.kind)
-    return PreparedData(cohort, manifests, regimes, errors, audit, settings.data.image_size)
+    test_sets, notes = build_test_sets(cohort, manifests, settings, cache, externals)
+    return PreparedData(cohort, manifests, regimes, errors, audit, settings.data.image_size, tuple(test_sets),
+                        tuple(notes))
 
 
 def cohort_summary(prepared: PreparedData) -> CohortSummary:
@@ -140,4 +149,5 @@ def cohort_summary(prepared: PreparedData) -> CohortSummary:
         filter_report=cohort.filter_report,
         manifests={name: m.support for name, m in prepared.manifests.items()},
         regimes=[RegimeSummary.of(r) for r in prepared.regimes], splits=split_support,
-        split_errors=prepared.split_errors, audit=prepared.audit, source=cohort.source)
+        split_errors=prepared.split_errors, audit=prepared.audit, source=cohort.source,
+        test_sets=[TestSetSummary.of(t) for t in prepared.test_sets], test_set_notes=list(prepared.test_set_notes))
