@@ -16,6 +16,7 @@ from benchmark.config import Settings
 from benchmark.data.imaging import ImageCache
 from benchmark.data.pipeline import prepare_data
 from benchmark.data.synthetic import write_synthetic_cohort
+from benchmark.data.test_sets import scoring_identity
 from benchmark.errors import ConfigError
 from benchmark.evidence.summary import aggregate
 from benchmark.experiment.matrix import EXHAUSTIVE_REGIME, load_profile, uses_exhaustive
@@ -105,7 +106,7 @@ def test_workers_rebuild_the_drivers_exhaustive_regime(exhaustive_run) -> None:
     context = WorkerContext(data_root=str(request.data_root), settings=manifest.settings,
                             cache_root=str(request.cache_root), teacher_root=str(request.out / "teachers"),
                             device="cpu", threads=1, code_version=manifest.code_version, data=manifest.data,
-                            exhaustive=True)
+                            exhaustive=True, test_sets=scoring_identity(manifest.test_sets))
     plain = dataclasses.replace(context, exhaustive=False)
     assert context.key != plain.key and pickle.loads(pickle.dumps(context)).exhaustive  # what Ray ships
     engine = ensure_worker(context)

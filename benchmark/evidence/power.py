@@ -142,9 +142,11 @@ def load_grid(name: str, path: Path | str | None = None) -> PowerGrid:
 
 
 def study_settings(grid: PowerGrid) -> Settings:
-    """The run settings of every study of `grid`: the defaults, the grid's overrides, and R and k of its resamples."""
+    """The run settings of every study of `grid`: the defaults, the grid's overrides, and R and k of its resamples.
+    No held-out test set: the power study measures the Monte Carlo rule itself, on validation sets."""
     overrides = merge_overrides(grid.settings, {"splits": {"monte_carlo_resamples": max(grid.resamples),
-                                                           "monte_carlo_val_patients": grid.val_patients}})
+                                                           "monte_carlo_val_patients": grid.val_patients},
+                                                "test_sets": {"held_out": False}})
     return Settings.model_validate(merge_overrides(load_settings().model_dump(), overrides))
 
 

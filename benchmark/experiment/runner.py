@@ -19,6 +19,7 @@ from pathlib import Path
 from benchmark.atomic import ensure_writable_folder
 from benchmark.config import Settings, load_settings
 from benchmark.data.pipeline import PreparedData, cohort_summary, image_cache, prepare_data
+from benchmark.data.test_sets import ExternalSpec, scoring_identity
 from benchmark.errors import ConfigError, OutputError
 from benchmark.experiment.executors import Executor, LocalExecutor, RayExecutor
 from benchmark.experiment.matrix import Profile, RunSpec, expand_profile, load_profile, uses_exhaustive, with_candidates
@@ -45,6 +46,7 @@ class RunRequest:
     executor: str = "local"
     ray_address: str | None = None
     threads: int | None = None
+    externals: tuple[ExternalSpec, ...] = ()  # external test sets (`--external NAME=FILE`)
 
 
 @dataclass
@@ -107,7 +109,7 @@ def store_manifest(profile: Profile, settings: Settings, prepared: PreparedData,
     """The manifest of a store that holds `specs`, the runs of `profile` on `prepared` data."""
     return StoreManifest(profile=profile, settings=settings, data=data_identity(prepared), code_version=version,
                          created_at=now(), cohort=cohort_summary(prepared), regimes=prepared.regimes,
-                         run_ids=[s.run_id for s in specs])
+                         run_ids=[s.run_id for s in specs], test_sets=list(prepared.test_sets))
 
 
 def plan(request: RunRequest) -> tuple[PreparedData, list[RunSpec], StoreManifest, Settings]:
@@ -117,7 +119,7 @@ def plan(request: RunRequest) -> tuple[PreparedData, list[RunSpec], StoreManifes
     settings = profile.apply_settings(load_settings(request.settings_path))
     cache = image_cache(settings, request.cache_root)
     prepared = prepare_data(request.data_root, settings, cache, exhaustive=uses_exhaustive(profile),
-                            progress=request.progress)
+                            progress=request.progress, externals=request.externals)
     specs = expand_profile(profile, configurations, prepared.regimes, prepared.split_errors)
     check_configurations(specs, settings.data.image_size)
     return prepared, specs, store_manifest(profile, settings, prepared, specs, code_version()), settings
@@ -322,7 +324,9 @@ def run_profile(request: RunRequest) -> RunOutcome:
             cache_root=str(request.cache_root) if request.cache_root else None,
             teacher_root=str(request.teacher_root or request.out / "teachers"), device=request.device,
             threads=threads, code_version=manifest.code_version, data=manifest.data,
-            exhaustive=uses_exhaustive(manifest.profile))
+            exhaustive=uses_exhaustive(manifest.profile),
+            externals=tuple((spec.name, str(spec.path)) for spec in request.externals),
+            test_sets=scoring_identity(manifest.test_sets))
         executor = make_executor(request.executor, min(workers, len(todo)), threads, request.device,
                                  request.ray_address, warm=context)
         try:

@@ -26,7 +26,7 @@ from benchmark.config import Settings
 from benchmark.errors import StoreError, describe_os_error
 from benchmark.experiment.matrix import Profile, RunSpec
 from benchmark.experiment.metrics import Metrics
-from benchmark.schemas import CasePrediction, CohortSummary, DeploymentProbe, Regime, SourceKind
+from benchmark.schemas import CasePrediction, CohortSummary, DeploymentProbe, Regime, SourceKind, TestSet
 
 STORE_SCHEMA_VERSION = 1
 
@@ -80,6 +80,17 @@ class FitSummary(BaseModel):
     epoch_terms: list[dict[str, float]]
 
 
+class TestScores(BaseModel):
+    """A deployable run scored on one test set: per-case predictions, their metrics and the deployment probe."""
+
+    __test__ = False  # not a pytest test class
+
+    predictions: list[CasePrediction]
+    metrics: Metrics
+    probe: DeploymentProbe = Field(description="the first cases re-predicted with a blank CT given and with noise: "
+                                               "a deployable run's scores must not move")
+
+
 class RunRecord(BaseModel):
     """Everything about one finished run, enough to recompute every number reported from it."""
 
@@ -102,6 +113,9 @@ class RunRecord(BaseModel):
     metrics: Metrics
     deployment_probe: DeploymentProbe | None = Field(
         default=None, description="paired configurations only: does the model's output depend on CT?")
+    tests: dict[str, TestScores] = Field(default_factory=dict, exclude_if=lambda tests: not tests,
+                                         description="test set name -> the run's scores on it (deployable runs of "
+                                                     "the paired regimes; PROTOCOL.md section 13)")
     finished_at: str
 
 
@@ -117,6 +131,20 @@ class StoreManifest(BaseModel):
     cohort: CohortSummary
     regimes: list[Regime]
     run_ids: list[str] = Field(description="every run the profile expands to, in declaration order")
+    test_sets: list[TestSet] = Field(default_factory=list, description="the test sets every deployable run of the "
+                                     "paired regimes is scored on, with their cases (PROTOCOL.md section 13)")
+
+    def test_set(self, name: str) -> TestSet:
+        """The test set called `name`; KeyError when the store has none of that name."""
+        for test_set in self.test_sets:
+            if test_set.name == name:
+                return test_set
+        raise KeyError(name)
+
+
+def _scored_on(manifest: StoreManifest) -> str:
+    """The test sets of a store in words with a prefix of their case hashes, e.g. `held-out (617 images, 3f2a...)`."""
+    return ", ".join(f"{t.name} ({t.support.images} images, cases {t.cases_sha256[:12]})" for t in manifest.test_sets)
 
 
 def code_version() -> str:
@@ -157,6 +185,12 @@ class ResultsStore:
             if not existing.data.same_data(manifest.data):
                 raise StoreError(f"{self.manifest_path}: this store was computed on other data "
                                  f"({existing.data.difference(manifest.data)}); use another --out")
+            stored, asked = _scored_on(existing), _scored_on(manifest)
+            if stored != asked:
+                raise StoreError(f"{self.manifest_path}: this store's runs were scored on test sets "
+                                 f"{stored or 'none'}, this run asks for {asked or 'none'} (held-out setting or "
+                                 "--external differ, or their "
+                                 "cases changed); use another --out")
             if existing.schema_version != manifest.schema_version:
                 raise StoreError(f"{self.manifest_path}: store schema {existing.schema_version}, "
                                  f"this code writes {manifest.schema_version}; use another --out")

@@ -16,10 +16,11 @@ from pathlib import Path
 from benchmark.config import Settings
 from benchmark.data.imaging import ImageBank
 from benchmark.data.pipeline import PreparedData, image_cache, prepare_data
+from benchmark.data.test_sets import ExternalSpec, scoring_identity
 from benchmark.errors import StoreError
 from benchmark.experiment.matrix import RunSpec
 from benchmark.experiment.metrics import compute_metrics
-from benchmark.experiment.store import DataIdentity, FitSummary, RunRecord, TeacherProvenance, now
+from benchmark.experiment.store import DataIdentity, FitSummary, RunRecord, TeacherProvenance, TestScores, now
 
 
 @dataclass(frozen=True)
@@ -35,13 +36,15 @@ class WorkerContext:
     code_version: str
     data: DataIdentity
     exhaustive: bool = False  # build the paired-exhaustive regime too, as the driver did (its profile uses it)
+    externals: tuple[tuple[str, str], ...] = ()  # (name, manifest path) of each external test set
+    test_sets: str = ""  # scoring_identity of the driver's test sets: the worker must score on the same cases
 
     @property
     def key(self) -> str:
         """A string identifying everything in this context (pydantic fields are not hashable)."""
         return "|".join([self.data_root, self.settings.model_dump_json(), str(self.cache_root), self.teacher_root,
                          self.device, str(self.threads), self.code_version, self.data.model_dump_json(),
-                         f"exhaustive={self.exhaustive}"])
+                         f"exhaustive={self.exhaustive}", repr(self.externals), self.test_sets])
 
 
 @dataclass(frozen=True)
@@ -82,10 +85,14 @@ def ensure_worker(context: WorkerContext) -> object:
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     cache = image_cache(context.settings, context.cache_root)
-    prepared = prepare_data(Path(context.data_root), context.settings, cache, exhaustive=context.exhaustive)
+    prepared = prepare_data(Path(context.data_root), context.settings, cache, exhaustive=context.exhaustive,
+                            externals=[ExternalSpec(name, Path(path)) for name, path in context.externals])
     if not data_identity(prepared).same_data(context.data):
         raise StoreError(f"{context.data_root}: this worker sees other data than the driver "
                          f"(metadata sha256 {prepared.cohort.metadata_sha256[:12]}...)")
+    if scoring_identity(prepared.test_sets) != context.test_sets:
+        raise StoreError(f"{context.data_root}: this worker sees other test sets than the driver "
+                         f"({', '.join(t.name for t in prepared.test_sets) or 'none'})")
     bank = ImageBank(cache, context.settings.data.normalise_mean, context.settings.data.normalise_std)
     engine = Engine(prepared, bank, TeacherStore(context.teacher_root), resolve_device(context.device),
                     path=context.settings.engine.path)
@@ -135,4 +142,7 @@ def run_record(spec: RunSpec, output: object, engine: object, context: WorkerCon
                        seconds=fitted.fit_log.seconds, epoch_terms=fitted.fit_log.epoch_terms),
         timings=output.seconds, predictions=output.predictions,  # type: ignore[attr-defined]
         metrics=compute_metrics(output.predictions), deployment_probe=output.probe,  # type: ignore[attr-defined]
+        tests={name: TestScores(predictions=scored.predictions, metrics=compute_metrics(scored.predictions),
+                                probe=scored.probe)
+               for name, scored in output.tests.items()},  # type: ignore[attr-defined]
         finished_at=now())

@@ -3,12 +3,15 @@
 This is the single code path of every configuration (PROTOCOL.md section 5):
 1. the split's training and validation records come from the configuration's manifest;
 2. a teacher, if any, is trained first on its modality's manifest minus every validation
-   patient (any modality), frozen, and run once over the student's training samples (the matched
-   CT for cross-modal teachers, the X-ray itself for the same-modality teacher) - inputs are
-   never augmented, so its outputs are computed once, not per step;
+   patient (any modality) and minus every test set's patients and pictures, frozen, and run once
+   over the student's training samples (the matched CT for cross-modal teachers, the X-ray itself
+   for the same-modality teacher) - inputs are never augmented, so its outputs are computed once,
+   not per step;
 3. the student (or late-fusion model) is trained with its objective;
 4. validation cases are predicted through `predict`, which hands the model only the modalities
-   the configuration declares in `inference_inputs`: X-ray-only models never receive CT.
+   the configuration declares in `inference_inputs`: X-ray-only models never receive CT;
+5. a deployable run (X-ray only, paired manifest) also predicts every test set's cases
+   (PROTOCOL.md section 13), once its lineage is checked to hold no test patient.
 The teacher is seeded with the split's seed, the student with the run's seed. On the stacked path
 (settings.engine.path) `run_many` trains the teachers, then the runs, that share a stack key together
 (benchmark.methods.stacking); each run still gets its own data, batches, objective and teacher.
@@ -32,7 +35,7 @@ from benchmark.methods.registry import NETWORKS
 from benchmark.methods.stacking import Trainee, fit_all
 from benchmark.methods.teachers import TeacherRequest, TeacherStore, TrainedTeacher, TrainingPath, check_no_leakage
 from benchmark.methods.training import FitLog, TrainingSet, derive_generator, forward_all, positive_scores
-from benchmark.schemas import CasePrediction, DeploymentProbe, ImageRecord, Modality, PairedRecord, Split
+from benchmark.schemas import CasePrediction, DeploymentProbe, ImageRecord, Modality, PairedRecord, Split, TestSet
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,16 @@ class FittedRun:
 
 
 @dataclass
+class TestOutput:
+    """A deployable run's per-case predictions on one test set, and the deployment probe on its first cases."""
+
+    __test__ = False  # not a pytest test class
+
+    predictions: list[CasePrediction]
+    probe: DeploymentProbe
+
+
+@dataclass
 class RunOutput:
     """Per-case predictions of one (configuration, split, seed), the teacher used, and timings."""
 
@@ -72,6 +85,10 @@ class RunOutput:
     fitted: FittedRun
     seconds: dict[str, float] = field(default_factory=dict)
     probe: DeploymentProbe | None = None
+    tests: dict[str, TestOutput] = field(default_factory=dict)  # test set name -> its scores (deployable runs)
+
+
+TEST_PROBE_CASES = 32  # the deployment probe on a test set re-predicts its first cases with CT given and altered
 
 
 @dataclass
@@ -113,6 +130,9 @@ class Engine:
         self.device = torch.device(device)
         self.path = path
         self._pairs: dict[str, PairedRecord] = {p.xray.image_id: p for p in prepared.manifests["paired"].pairs or []}
+        self._test_patients = frozenset(c.patient_id for t in prepared.test_sets for c in t.cases)
+        self._test_pixels = frozenset(c.pixels_sha256 for t in prepared.test_sets for c in t.cases)
+        self._test_inputs: dict[str, Tensor] = {}
 
     def _images(self, records: list[ImageRecord]) -> Tensor:
         return torch.from_numpy(self.bank.stack([r.content_sha256 for r in records]))
@@ -127,14 +147,21 @@ class Engine:
             inputs["ct"] = self._images(self._matched_ct(records))
         return inputs
 
+    def in_test_set(self, record: ImageRecord) -> bool:
+        """Whether `record` is a test patient's image or shows a test image's pixels: no model may train on it."""
+        return (record.patient_id in self._test_patients
+                or self.prepared.cohort.pixels.get(record.image_id) in self._test_pixels)
+
     def teacher_request(self, configuration: Configuration, split: Split) -> TeacherRequest:
         """What the teacher of `configuration` for `split` is trained on: its modality's manifest minus validation
-        patients."""
+        patients and minus every test set's patients and pictures (PROTOCOL.md section 13: with the held-out set, an
+        X-ray teacher trains on the paired training patients only)."""
         assert configuration.teacher is not None
         modality = configuration.teacher.modality
         manifest = self.prepared.manifests["all-ct" if modality == "ct" else "all-xray"]
         held_out = set(split.val_patients)
-        records = [r for r in manifest.records if r.patient_id not in held_out]
+        records = [r for r in manifest.records if r.patient_id not in held_out and not self.in_test_set(r)]
+        check_no_leakage(f"{modality} teacher", {r.patient_id for r in records}, self._test_patients, "test")
         return TeacherRequest(configuration.teacher, records, split.val_patients, split.seed)
 
     def teacher_for(self, configuration: Configuration, split: Split) -> TrainedTeacher:
@@ -213,10 +240,42 @@ class Engine:
         predictions = [CasePrediction(patient_id=r.patient_id, image_id=r.image_id, label=r.label, score=float(s))
                        for r, s in zip(val, scores.tolist(), strict=True)]
         done = time.perf_counter()
-        seconds = {"fit": fit_seconds, "predict": done - trained, "total": fit_seconds + done - trained}
+        tests = self.score_tests(fitted) if configuration.deployable else {}
+        scored = time.perf_counter()
+        seconds = {"fit": fit_seconds, "predict": done - trained, "total": fit_seconds + scored - trained}
+        if tests:
+            seconds["test_predict"] = scored - done
         if fitted.teacher is not None:
             seconds["teacher_train"] = 0.0 if fitted.teacher.from_cache else fitted.teacher.train_seconds
-        return RunOutput(predictions, fitted, seconds, probe)
+        return RunOutput(predictions, fitted, seconds, probe, tests)
+
+    def _test_images(self, test_set: TestSet) -> Tensor:
+        """The normalised images of a test set, stacked once per engine (every run scores the same tensor)."""
+        if test_set.name not in self._test_inputs:
+            self._test_inputs[test_set.name] = torch.from_numpy(
+                self.bank.stack([c.content_sha256 for c in test_set.cases]))
+        return self._test_inputs[test_set.name]
+
+    def score_tests(self, fitted: FittedRun) -> dict[str, TestOutput]:
+        """Predict every test set's cases from X-ray alone at the protocol's threshold (nothing is chosen on them),
+        after checking that neither the run nor its teacher trained on a test patient."""
+        configuration = fitted.configuration
+        if not configuration.deployable:
+            raise ValueError(f"{configuration.name} reads CT at inference: it cannot be scored on an X-ray test set")
+        trained_on = set(fitted.train_patients) | set(fitted.teacher.training_patients if fitted.teacher else ())
+        check_no_leakage(f"{configuration.name} (or its teacher)", trained_on, self._test_patients, "test")
+        outputs = {}
+        for test_set in self.prepared.test_sets:
+            images = self._test_images(test_set)
+            scores = predict(fitted.model, configuration, {"xray": images})
+            first = images[:TEST_PROBE_CASES]
+            blank_ct = {"xray": first, "ct": torch.zeros_like(first)}  # test cases have no CT: a blank one
+            probe = probe_ct_use(fitted.model, configuration, blank_ct, predict(fitted.model, configuration, blank_ct),
+                                 fitted.seed)
+            outputs[test_set.name] = TestOutput(
+                [CasePrediction(patient_id=c.patient_id, image_id=c.image_id, label=c.label, score=float(s))
+                 for c, s in zip(test_set.cases, scores.tolist(), strict=True)], probe)
+        return outputs
 
 
 def probe_ct_use(model: nn.Module, configuration: Configuration, inputs: dict[Modality, Tensor],

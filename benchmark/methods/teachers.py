@@ -13,7 +13,7 @@ import fcntl
 import hashlib
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,11 +78,13 @@ def teacher_key(config: TeacherConfig, records: list[ImageRecord], seed: int, ba
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def check_no_leakage(what: str, training_patients: set[str], val_patients: tuple[str, ...] | set[str]) -> None:
-    """LeakageError naming the patients when a training set touches the validation set."""
+def check_no_leakage(what: str, training_patients: set[str], val_patients: Collection[str],
+                     held: str = "validation") -> None:
+    """LeakageError naming the patients when a training set touches the validation set (or a test set: `held`)."""
     leaked = sorted(training_patients & set(val_patients))
     if leaked:
-        raise LeakageError(f"{what} would train on validation patient(s) {', '.join(leaked)}")
+        shown = ", ".join(leaked[:10]) + (f" and {len(leaked) - 10} more" if len(leaked) > 10 else "")
+        raise LeakageError(f"{what} would train on {held} patient(s) {shown}")
 
 
 class TeacherStore:
