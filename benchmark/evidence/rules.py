@@ -29,186 +29,34 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
-from pydantic import BaseModel, Field
 from scipy.stats import norm, permutation_test
 
+from benchmark.evidence.results import (
+    ALPHA,
+    CandidateEvidence,
+    EffectEstimate,
+    Evidence,
+    FixedSplitComparison,
+    HypothesisResult,
+    LengthEvidence,
+    MonteCarloComparison,
+    PairedCohort,
+    PowerGrounding,
+    RateCheck,
+    ResampleDifference,
+    Status,
+)
 from benchmark.evidence.summary import runs_of
 from benchmark.experiment.matrix import CANDIDATE_BLOCK, Declaration
 from benchmark.experiment.store import RunRecord, StoreManifest
 
-ALPHA = 0.05
 MONTE_CARLO = "paired-monte-carlo"
 FIXED = "paired-fixed"
 EXACT_LIMIT = 16  # resamples up to which every sign assignment is enumerated (2^16)
-
-
-class Status(StrEnum):
-    """The statuses a hypothesis can take."""
-
-    SUPPORTED = "supported"
-    TENTATIVE = "tentative (fixed split only)"
-    NOT_SUPPORTED = "not supported"
-    NOT_EVALUABLE = "not evaluable"
-
-
-class ResampleDifference(BaseModel):
-    """One Monte Carlo resample's paired difference between A and B, and the runs it comes from."""
-
-    split_id: str
-    val_hash: str
-    a_balanced_accuracy: float | None = Field(description="None: undefined (a class the validation cases lack)")
-    b_balanced_accuracy: float | None
-    a_macro_f1: float
-    b_macro_f1: float
-    d_balanced_accuracy: float | None = Field(description="None when either side's BA is undefined")
-    d_macro_f1: float
-    a_run_ids: list[str]
-    b_run_ids: list[str]
-    a_collapsed: bool = Field(description="a run of A on this resample predicted one class for every image")
-    b_collapsed: bool
-
-
-class MonteCarloComparison(BaseModel):
-    """MC-confirmed(A > B) with every number it was decided on."""
-
-    a: str
-    b: str
-    resamples: list[ResampleDifference]
-    missing: list[str] = Field(default_factory=list, description="resamples lacking a run of A or B")
-    undefined: list[str] = Field(default_factory=list, description="resamples whose BA is undefined for A or B (a "
-                                 "class their validation cases lack): left out of the mean and test, never confirmed")
-    mean_d_balanced_accuracy: float | None
-    mean_d_macro_f1: float | None
-    p_value: float | None
-    test: str
-    a_collapsed: list[str] = Field(default_factory=list, description="resamples on which A's run collapsed")
-    b_collapsed: list[str] = Field(default_factory=list, description="resamples on which B's run collapsed")
-    collapsed_resamples: int = Field(default=0, description="resamples on which A's or B's run collapsed")
-    degenerate: bool = Field(default=False, description="collapsed on more than half of the resamples")
-    confirmed: bool
-
-    @property
-    def degenerate_tag(self) -> str | None:
-        """The tag a status decided on this comparison carries when it is degenerate."""
-        if not self.degenerate:
-            return None
-        return f"degenerate evidence: {self.collapsed_resamples} of {len(self.resamples)} resamples collapsed"
-
-
-class FixedSplitComparison(BaseModel):
-    """Fixed-split advantage(A > B): means over seeds only (no interval, no test)."""
-
-    a: str
-    b: str
-    a_mean_balanced_accuracy: float | None
-    b_mean_balanced_accuracy: float | None
-    a_seeds: list[int]
-    b_seeds: list[int]
-    a_run_ids: list[str]
-    b_run_ids: list[str]
-    advantage: bool
-
-
-class RateCheck(BaseModel):
-    """A run's positive prediction rate, checked strictly inside (0, 1)."""
-
-    configuration: str
-    split_id: str
-    run_id: str
-    positive_prediction_rate: float
-    inside: bool
-
-
-class PairedCohort(BaseModel):
-    """The paired cohort the Monte Carlo resamples are drawn from, for statements in patients."""
-
-    paired_patients: int
-    negative_patients: int
-    val_patients: int = Field(description="k, validation patients per resample")
-    val_negatives: int = Field(default=1, description="negative patients per validation set")
-
-
-class PowerGrounding(BaseModel):
-    """What the power study (PROTOCOL section 11) says a decisive experiment needs."""
-
-    source: str
-    paired_patients: int | None = Field(description="the minimum decisive experiment's paired patients, if any")
-    negative_patients: int | None
-    statement: str
-
-
-class EffectEstimate(BaseModel):
-    """How large an MC effect is (patient-level bootstrap) and what a confirmation would need, in patients."""
-
-    mean_d_balanced_accuracy: float
-    sd_d_balanced_accuracy: float | None
-    bootstrap_low: float
-    bootstrap_high: float
-    level: float
-    replicates: int
-    method: str
-    disjoint_sets_needed: int | None = Field(
-        default=None, description="approximation: disjoint validation sets for 80% power at one-sided 5%")
-    paired_patients_needed: int | None = None
-    negative_patients_needed: int | None = None
-    cohort: PairedCohort | None = None
-    power: PowerGrounding | None = None
-    needs: str
-
-
-class HypothesisResult(BaseModel):
-    """One hypothesis: its rule, status, why, and the comparisons that decided it."""
-
-    hypothesis: str
-    statement: str
-    a: str | None
-    b: str | None
-    rule: str
-    status: Status
-    reason: str
-    monte_carlo: MonteCarloComparison | None = None
-    fixed_split: FixedSplitComparison | None = None
-    balanced_monte_carlo: MonteCarloComparison | None = None
-    rate_checks: list[RateCheck] = Field(default_factory=list)
-    estimate: EffectEstimate | None = Field(default=None, description="H1-H4: bootstrap interval and needs")
-    degenerate: str | None = Field(default=None, description="the tag 'degenerate evidence: N of R resamples "
-                                                              "collapsed' when the deciding comparison is degenerate")
-
-
-class CandidateEvidence(BaseModel):
-    """A candidate method (a configuration marked `candidate`) against each of the protocol's controls."""
-
-    name: str
-    comparisons: list[HypothesisResult] = Field(description="candidate vs each control, by the MC-confirmed rule")
-
-
-class LengthEvidence(BaseModel):
-    """The hypotheses decided on the runs of one student training length of the training-length stress test."""
-
-    epochs: int
-    hypotheses: list[HypothesisResult]
-    candidates: list[CandidateEvidence] = Field(default_factory=list, exclude_if=lambda c: not c)
-
-
-class Evidence(BaseModel):
-    """Every hypothesis status of one results store, at the protocol's training length and at every other."""
-
-    alpha: float = ALPHA
-    runs: int
-    hypotheses: list[HypothesisResult]
-    training_lengths: list[LengthEvidence] = Field(default_factory=list)
-    depends_on_training_length: list[str] = Field(
-        default_factory=list, description="hypotheses whose status differs between training lengths")
-    degenerate_headline: list[str] = Field(
-        default_factory=list, description="hypotheses whose headline comparison is degenerate")
-    candidates: list[CandidateEvidence] = Field(
-        default_factory=list, exclude_if=lambda c: not c,
-        description="each candidate method against the controls (none: the store has no candidate)")
 
 
 def sign_flip_p_value(differences: Sequence[float], seed: int = 0) -> tuple[float, str]:
@@ -314,7 +162,7 @@ Z_ONE_SIDED_ALPHA = float(norm.ppf(1 - ALPHA))
 Z_POWER_80 = float(norm.ppf(0.80))
 
 
-def _patient_counts(runs: list[RunRecord]) -> tuple[np.ndarray, np.ndarray]:
+def patient_counts(runs: list[RunRecord]) -> tuple[np.ndarray, np.ndarray]:
     """Per validation patient: (is positive, [tp, fn, tn, fp] summed over the runs' images at threshold 0.5)."""
     counts: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(4))
     positive: dict[str, int] = defaultdict(int)
@@ -328,7 +176,7 @@ def _patient_counts(runs: list[RunRecord]) -> tuple[np.ndarray, np.ndarray]:
     return np.array([positive[x] for x in patients], dtype=bool), np.array([counts[x] for x in patients])
 
 
-def _balanced_accuracy(totals: np.ndarray) -> np.ndarray:
+def balanced_accuracy_of_totals(totals: np.ndarray) -> np.ndarray:
     """BA from [..., 4] count totals (tp, fn, tn, fp); NaN where a class has no case (undefined, never its other
     recall): callers pass only resamples whose validation cases hold both classes."""
     tp, fn, tn, fp = np.moveaxis(totals, -1, 0)
@@ -350,13 +198,13 @@ def patient_bootstrap(records: Sequence[RunRecord], comparison: MonteCarloCompar
         d = np.zeros(replicates)
         for sign, ids in ((1, resample.a_run_ids), (-1, resample.b_run_ids)):
             wanted = set(ids)
-            positive, counts = _patient_counts([r for r in records if r.spec.run_id in wanted])
+            positive, counts = patient_counts([r for r in records if r.spec.run_id in wanted])
             totals = np.zeros((replicates, 4))
             for group in (counts[positive], counts[~positive]):
                 if len(group):
                     draws = rng.integers(0, len(group), size=(replicates, len(group)))
                     totals += group[draws].sum(axis=1)
-            d += sign * _balanced_accuracy(totals)
+            d += sign * balanced_accuracy_of_totals(totals)
         differences.append(d)
     matrix = np.array(differences)  # (resamples, replicates)
     chosen = rng.integers(0, len(matrix), size=(replicates, len(matrix)))
@@ -473,8 +321,12 @@ def _decide_h5(h: Hypothesis, records: Sequence[RunRecord], h1: HypothesisResult
                             degenerate=mc.degenerate_tag if mc is not None else None)
 
 
+Estimator = Callable[[Sequence[RunRecord], MonteCarloComparison], EffectEstimate | None]
+
+
 def _decide(h: Hypothesis, records: Sequence[RunRecord], decided: dict[str, HypothesisResult],
-            cohort: PairedCohort | None, power: PowerGrounding | None) -> HypothesisResult:
+            cohort: PairedCohort | None, power: PowerGrounding | None,
+            estimator: Estimator | None = None) -> HypothesisResult:
     """One hypothesis's status by its rule, decided as far as the present runs decide it."""
     assert h.a is not None and h.b is not None
     absent_mc = _missing(records, [h.a, h.b], MONTE_CARLO)
@@ -521,8 +373,12 @@ def _decide(h: Hypothesis, records: Sequence[RunRecord], decided: dict[str, Hypo
     tag = mc.degenerate_tag if mc is not None else None
     if tag is not None and status != Status.NOT_EVALUABLE:
         reason += f" ({tag})"
-    estimate = (effect_estimate(records, mc, cohort, power if h.key in ("H1", "H2") else None)
-                if mc is not None else None)
+    if mc is None:
+        estimate = None
+    elif estimator is not None:
+        estimate = estimator(records, mc)
+    else:
+        estimate = effect_estimate(records, mc, cohort, power if h.key in ("H1", "H2") else None)
     return HypothesisResult(hypothesis=h.key, statement=h.statement, a=h.a, b=h.b, rule=h.rule, status=status,
                             reason=reason, monte_carlo=mc, fixed_split=fixed, estimate=estimate, degenerate=tag)
 
@@ -542,26 +398,26 @@ def candidate_names(records: Sequence[RunRecord]) -> list[str]:
                               for d in r.spec.declarations if d.block == CANDIDATE_BLOCK))
 
 
-def decide_candidates(records: Sequence[RunRecord], names: Sequence[str],
-                      cohort: PairedCohort | None = None) -> list[CandidateEvidence]:
+def decide_candidates(records: Sequence[RunRecord], names: Sequence[str], cohort: PairedCohort | None = None,
+                      estimator: Estimator | None = None) -> list[CandidateEvidence]:
     """Every candidate of `names` that has runs here against every control, each by the rule of H2/H3: supported
-    iff MC-confirmed."""
+    iff MC-confirmed. `estimator` replaces the validation effect estimate (a test set's)."""
     result = []
     present = {name for r in records for name in r.spec.names}
     for name in (n for n in names if n in present):
         comparisons = [_decide(Hypothesis(f"{name} vs {control}", _CONTROL_STATEMENTS[control], name, control,
                                           f"supported iff {MC_RULE}; otherwise 'not supported'"),
-                               records, {}, cohort, None) for control in CONTROLS if control != name]
+                               records, {}, cohort, None, estimator) for control in CONTROLS if control != name]
         result.append(CandidateEvidence(name=name, comparisons=comparisons))
     return result
 
 
 def decide_all(records: Sequence[RunRecord], cohort: PairedCohort | None = None,
-               power: PowerGrounding | None = None) -> list[HypothesisResult]:
-    """H1-H5 on these runs, in order (H5 reads H1's status)."""
+               power: PowerGrounding | None = None, estimator: Estimator | None = None) -> list[HypothesisResult]:
+    """H1-H5 on these runs, in order (H5 reads H1's status); `estimator` replaces the validation effect estimate."""
     decided: dict[str, HypothesisResult] = {}
     for hypothesis in HYPOTHESES:
-        decided[hypothesis.key] = _decide(hypothesis, records, decided, cohort, power)
+        decided[hypothesis.key] = _decide(hypothesis, records, decided, cohort, power, estimator)
     return list(decided.values())
 
 
@@ -586,20 +442,29 @@ def runs_at_length(records: Sequence[RunRecord], epochs: int) -> list[RunRecord]
     return view
 
 
-def evaluate_hypotheses(records: Sequence[RunRecord], cohort: PairedCohort | None = None,
-                        power: PowerGrounding | None = None) -> Evidence:
-    """The status of H1-H5 on these runs (the headline, at the protocol's training length) and at every student
-    training length of the training-length stress test, each with the numbers and the rule it was decided by.
+@dataclass(frozen=True)
+class Decided:
+    """H1-H5 and every candidate decided on one set of runs: at the headline length and at every other."""
 
-    `cohort` and `power` let the effect estimates say in patients what a confirmation would need."""
-    headline = decide_all(records, cohort, power)
-    names = candidate_names(records)
-    candidates = decide_candidates(records, names, cohort)
+    hypotheses: list[HypothesisResult]
+    candidates: list[CandidateEvidence]
+    training_lengths: list[LengthEvidence]
+    depends_on_training_length: list[str]
+
+
+def decide_everything(records: Sequence[RunRecord], cohort: PairedCohort | None = None,
+                      power: PowerGrounding | None = None, estimator: Estimator | None = None,
+                      names: Sequence[str] | None = None) -> Decided:
+    """H1-H5 and the candidates (`names`, default: those of `records`) at the headline length and at every student
+    training length of the training-length stress test, and which of them depend on training length."""
+    headline = decide_all(records, cohort, power, estimator)
+    names = candidate_names(records) if names is None else names
+    candidates = decide_candidates(records, names, cohort, estimator)
     lengths = []
     for epochs in training_lengths(records):
         view = runs_at_length(records, epochs)
-        lengths.append(LengthEvidence(epochs=epochs, hypotheses=decide_all(view, cohort, power),
-                                      candidates=decide_candidates(view, names, cohort)))
+        lengths.append(LengthEvidence(epochs=epochs, hypotheses=decide_all(view, cohort, power, estimator),
+                                      candidates=decide_candidates(view, names, cohort, estimator)))
 
     def at_lengths(key: str) -> set[Status]:
         return {h.status for length in lengths
@@ -608,9 +473,20 @@ def evaluate_hypotheses(records: Sequence[RunRecord], cohort: PairedCohort | Non
 
     depends = [h.hypothesis for h in [*headline, *(c for cand in candidates for c in cand.comparisons)]
                if len(({h.status} | at_lengths(h.hypothesis)) - {Status.NOT_EVALUABLE}) > 1]
-    return Evidence(runs=len(records), hypotheses=headline, training_lengths=lengths,
-                    depends_on_training_length=depends, candidates=candidates,
-                    degenerate_headline=[h.hypothesis for h in headline if h.degenerate and h.hypothesis != "H5"])
+    return Decided(headline, candidates, lengths, depends)
+
+
+def evaluate_hypotheses(records: Sequence[RunRecord], cohort: PairedCohort | None = None,
+                        power: PowerGrounding | None = None) -> Evidence:
+    """The status of H1-H5 on these runs (the headline, at the protocol's training length) and at every student
+    training length of the training-length stress test, each with the numbers and the rule it was decided by.
+
+    `cohort` and `power` let the effect estimates say in patients what a confirmation would need."""
+    decided = decide_everything(records, cohort, power)
+    return Evidence(runs=len(records), hypotheses=decided.hypotheses, training_lengths=decided.training_lengths,
+                    depends_on_training_length=decided.depends_on_training_length, candidates=decided.candidates,
+                    degenerate_headline=[h.hypothesis for h in decided.hypotheses
+                                         if h.degenerate and h.hypothesis != "H5"])
 
 
 def cohort_size(manifest: StoreManifest) -> PairedCohort | None:
@@ -621,9 +497,3 @@ def cohort_size(manifest: StoreManifest) -> PairedCohort | None:
     splits = manifest.settings.splits
     return PairedCohort(paired_patients=paired.patients, negative_patients=paired.negative_patients,
                         val_patients=splits.monte_carlo_val_patients, val_negatives=splits.validation_negatives)
-
-
-def store_evidence(manifest: StoreManifest, records: Sequence[RunRecord],
-                   power: PowerGrounding | None = None) -> Evidence:
-    """The evidence of a store's runs, its statements of need in the store's cohort's patients."""
-    return evaluate_hypotheses(records, cohort_size(manifest), power)

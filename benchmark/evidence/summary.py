@@ -78,6 +78,13 @@ def runs_of(records: Sequence[RunRecord], name: str, regime: str) -> list[RunRec
     return [r for r in records if name in r.spec.names and r.spec.regime == regime]
 
 
+def scored_view(records: Sequence[RunRecord], name: str) -> list[RunRecord]:
+    """The runs scored on test set `name`, each with its predictions and metrics on that set in place of its
+    validation ones, so that the section 8 rules apply to test scores unchanged."""
+    return [r.model_copy(update={"predictions": scores.predictions, "metrics": scores.metrics})
+            for r in records if (scores := r.tests.get(name)) is not None]
+
+
 def aggregate(records: Sequence[RunRecord], name: str, regime: str) -> AggregateRow | None:
     """Statistics of `name` in `regime` over its runs; None when it has no run there."""
     runs = runs_of(records, name, regime)
@@ -115,7 +122,23 @@ def summary_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_summary(records: Sequence[RunRecord], path: Path) -> Path:
-    """Write the summary CSV atomically."""
+def scored_summary_frame(records: Sequence[RunRecord], test_sets: Sequence[str]) -> pd.DataFrame:
+    """The same table on each test set's scores: one row per test set x configuration name x regime (support
+    columns name the test cases: `test_images_total`, ...)."""
+    frames = []
+    for name in test_sets:
+        frame = summary_frame(scored_view(records, name))
+        if len(frame):
+            frame.columns = [c.replace("val_", "test_", 1) if c.startswith("val_") else c for c in frame.columns]
+            frame.insert(0, "test_set", name)
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["test_set", "configuration"])
+
+
+def write_summary(records: Sequence[RunRecord], path: Path, test_sets: Sequence[str] = ()) -> Path:
+    """Write the summary CSV atomically, and beside it `test_summary.csv` when the store has test sets."""
     write_atomically(path, summary_frame(records).to_csv(index=False, float_format="%.6g").encode("utf-8"))
+    if test_sets:
+        write_atomically(path.with_name("test_summary.csv"), scored_summary_frame(records, test_sets).to_csv(
+            index=False, float_format="%.6g").encode("utf-8"))
     return path

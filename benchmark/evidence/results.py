@@ -1,0 +1,234 @@
+"""The evidence's result models (PROTOCOL.md sections 8 and 13): statuses, comparisons, estimates, test-set verdicts.
+
+Pure data, written to evidence.json and embedded in the report; `benchmark.evidence.rules` decides them on
+validation cases, `benchmark.evidence.generalisation` on each test set, and `benchmark.evidence.verdict` puts both
+together for a store.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from benchmark.schemas import SupportCounts, TestSetKind
+
+ALPHA = 0.05
+
+
+class Status(StrEnum):
+    """The statuses a hypothesis can take."""
+
+    SUPPORTED = "supported"
+    TENTATIVE = "tentative (fixed split only)"
+    NOT_SUPPORTED = "not supported"
+    NOT_EVALUABLE = "not evaluable"
+
+
+class ResampleDifference(BaseModel):
+    """One Monte Carlo resample's paired difference between A and B, and the runs it comes from."""
+
+    split_id: str
+    val_hash: str
+    a_balanced_accuracy: float | None = Field(description="None: undefined (a class the validation cases lack)")
+    b_balanced_accuracy: float | None
+    a_macro_f1: float
+    b_macro_f1: float
+    d_balanced_accuracy: float | None = Field(description="None when either side's BA is undefined")
+    d_macro_f1: float
+    a_run_ids: list[str]
+    b_run_ids: list[str]
+    a_collapsed: bool = Field(description="a run of A on this resample predicted one class for every image")
+    b_collapsed: bool
+
+
+class MonteCarloComparison(BaseModel):
+    """MC-confirmed(A > B) with every number it was decided on."""
+
+    a: str
+    b: str
+    resamples: list[ResampleDifference]
+    missing: list[str] = Field(default_factory=list, description="resamples lacking a run of A or B")
+    undefined: list[str] = Field(default_factory=list, description="resamples whose BA is undefined for A or B (a "
+                                 "class their validation cases lack): left out of the mean and test, never confirmed")
+    mean_d_balanced_accuracy: float | None
+    mean_d_macro_f1: float | None
+    p_value: float | None
+    test: str
+    a_collapsed: list[str] = Field(default_factory=list, description="resamples on which A's run collapsed")
+    b_collapsed: list[str] = Field(default_factory=list, description="resamples on which B's run collapsed")
+    collapsed_resamples: int = Field(default=0, description="resamples on which A's or B's run collapsed")
+    degenerate: bool = Field(default=False, description="collapsed on more than half of the resamples")
+    confirmed: bool
+
+    @property
+    def degenerate_tag(self) -> str | None:
+        """The tag a status decided on this comparison carries when it is degenerate."""
+        if not self.degenerate:
+            return None
+        return f"degenerate evidence: {self.collapsed_resamples} of {len(self.resamples)} resamples collapsed"
+
+
+class FixedSplitComparison(BaseModel):
+    """Fixed-split advantage(A > B): means over seeds only (no interval, no test)."""
+
+    a: str
+    b: str
+    a_mean_balanced_accuracy: float | None
+    b_mean_balanced_accuracy: float | None
+    a_seeds: list[int]
+    b_seeds: list[int]
+    a_run_ids: list[str]
+    b_run_ids: list[str]
+    advantage: bool
+
+
+class RateCheck(BaseModel):
+    """A run's positive prediction rate, checked strictly inside (0, 1)."""
+
+    configuration: str
+    split_id: str
+    run_id: str
+    positive_prediction_rate: float
+    inside: bool
+
+
+class PairedCohort(BaseModel):
+    """The paired cohort the Monte Carlo resamples are drawn from, for statements in patients."""
+
+    paired_patients: int
+    negative_patients: int
+    val_patients: int = Field(description="k, validation patients per resample")
+    val_negatives: int = Field(default=1, description="negative patients per validation set")
+
+
+class PowerGrounding(BaseModel):
+    """What the power study (PROTOCOL section 11) says a decisive experiment needs."""
+
+    source: str
+    paired_patients: int | None = Field(description="the minimum decisive experiment's paired patients, if any")
+    negative_patients: int | None
+    statement: str
+
+
+class EffectEstimate(BaseModel):
+    """How large an MC effect is (patient-level bootstrap) and what a confirmation would need, in patients."""
+
+    mean_d_balanced_accuracy: float
+    sd_d_balanced_accuracy: float | None
+    bootstrap_low: float
+    bootstrap_high: float
+    level: float
+    replicates: int
+    method: str
+    disjoint_sets_needed: int | None = Field(
+        default=None, description="approximation: disjoint validation sets for 80% power at one-sided 5%")
+    paired_patients_needed: int | None = None
+    negative_patients_needed: int | None = None
+    cohort: PairedCohort | None = None
+    power: PowerGrounding | None = None
+    needs: str
+
+
+class HypothesisResult(BaseModel):
+    """One hypothesis: its rule, status, why, and the comparisons that decided it."""
+
+    hypothesis: str
+    statement: str
+    a: str | None
+    b: str | None
+    rule: str
+    status: Status
+    reason: str
+    monte_carlo: MonteCarloComparison | None = None
+    fixed_split: FixedSplitComparison | None = None
+    balanced_monte_carlo: MonteCarloComparison | None = None
+    rate_checks: list[RateCheck] = Field(default_factory=list)
+    estimate: EffectEstimate | None = Field(default=None, description="H1-H4: bootstrap interval and needs")
+    degenerate: str | None = Field(default=None, description="the tag 'degenerate evidence: N of R resamples "
+                                                              "collapsed' when the deciding comparison is degenerate")
+
+
+class CandidateEvidence(BaseModel):
+    """A candidate method (a configuration marked `candidate`) against each of the protocol's controls."""
+
+    name: str
+    comparisons: list[HypothesisResult] = Field(description="candidate vs each control, by the MC-confirmed rule")
+
+
+class LengthEvidence(BaseModel):
+    """The hypotheses decided on the runs of one student training length of the training-length stress test."""
+
+    epochs: int
+    hypotheses: list[HypothesisResult]
+    candidates: list[CandidateEvidence] = Field(default_factory=list, exclude_if=lambda c: not c)
+
+
+class StatusDifference(BaseModel):
+    """A comparison whose status on a test set differs from its status on the validation cases, and why."""
+
+    comparison: str = Field(description="H1-H5, or `candidate vs control`")
+    epochs: int | None = Field(description="student epochs of the training-length runs; None: the headline")
+    validation: Status
+    test: Status
+    why: str
+
+
+class RankingRow(BaseModel):
+    """One configuration's mean BA over its Monte Carlo runs on the validation cases and on a test set."""
+
+    configuration: str
+    run_ids: list[str]
+    validation_balanced_accuracy: float | None
+    test_balanced_accuracy: float | None
+    validation_rank: int | None = Field(description="1 = highest mean validation BA (ties share the lower rank)")
+    test_rank: int | None
+    validation_collapsed: int = Field(description="runs that predicted one class on every validation image")
+    test_collapsed: int = Field(description="runs that predicted one class on every test image")
+
+
+class Ranking(BaseModel):
+    """Does the ranking survive: configurations ordered by validation BA and by test BA, and Kendall's tau."""
+
+    regime: str
+    rows: list[RankingRow] = Field(description="ordered by mean test BA, highest first")
+    kendall_tau: float | None = Field(description="Kendall's tau-b between the two orderings (scipy.stats."
+                                                  "kendalltau); None: fewer than two configurations or no variation")
+    statement: str
+
+
+class TestEvidence(BaseModel):
+    """The section 8 rules decided again on one test set's scores (PROTOCOL.md section 13)."""
+
+    __test__ = False  # not a pytest test class
+
+    test_set: str
+    kind: TestSetKind
+    support: SupportCounts
+    hypotheses: list[HypothesisResult]
+    candidates: list[CandidateEvidence] = Field(default_factory=list, exclude_if=lambda c: not c)
+    training_lengths: list[LengthEvidence] = Field(default_factory=list)
+    depends_on_training_length: list[str] = Field(default_factory=list)
+    unscored: dict[str, str] = Field(default_factory=dict, description="configuration -> why its runs are not scored "
+                                                                      "on test sets")
+    differences: list[StatusDifference] = Field(default_factory=list)
+    ranking: Ranking
+
+
+class Evidence(BaseModel):
+    """Every hypothesis status of one results store, at the protocol's training length and at every other."""
+
+    alpha: float = ALPHA
+    runs: int
+    hypotheses: list[HypothesisResult]
+    training_lengths: list[LengthEvidence] = Field(default_factory=list)
+    depends_on_training_length: list[str] = Field(
+        default_factory=list, description="hypotheses whose status differs between training lengths")
+    degenerate_headline: list[str] = Field(
+        default_factory=list, description="hypotheses whose headline comparison is degenerate")
+    candidates: list[CandidateEvidence] = Field(
+        default_factory=list, exclude_if=lambda c: not c,
+        description="each candidate method against the controls (none: the store has no candidate)")
+    test_sets: list[TestEvidence] = Field(
+        default_factory=list, exclude_if=lambda t: not t,
+        description="the same rules on each test set's scores (none: the store has no test set)")
