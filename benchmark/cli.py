@@ -19,7 +19,9 @@ from benchmark.errors import ConfigError, CtxrayError, OutputError, describe_os_
 from benchmark.schemas import CohortSummary, SplitSupport, SupportCounts
 
 if TYPE_CHECKING:
+    from benchmark.data.test_sets import ExternalSpec
     from benchmark.evidence.power import PowerResult, Rate
+    from benchmark.experiment.store import StoreManifest
 
 
 MAX_CELL = 80  # characters of one table cell; metadata cells can be megabytes long
@@ -127,6 +129,17 @@ def format_cohort_summary(summary: CohortSummary, *, list_skipped: bool = False)
     out.append(_table(["manifest", *support_header],
                       [[name, *_support_cells(s)] for name, s in summary.manifests.items()]))
 
+    out += ["", "Test sets (PROTOCOL.md section 13: every deployable run is scored on them; no model or teacher "
+            "trains on them)"]
+    if summary.test_sets:
+        out.append(_table(["test set", "kind", *support_header, "from"],
+                          [[t.name, t.kind, *_support_cells(t.support), t.table] for t in summary.test_sets]))
+    for t in summary.test_sets:
+        out += [f"  {t.name}: {t.description}" + (f"; {t.skipped_rows} row(s) of its manifest not kept"
+                                                    if t.skipped_rows else "")]
+        out += [f"    left out: {e.image_id} (patient {e.patient_id}, line {e.line}): {e.reason}" for e in t.excluded]
+    out += [f"  {note}" for note in summary.test_set_notes]
+
     out += ["", "Regimes"]
     out.append(_table(["regime", "manifest", "splits", "admissible val sets", "training seeds", "role"],
                       [[r.name, r.manifest, r.splits, "-" if r.admissible_sets is None else r.admissible_sets,
@@ -167,7 +180,7 @@ def _cmd_cohorts(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     cache = image_cache(settings, args.cache)
     prepared = prepare_data(_cohort_of(args), settings, cache, exhaustive=args.exhaustive,
-                            progress=sys.stderr.isatty())
+                            progress=sys.stderr.isatty(), externals=args.external)
     summary = cohort_summary(prepared)
     print(format_cohort_summary(summary, list_skipped=args.list_skipped))
     if args.json:
@@ -229,7 +242,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         data_root=_cohort_of(args), profile=args.profile, out=out, workers=args.workers,
         threads=args.threads, device=args.device, settings_path=args.config, configurations_path=args.configurations,
         matrix_path=args.matrix, cache_root=args.cache, teacher_root=args.teachers,
-        progress=not args.quiet and sys.stderr.isatty(), executor=args.executor, ray_address=args.address)
+        progress=not args.quiet and sys.stderr.isatty(), executor=args.executor, ray_address=args.address,
+        externals=tuple(args.external))
     outcome = run_profile(request)
     for path in outcome.set_aside:
         print(f"ctxray-bench: warning: {path.with_suffix('')}: not a valid run record; set aside as {path.name} "
@@ -253,8 +267,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from benchmark.experiment.store import ResultsStore
     from benchmark.report.render import write_report
 
+    check_externals_of_store(ResultsStore(Path(args.results)).manifest(), args.external)
     target = write_report(Path(args.results), Path(args.out) if args.out else None)
     print(f"report: {target.resolve()}")
     return 0
@@ -269,6 +285,7 @@ def _cmd_claims(args: argparse.Namespace) -> int:
     argv = [str(folder), "--rootdir", str(folder), "-p", "no:cacheprovider"]
     argv += ["--results", args.results] if args.results else []
     argv += ["--data", args.data] if args.data else []
+    argv += [f"--external={spec.name}={spec.path}" for spec in args.external]
     return int(pytest.main(argv + list(args.pytest_args)))
 
 
@@ -335,6 +352,44 @@ def _cmd_power(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_externals_of_store(manifest: StoreManifest, externals: Sequence[ExternalSpec]) -> None:
+    """TestSetError unless each `--external NAME=FILE` names an external test set of the store and the manifest file it
+    was scored on (same sha256): a report or a judgement is of the test sets the runs were scored on, never others."""
+    import hashlib
+
+    from benchmark.errors import TestSetError
+
+    stored = {t.name: t for t in manifest.test_sets if t.kind == "external"}
+    for spec in externals:
+        if spec.name not in stored:
+            raise TestSetError(f"--external {spec.name}={spec.path}: this store has no external test set "
+                               f"{spec.name!r} (it has: {', '.join(stored) or 'none'}); `run --external` scores one")
+        try:
+            digest = hashlib.sha256(spec.path.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise TestSetError(f"--external {spec.name}={spec.path}: {describe_os_error(exc)}") from exc
+        if digest != stored[spec.name].table_sha256:
+            raise TestSetError(f"--external {spec.name}={spec.path}: not the manifest this store was scored on "
+                               f"(sha256 {digest[:12]}... here, {stored[spec.name].table_sha256[:12]}... stored)")
+
+
+def _external(text: str) -> ExternalSpec:
+    """An argparse type: NAME=FILE, an external test set."""
+    from benchmark.data.test_sets import parse_external
+    from benchmark.errors import TestSetError
+
+    try:
+        return parse_external(text)
+    except TestSetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_external_option(command: argparse.ArgumentParser, what: str) -> None:
+    """--external NAME=FILE, repeatable."""
+    command.add_argument("--external", type=_external, action="append", default=[], metavar="NAME=FILE",
+                         help=f"an external test set: a cohort manifest of the target modality ({what}); repeatable")
+
+
 def _at_least_one(text: str) -> int:
     """An argparse type: an integer of at least 1 (worker and thread counts)."""
     try:
@@ -373,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     cohorts.add_argument("--json", metavar="FILE", help="also write the summary as JSON to FILE")
     cohorts.add_argument("--exhaustive", action="store_true", help="also enumerate the exhaustive paired regime")
     cohorts.add_argument("--list-skipped", action="store_true", help="list every skipped row with its reason")
+    _add_external_option(cohorts, "checked against the cohort and its support printed")
     cohorts.set_defaults(handler=_cmd_cohorts)
 
     train = commands.add_parser("train", parents=[common],
@@ -410,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster address (e.g. auto or ray://HEAD:10001; default: start a "
                                        "local Ray instance)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_external_option(run, "every deployable run is scored on it; refused when it shares a patient or an image "
+                              "with the cohort or another test set")
     run.set_defaults(handler=_cmd_run)
 
     power = commands.add_parser("power", parents=[common],
@@ -453,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="render the HTML evidence report of a results store")
     report.add_argument("--results", required=True, help="output folder of `ctxray-bench run`")
     report.add_argument("--out", help="HTML file to write (default: RESULTS/report.html)")
+    _add_external_option(report, "checked to be the file the store's runs were scored on")
     report.set_defaults(handler=_cmd_report)
 
     claims = commands.add_parser("claims", parents=[common],
@@ -461,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "neither, the paper profile is run on the data into results/paper)")
     claims.add_argument("--data", help="collection data root or cohort manifest the store was computed on, if it "
                                        "has moved (default: where the store says, else $CTXRAY_DATA)")
+    _add_external_option(claims, "where the store's external test set lies if it has moved; with no store, the "
+                                 "paper run scores it")
     claims.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARGS", help="more pytest arguments after --")
     claims.set_defaults(handler=_cmd_claims)
     return parser

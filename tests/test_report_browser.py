@@ -10,8 +10,9 @@ import pytest
 
 from benchmark.report.render import report_data_from_html
 
-SECTIONS = ("question", "cohort", "regimes", "references", "fixed", "monte-carlo", "stress", "hypotheses", "methods",
-            "provenance")
+SECTIONS = ("question", "cohort", "regimes", "references", "fixed", "monte-carlo", "test-sets", "stress", "hypotheses",
+            "methods", "provenance")
+VIEWPORT = {"width": 1280, "height": 900}
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
@@ -40,13 +41,14 @@ def test_the_report_renders_every_section_and_figure_without_console_errors(synt
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page = browser.new_page(viewport=VIEWPORT)
             page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(report.as_uri(), wait_until="load")
             images = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth, e.alt])")
             present = [s for s in SECTIONS if page.query_selector(f"section#{s}") is not None]
-            statuses = page.eval_on_selector_all("[data-status]", "els => els.map(e => e.textContent)")
+            statuses = page.eval_on_selector_all("section#hypotheses h3 [data-status]",
+                                                 "els => els.map(e => e.textContent)")
             page.screenshot(path=str(artifacts / "report.png"), full_page=True)
         finally:
             browser.close()
@@ -56,3 +58,33 @@ def test_the_report_renders_every_section_and_figure_without_console_errors(synt
     assert present == list(SECTIONS)
     assert len(statuses) == 5
     assert (artifacts / "report.png").stat().st_size > 10_000
+
+
+def test_the_first_screen_shows_every_headline_status_beside_its_test_statuses(synthetic_store: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    executable = _chromium()
+    report = synthetic_store / "report.html"
+    evidence = report_data_from_html(report.read_text())["evidence"]
+    names = [t["test_set"] for t in evidence["test_sets"]]
+    assert names, "the synthetic store has no test set"
+    keys = [f"{h['hypothesis']}:status" for h in evidence["hypotheses"]]
+    keys += [f"{h['hypothesis']}:test:{name}:status" for name in names for h in evidence["hypotheses"]]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto(report.as_uri(), wait_until="load")
+            boxes = {key: page.locator(f'#answer [data-evidence="{key}"]').bounding_box() for key in keys}
+            texts = {key: page.locator(f'#answer [data-evidence="{key}"]').inner_text() for key in keys}
+        finally:
+            browser.close()
+    hidden = [key for key, box in boxes.items()
+              if box is None or box["y"] < 0 or box["y"] + box["height"] > VIEWPORT["height"]]
+    assert hidden == [], f"not on the first screen ({VIEWPORT}): {hidden}"
+    statuses = {t["test_set"]: {h["hypothesis"]: h["status"] for h in t["hypotheses"]} for t in evidence["test_sets"]}
+    for key, text in texts.items():
+        hypothesis, *rest = key.split(":")
+        expected = (statuses[rest[1]][hypothesis] if rest[0] == "test" else
+                    next(h["status"] for h in evidence["hypotheses"] if h["hypothesis"] == hypothesis))
+        assert text == expected, f"{key}: the first screen shows {text!r}, the evidence {expected!r}"

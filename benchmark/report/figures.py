@@ -148,3 +148,24 @@ def power_curves(series: dict[str, tuple[Sequence[float], Sequence[float], Seque
     axes.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     return _data_uri(figure)
+
+
+def validation_against_test(labels: Sequence[str], validation: Sequence[float], test: Sequence[float],
+                            collapsed: Sequence[str], test_name: str, title: str) -> str:
+    """One labelled point per configuration: mean validation BA (x) against mean test BA (y), the diagonal where
+    the two agree; `collapsed` holds 'v/t' collapsed-run counts written beside each label."""
+    figure, axes = plt.subplots(figsize=(5.6, 4.2))
+    axes.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    axes.axhline(0.5, color="#bbbbbb", lw=0.6)
+    axes.axvline(0.5, color="#bbbbbb", lw=0.6)
+    axes.scatter(validation, test, s=18, color="#08306b", zorder=3)
+    for label, x, y, counts in zip(labels, validation, test, collapsed, strict=True):
+        axes.annotate(f"{label} ({counts})", (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+    low = min([*validation, *test, 0.4]) - 0.02
+    high = max([*validation, *test, 0.6]) + 0.02
+    axes.set_xlim(low, high)
+    axes.set_ylim(low, high)
+    axes.set_xlabel("mean validation BA over Monte Carlo runs")
+    axes.set_ylabel(f"mean {test_name} BA over the same runs")
+    axes.set_title(title, fontsize=9)
+    return _data_uri(figure)

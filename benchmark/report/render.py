@@ -27,8 +27,10 @@ from benchmark.evidence.power import (
     read_power,
     store_power_grounding,
 )
-from benchmark.evidence.rules import FIXED, MONTE_CARLO, Evidence, store_evidence
-from benchmark.evidence.summary import AggregateRow, aggregate, runs_of, write_summary
+from benchmark.evidence.results import Evidence, TestEvidence
+from benchmark.evidence.rules import FIXED, MONTE_CARLO
+from benchmark.evidence.summary import AggregateRow, aggregate, runs_of, scored_view, write_summary
+from benchmark.evidence.verdict import store_evidence
 from benchmark.experiment.matrix import EXHAUSTIVE_REGIME, block_names
 from benchmark.experiment.metrics import SWEEP_THRESHOLDS
 from benchmark.experiment.store import ResultsStore, RunRecord, StoreManifest, now
@@ -86,6 +88,8 @@ class ReportData(BaseModel):
     blocks: list[BlockSection]
     evidence: Evidence
     runs: list[RunIndexRow]
+    test_tables: dict[str, list[AggregateRow]] = Field(
+        default_factory=dict, description="test set -> the tiers' rows on its scores (fixed split and Monte Carlo)")
     figures: dict[str, str] = Field(default_factory=dict)
     figure_runs: dict[str, list[str]] = Field(default_factory=dict)
     power: PowerResult | None = None
@@ -133,6 +137,18 @@ def _mc_figure(records: Sequence[RunRecord], names: Sequence[str], title: str) -
                     collapsed.setdefault(run.spec.split.split_id, set()).add(name)
     return figures.paired_points(present, per_split, "balanced accuracy (one point per resample)", title,
                                  collapsed=collapsed)
+
+
+def _ranking_figure(evidence: TestEvidence) -> str | None:
+    rows = [r for r in evidence.ranking.rows
+            if r.validation_balanced_accuracy is not None and r.test_balanced_accuracy is not None]
+    if not rows:
+        return None
+    return figures.validation_against_test(
+        [r.configuration for r in rows], [r.validation_balanced_accuracy for r in rows],  # type: ignore[misc]
+        [r.test_balanced_accuracy for r in rows],  # type: ignore[misc]
+        [f"{r.validation_collapsed}/{r.test_collapsed}" for r in rows], evidence.test_set,
+        f"does the ranking survive on {evidence.test_set}? (collapsed runs: validation/test)")
 
 
 def _grid_figure(records: Sequence[RunRecord], names: Sequence[str]) -> str | None:
@@ -240,6 +256,15 @@ def build_report_data(store: ResultsStore) -> ReportData:
             candidates[block.name] = (_mc_figure(records, names, "balanced sampler: Monte Carlo resamples"),
                                       block_runs)
     candidates["sweep"] = (_sweep_figure(records, tier_names), [i for row in data.monte_carlo for i in row.run_ids])
+    for test_set in manifest.test_sets:
+        view = scored_view(records, test_set.name)
+        data.test_tables[test_set.name] = _rows(view, tier_names, (FIXED, MONTE_CARLO))
+        evidence = next(e for e in data.evidence.test_sets if e.test_set == test_set.name)
+        candidates[f"test-{test_set.name}"] = (_ranking_figure(evidence), [i for row in evidence.ranking.rows
+                                                                         for i in row.run_ids])
+        candidates[f"test-mc-{test_set.name}"] = (
+            _mc_figure(view, tier_names, f"{test_set.name}: the Monte Carlo runs scored on the same test cases"),
+            [i for row in data.test_tables[test_set.name] if row.regime == MONTE_CARLO for i in row.run_ids])
     data.figures = {k: uri for k, (uri, _) in candidates.items() if uri}
     data.figure_runs = {k: runs for k, (uri, runs) in candidates.items() if uri}
     power_path = store.root / "power.json"
@@ -299,7 +324,9 @@ def write_report(store_root: Path, out: Path | None = None) -> Path:
 
 def write_store_outputs(store_root: Path) -> tuple[Path, Path]:
     """Write what a finished store publishes, its summary CSV and its report (with evidence.json); their paths."""
-    summary = write_summary(ResultsStore(store_root).load_all(), store_root / "summary.csv")
+    store = ResultsStore(store_root)
+    summary = write_summary(store.load_all(), store_root / "summary.csv",
+                            [t.name for t in store.manifest().test_sets])
     return summary, write_report(store_root)
 
 
@@ -318,9 +345,9 @@ class ReportNumber(BaseModel):
 
 
 class _NumberParser(HTMLParser):
-    """Collects the text of every element carrying data-metric, data-support or data-evidence."""
+    """Collects the text of every element carrying data-metric, data-support, data-evidence or data-test-support."""
 
-    KEYS = ("data-metric", "data-support", "data-evidence")
+    KEYS = ("data-metric", "data-support", "data-evidence", "data-test-support")
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
