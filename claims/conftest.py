@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.claims.options import add_options, named_data_root
+from benchmark.claims.options import add_options, named_data_root, named_externals
 from benchmark.data.pipeline import cohort_source, resolve_data_root
+from benchmark.data.test_sets import ExternalSpec
 from benchmark.errors import StoreError
 from benchmark.experiment.store import ResultsStore, RunRecord, StoreManifest
 
@@ -23,13 +24,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
-def _produce_paper_store(data: Path | None) -> Path:
+def _produce_paper_store(data: Path | None, externals: list[ExternalSpec]) -> Path:
     from benchmark.experiment.runner import RunRequest, run_profile
     from benchmark.report.render import write_store_outputs
 
     out = Path(os.environ.get("CTXRAY_CLAIMS_OUT", "results/paper"))
     outcome = run_profile(RunRequest(data_root=resolve_data_root(data), profile="paper", out=out,
-                                     workers=os.cpu_count() or 1, progress=False))
+                                     workers=os.cpu_count() or 1, progress=False, externals=tuple(externals)))
     if outcome.failures:
         raise StoreError(f"{len(outcome.failures)} paper run(s) failed: {next(iter(outcome.failures.values()))}")
     write_store_outputs(out)
@@ -40,7 +41,7 @@ def _produce_paper_store(data: Path | None) -> Path:
 def results_dir(pytestconfig: pytest.Config) -> Path:
     """The output folder under judgement."""
     given = pytestconfig.getoption("--results") or os.environ.get("CTXRAY_RESULTS")
-    return Path(given) if given else _produce_paper_store(named_data_root(pytestconfig))
+    return Path(given) if given else _produce_paper_store(named_data_root(pytestconfig), named_externals(pytestconfig))
 
 
 @pytest.fixture(scope="session")
@@ -79,3 +80,23 @@ def data_root(pytestconfig: pytest.Config, manifest: StoreManifest) -> Path:
             return Path(candidate)
     pytest.fail(f"cannot rerun runs: none of {candidates} holds the {manifest.data.table_name} this store was "
                 f"computed on")
+
+
+@pytest.fixture(scope="session")
+def external_files(pytestconfig: pytest.Config, manifest: StoreManifest) -> dict[str, Path]:
+    """Where each external test set of the store lies: --external NAME=FILE, else the manifest path the store
+    recorded; the file must have the stored sha256."""
+    named = {spec.name: spec.path for spec in named_externals(pytestconfig)}
+    found = {}
+    for test_set in manifest.test_sets:
+        if test_set.kind != "external":
+            continue
+        path = named.get(test_set.name, Path(test_set.table))
+        if not path.is_file():
+            pytest.fail(f"external test set {test_set.name}: {path} not found (pass --external {test_set.name}=FILE)")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert digest == test_set.table_sha256, f"{path}: not the manifest test set {test_set.name} was scored on"
+        found[test_set.name] = path
+    unknown = sorted(set(named) - set(found))
+    assert not unknown, f"--external names test sets this store does not have: {unknown}"
+    return found

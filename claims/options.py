@@ -12,10 +12,17 @@ from pathlib import Path
 import pytest
 
 from benchmark.data.pipeline import DATA_ENV
+from benchmark.data.test_sets import ExternalSpec
 
 
 def add_options(parser: pytest.Parser) -> None:
     """Register --data (data root) and --results (store to judge) unless another conftest already did."""
+    try:
+        parser.addoption("--external", action="append", default=[], metavar="NAME=FILE",
+                         help="an external test set of the store, where it lies if it has moved (with no store: the "
+                              "paper run scores it); repeatable")
+    except ValueError:  # registered by the other conftest of this session
+        pass
     for flag, text in (
             ("--data", f"data root with metadata.csv and images/ (default: ${DATA_ENV}), or the cohort manifest a "
                        "store was computed on; a data root named here or in the environment that holds no "
@@ -42,3 +49,10 @@ def required_data_root(config: pytest.Config) -> Path:
     if not (root / "metadata.csv").is_file():
         pytest.fail(f"{root}: the data root named by --data / ${DATA_ENV} holds no metadata.csv")
     return root
+
+
+def named_externals(config: pytest.Config) -> list[ExternalSpec]:
+    """The external test sets named by --external NAME=FILE (a bad argument fails the session in one line)."""
+    from benchmark.data.test_sets import parse_external
+
+    return [parse_external(text) for text in config.getoption("--external", default=[]) or []]

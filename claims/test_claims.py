@@ -15,10 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from benchmark.evidence.power import store_power_grounding
-from benchmark.evidence.rules import MONTE_CARLO, Status, store_evidence
-from benchmark.evidence.summary import summary_frame
+from benchmark.evidence.results import Evidence
+from benchmark.evidence.rules import MONTE_CARLO, Status
+from benchmark.evidence.summary import scored_summary_frame, summary_frame
+from benchmark.evidence.verdict import store_evidence
 from benchmark.experiment.metrics import compute_metrics
 from benchmark.experiment.store import RunRecord, StoreManifest
 from benchmark.report.render import numbers_in_report, report_data_from_html
@@ -31,8 +34,25 @@ ABSENT_CLASS = {0: "no negative case", 1: "no positive case"}
 
 
 def _recomputed(records: list[RunRecord]) -> list[RunRecord]:
-    """The records with metrics recomputed from their stored per-case predictions."""
-    return [r.model_copy(update={"metrics": compute_metrics(r.predictions)}) for r in records]
+    """The records with metrics recomputed from their stored per-case predictions, on validation and test cases."""
+    return [r.model_copy(update={
+        "metrics": compute_metrics(r.predictions),
+        "tests": {name: t.model_copy(update={"metrics": compute_metrics(t.predictions)})
+                  for name, t in r.tests.items()},
+    }) for r in records]
+
+
+def _shown(report_html: str, attribute: str, on_test_sets: bool | None = None) -> dict[str, str]:
+    """What the report shows under each key of `attribute` (e.g. data-evidence); every place showing a key (the first
+    screen, the tables, the sections) must show the same text. `on_test_sets`: only the keys of test-set evidence
+    (True) or only the others (False)."""
+    shown: dict[str, str] = {}
+    for number in numbers_in_report(report_html):
+        key = number.attributes.get(attribute)
+        if key is not None and on_test_sets in (None, ":test:" in key or key.startswith("ranking:")):
+            assert shown.setdefault(key, number.text) == number.text, (
+                f"the report shows {key} as {shown[key]!r} in one place and {number.text!r} in another")
+    return shown
 
 
 def _undefined_reason(record: RunRecord, metric: str) -> str | None:
@@ -111,6 +131,12 @@ def _expected_text(number, runs: dict[str, RunRecord]) -> str:  # noqa: ANN001
     attributes = number.attributes
     ids = attributes["data-runs"].split()
     assert ids and all(i in runs for i in ids), f"report cites unknown runs: {ids}"
+    test = attributes.get("data-test")
+    if test is not None:  # a number on a test set's scores: the same arithmetic on those
+        cited = ids + attributes.get("data-runs-b", "").split()
+        assert all(i in runs and test in runs[i].tests for i in cited), f"report cites runs not scored on {test}"
+        runs = {i: runs[i].model_copy(update={"metrics": runs[i].tests[test].metrics,
+                                              "predictions": runs[i].tests[test].predictions}) for i in cited}
     if "data-support" in attributes:
         field = attributes["data-support"]
         metrics = [runs[i].metrics for i in ids]
@@ -171,16 +197,20 @@ def test_claim5_every_reported_number_recomputes_from_the_per_case_predictions(
     assert 'data-support="runs"' in report_html, "result tables state no support"
 
 
+@pytest.fixture(scope="module")
+def evidence(records: list[RunRecord], manifest: StoreManifest, results_dir: Path) -> Evidence:
+    """The section 8 rules (and section 13's on each test set) applied to the runs' recomputed metrics."""
+    return store_evidence(manifest, _recomputed(records), store_power_grounding(results_dir))
+
+
 def test_claim6_every_status_follows_its_rule_and_the_fixed_split_has_no_test(
-        records: list[RunRecord], manifest: StoreManifest, results_dir: Path, report_html: str) -> None:
-    evidence = store_evidence(manifest, _recomputed(records), store_power_grounding(results_dir))
+        evidence: Evidence, results_dir: Path, report_html: str) -> None:
     stored = json.loads((results_dir / "evidence.json").read_text())
     assert stored == json.loads(evidence.model_dump_json()), "evidence.json differs from the rules on the runs"
     island = report_data_from_html(report_html)["evidence"]
     assert island == json.loads(evidence.model_dump_json()), "the report's evidence differs from the rules"
 
-    shown = {n.attributes["data-evidence"]: n.text for n in numbers_in_report(report_html)
-             if "data-evidence" in n.attributes}
+    shown = _shown(report_html, "data-evidence", on_test_sets=False)
     candidate_comparisons = [c for candidate in evidence.candidates for c in candidate.comparisons]
     for h in [*evidence.hypotheses, *candidate_comparisons]:
         assert shown[f"{h.hypothesis}:status"] == h.status.value, f"{h.hypothesis}: report shows another status"
@@ -210,6 +240,177 @@ def test_claim6_every_status_follows_its_rule_and_the_fixed_split_has_no_test(
         assert forbidden not in fixed_section, f"the fixed-split section shows {forbidden!r}"
 
 
+# PROTOCOL.md section 13: the evidence boundary on the test sets. What each test checks is recomputed from the files
+# and the stored runs here, not taken from the code that built the test sets.
+
+def test_claim6_every_test_status_follows_its_rule(evidence: Evidence, report_html: str) -> None:
+    shown = _shown(report_html, "data-evidence", on_test_sets=True)
+    for on_test in evidence.test_sets:
+        name = on_test.test_set
+        decided = [(None, h) for h in [*on_test.hypotheses,
+                                       *(c for cand in on_test.candidates for c in cand.comparisons)]]
+        decided += [(length.epochs, h) for length in on_test.training_lengths
+                    for h in [*length.hypotheses, *(c for cand in length.candidates for c in cand.comparisons)]]
+        for epochs, h in decided:
+            key = f"{h.hypothesis}:test:{name}:status" + (f"@{epochs}" if epochs is not None else "")
+            assert shown.get(key) == h.status.value, (f"{key}: the report shows {shown.get(key)}, the rule "
+                                                      f"{h.status.value}")
+            mc = h.monte_carlo or h.balanced_monte_carlo
+            if h.status == Status.SUPPORTED:
+                assert mc is not None and mc.confirmed, f"{key} is supported without MC confirmation on {name}"
+            if mc is not None and mc.degenerate:
+                assert not mc.confirmed, f"{key}: a degenerate comparison confirmed"
+            if epochs is None and mc is not None and mc.p_value is not None:
+                assert shown[f"{h.hypothesis}:test:{name}:p_value"] == f"{mc.p_value:.4f}", f"{key}: p misreported"
+        tau = on_test.ranking.kendall_tau
+        assert shown[f"ranking:{name}:kendall_tau"] == ("–" if tau is None else f"{tau:.2f}")
+
+
+def _decoded_sha256(path: Path, manifest: StoreManifest) -> str:
+    """sha256 of an image's decoded pixels (shape, then float32 values), read here from its file."""
+    import hashlib
+
+    from benchmark.data.readers import read_image
+
+    array, _ = read_image(path, manifest.settings.cohort.readers)
+    values = np.ascontiguousarray(array, dtype=np.float32)
+    digest = hashlib.sha256(repr(tuple(values.shape)).encode("ascii"))
+    digest.update(values.tobytes())
+    return digest.hexdigest()
+
+
+def _test_roots(manifest: StoreManifest, external_files: dict[str, Path], data_root: Path) -> dict[str, Path]:
+    """The folder each test set's case paths are relative to, where it lies now."""
+    from benchmark.data.pipeline import cohort_source
+
+    cohort_folder = Path(cohort_source(data_root).path)
+    cohort_folder = cohort_folder if cohort_folder.is_dir() else cohort_folder.parent
+    return {t.name: (external_files[t.name].parent if t.kind == "external" else cohort_folder)
+            for t in manifest.test_sets}
+
+
+def _teacher_images(results_dir: Path, record: RunRecord) -> set[str]:
+    """The image ids the run's teacher trained on, from the teacher's own metadata beside its weights."""
+    if record.teacher is None:
+        return set()
+    meta = next((results_dir / "teachers").glob(f"*/{record.teacher.teacher_id}.json"), None)
+    assert meta is not None, f"{record.spec.run_id}: its teacher's metadata is not in the store"
+    return set(json.loads(meta.read_text())["training_images"])
+
+
+def test_claim1_no_test_patient_or_picture_in_any_scored_runs_lineage(
+        records: list[RunRecord], manifest: StoreManifest, results_dir: Path, data_root: Path,
+        external_files: dict[str, Path]) -> None:
+    from benchmark.config import CohortSettings
+    from benchmark.data.pipeline import image_cache, load_cohort
+
+    if not manifest.test_sets:
+        return
+    roots = _test_roots(manifest, external_files, data_root)
+    test_pixels: dict[str, str] = {}
+    test_patients: dict[str, str] = {}
+    paired = {p for regime in manifest.regimes if regime.manifest == "paired" for split in regime.splits
+              for p in (*split.train_patients, *split.val_patients)}
+    for test_set in manifest.test_sets:
+        for case in test_set.cases:  # the stored pixel hash is the file's, read again here
+            recomputed = _decoded_sha256(roots[test_set.name] / case.path, manifest)
+            assert recomputed == case.pixels_sha256, f"{test_set.name}: {case.path} is not the image that was scored"
+            assert test_pixels.setdefault(recomputed, test_set.name) == test_set.name, (
+                f"{case.path} is in test sets {test_pixels[recomputed]} and {test_set.name}")
+            assert test_patients.setdefault(case.patient_id, test_set.name) == test_set.name, (
+                f"patient {case.patient_id} is in test sets {test_patients[case.patient_id]} and {test_set.name}")
+        leaked = sorted(paired & {c.patient_id for c in test_set.cases})
+        assert not leaked, f"{test_set.name}: paired patients {leaked} are test patients"
+
+    cohort = load_cohort(data_root, image_cache(manifest.settings, None), CohortSettings.model_validate(
+        manifest.settings.cohort.model_dump()))
+    folder = cohort.data_root
+    patients_of = {r.image_id: r.patient_id for r in cohort.records}
+    images_of: dict[str, list[str]] = defaultdict(list)
+    for r in cohort.records:
+        images_of[r.patient_id].append(r.image_id)
+    lineage_pixels: dict[str, str] = {}
+    for r in records:
+        if not r.tests:
+            continue
+        trained = set(r.train_patients) | set(r.teacher.training_patients if r.teacher else ())
+        teacher_images = _teacher_images(results_dir, r)
+        trained |= {patients_of[i] for i in teacher_images if i in patients_of}
+        leaked = sorted(trained & set(test_patients))
+        assert not leaked, f"{r.spec.run_id} ({r.spec.name}): it or its teacher trained on test patient(s) {leaked}"
+        for image in teacher_images | {i for p in r.train_patients for i in images_of[p]}:
+            if image not in lineage_pixels:
+                lineage_pixels[image] = _decoded_sha256(folder / cohort.paths[image], manifest)
+            shared = test_pixels.get(lineage_pixels[image])
+            assert shared is None, (f"{r.spec.run_id} ({r.spec.name}): its lineage trained on {image}, whose pixels "
+                                    "are "
+                                    f"an image of test set {shared}")
+    for test_set in manifest.test_sets:
+        if test_set.kind == "external":  # an external set shares no patient and no picture with the whole cohort
+            shared_patients = sorted({c.patient_id for c in test_set.cases} & set(images_of))
+            assert not shared_patients, f"{test_set.name} shares patients {shared_patients} with the cohort"
+            cohort_pixels = {_decoded_sha256(folder / cohort.paths[r.image_id], manifest) if r.image_id not in
+                             lineage_pixels else lineage_pixels[r.image_id] for r in cohort.records}
+            assert not cohort_pixels & {c.pixels_sha256 for c in test_set.cases}, (
+                f"{test_set.name} shares an image's pixels with the cohort")
+
+
+def test_claim3_every_scored_run_saw_every_test_case(records: list[RunRecord], manifest: StoreManifest) -> None:
+    for test_set in manifest.test_sets:
+        expected = [(c.patient_id, c.image_id, c.label) for c in test_set.cases]
+        for r in records:
+            if r.spec.configuration.deployable:
+                assert test_set.name in r.tests, f"{r.spec.run_id} ({r.spec.name}) is not scored on {test_set.name}"
+                seen = [(p.patient_id, p.image_id, p.label) for p in r.tests[test_set.name].predictions]
+                assert seen == expected, (f"{r.spec.run_id} ({r.spec.name}) was scored on other cases of "
+                                          f"{test_set.name} ({len(seen)} cases, {len(expected)} stored)")
+    stored = {t.name for t in manifest.test_sets}
+    for r in records:
+        assert set(r.tests) <= stored, f"{r.spec.run_id}: scores on unknown test sets {sorted(set(r.tests) - stored)}"
+
+
+def test_claim4_test_sets_are_read_from_xray_alone(records: list[RunRecord]) -> None:
+    for r in records:
+        configuration = r.spec.configuration
+        if r.tests:
+            assert configuration.deployable, f"{r.spec.run_id} ({r.spec.name}) reads CT and holds test scores"
+        for name, scores in r.tests.items():
+            probe = scores.probe
+            assert not probe.reads_ct_declared, f"{r.spec.run_id}: declared to read CT on {name}"
+            assert probe.ct_removed_max_abs_diff == 0.0 and probe.ct_noise_max_abs_diff == 0.0, (
+                f"{r.spec.run_id} ({r.spec.name}): its {name} scores move with CT ({probe})")
+
+
+def test_claim5_every_test_number_recomputes_from_the_per_case_test_predictions(
+        records: list[RunRecord], manifest: StoreManifest, results_dir: Path, report_html: str) -> None:
+    for r in records:
+        for name, scores in r.tests.items():
+            again = compute_metrics(scores.predictions)
+            assert scores.metrics == again, f"{r.spec.run_id}: stored {name} metrics differ from its {name} predictions"
+    names = [t.name for t in manifest.test_sets]
+    if not names:
+        return
+    table = pd.read_csv(results_dir / "test_summary.csv")
+    expected = scored_summary_frame(_recomputed(records), names)
+    assert list(table["configuration"]) == list(expected["configuration"]), "test_summary.csv rows differ"
+    for column in expected.columns:
+        if expected[column].dtype.kind in "fi":
+            assert np.allclose(table[column].astype(float), expected[column].astype(float), rtol=1e-5, atol=1e-6,
+                               equal_nan=True), f"test_summary.csv column {column} differs"
+    shown = _shown(report_html, "data-test-support")
+    for test_set in manifest.test_sets:
+        labels: dict[str, int] = defaultdict(int)
+        for c in test_set.cases:
+            labels[c.patient_id] = max(labels[c.patient_id], c.label)
+        positives = sum(c.label for c in test_set.cases)
+        assert shown[f"{test_set.name}:images"] == (f"{len(test_set.cases)} ({positives}/"
+                                                    f"{len(test_set.cases) - positives})"), "test images misreported"
+        assert shown[f"{test_set.name}:patients"] == (f"{len(labels)} ({sum(labels.values())}/"
+                                                      f"{len(labels) - sum(labels.values())})"), (
+            "test patients misreported")
+    assert 'data-test=' in report_html, "the report shows no test-set number"
+
+
 def _sample(records: list[RunRecord]) -> list[RunRecord]:
     """A deterministic sample to rerun: the first Monte Carlo run distilling from a CT teacher, and one without."""
     distilled = [r for r in records if r.teacher is not None and r.teacher.modality == "ct"
@@ -219,7 +420,7 @@ def _sample(records: list[RunRecord]) -> list[RunRecord]:
 
 
 def test_claim7_runs_reproduce_bit_for_bit(records: list[RunRecord], manifest: StoreManifest,
-                                           data_root: Path) -> None:
+                                           data_root: Path, external_files: dict[str, Path]) -> None:
     import torch
 
     from benchmark.data.imaging import ImageBank
@@ -230,8 +431,12 @@ def test_claim7_runs_reproduce_bit_for_bit(records: list[RunRecord], manifest: S
 
     settings = manifest.settings
     cache = image_cache(settings, None)
-    prepared = prepare_data(data_root, settings, cache)
+    from benchmark.data.test_sets import ExternalSpec, scoring_identity
+
+    prepared = prepare_data(data_root, settings, cache,
+                            externals=[ExternalSpec(name, path) for name, path in external_files.items()])
     assert data_identity(prepared).same_data(manifest.data), f"{data_root}: not the data of this store"
+    assert scoring_identity(prepared.test_sets) == scoring_identity(manifest.test_sets), "other test sets now"
     bank = ImageBank(cache, settings.data.normalise_mean, settings.data.normalise_std)
     sample = _sample(records)
     assert sample, "no paired run to reproduce"
@@ -245,6 +450,10 @@ def test_claim7_runs_reproduce_bit_for_bit(records: list[RunRecord], manifest: S
             again = [(p.image_id, p.score) for p in output.predictions]
             before = [(p.image_id, p.score) for p in record.predictions]
             assert again == before, f"{record.spec.run_id} ({record.spec.name}) did not reproduce"
+            for name, scores in record.tests.items():  # and its scores on every test set
+                assert [(p.image_id, p.score) for p in output.tests[name].predictions] == [
+                    (p.image_id, p.score) for p in scores.predictions], (
+                    f"{record.spec.run_id}: {name} did not reproduce")
             assert all(math.isfinite(s) for _, s in again)
     finally:
         torch.set_num_threads(threads)

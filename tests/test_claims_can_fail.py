@@ -56,7 +56,7 @@ def assert_only_claim_fails(store: Path, claim: str) -> None:
 
 def test_the_untouched_store_passes_every_claim(clean_store: Path) -> None:
     result = run_claims(clean_store)
-    assert result.returncode == 0 and "7 passed" in result.stdout, result.stdout[-3000:]
+    assert result.returncode == 0 and "12 passed" in result.stdout, result.stdout[-3000:]
 
 
 def _move_validation_patient_into_training(record: dict) -> bool:
@@ -203,3 +203,111 @@ def test_claim7_catches_predictions_that_do_not_reproduce(clean_store: Path, tmp
                 prediction["score"] = min(1.0, prediction["score"] + 1e-6)
             path.write_text(json.dumps(record))
     assert_only_claim_fails(corrupted(clean_store, tmp_path, shift_scores), "claim7")
+
+
+# PROTOCOL.md section 13: the same boundary on the test sets (the synthetic store holds a held-out set).
+
+def _a_test_patient(store: Path) -> str:
+    return json.loads((store / "store.json").read_text())["test_sets"][0]["cases"][0]["patient_id"]
+
+
+def _teach_on_a_test_patient(store: Path) -> None:
+    """A teacher whose metadata and every record of the runs it taught say it trained on a held-out patient."""
+    patient = _a_test_patient(store)
+    teacher = next(record["teacher"]["teacher_id"] for path in sorted((store / "runs").glob("*.json"))
+                   if (record := json.loads(path.read_text()))["teacher"] and record.get("tests"))
+    for path in (store / "runs").glob("*.json"):
+        record = json.loads(path.read_text())
+        if record["teacher"] and record["teacher"]["teacher_id"] == teacher:
+            record["teacher"]["training_patients"].append(patient)
+            path.write_text(json.dumps(record))
+    meta = next((store / "teachers").glob(f"*/{teacher}.json"))
+    stored = json.loads(meta.read_text())
+    stored["training_patients"].append(patient)
+    meta.write_text(json.dumps(stored))
+
+
+def test_claim1_catches_a_test_patient_in_a_teachers_training_set(clean_store: Path, tmp_path: Path) -> None:
+    assert_only_claim_fails(corrupted(clean_store, tmp_path, _teach_on_a_test_patient), "claim1")
+
+
+def _drop_a_test_case(record: dict) -> bool:
+    if not record.get("tests"):
+        return False
+    next(iter(record["tests"].values()))["predictions"].pop()
+    return True
+
+
+def test_claim3_catches_a_dropped_test_case(clean_store: Path, tmp_path: Path) -> None:
+    assert_only_claim_fails(corrupted(clean_store, tmp_path, lambda s: edit_runs(s, _drop_a_test_case)), "claim3")
+
+
+def _let_a_test_score_depend_on_ct(record: dict) -> bool:
+    if not record.get("tests"):
+        return False
+    next(iter(record["tests"].values()))["probe"]["ct_noise_max_abs_diff"] = 0.02
+    return True
+
+
+def test_claim4_catches_test_scores_that_move_with_ct(clean_store: Path, tmp_path: Path) -> None:
+    assert_only_claim_fails(corrupted(clean_store, tmp_path, lambda s: edit_runs(s, _let_a_test_score_depend_on_ct)),
+                            "claim4")
+
+
+def _edit_a_test_score(record: dict) -> bool:
+    """Move one test score across the threshold, leaving the stored test metrics as they were."""
+    if not record.get("tests"):
+        return False
+    prediction = next(iter(record["tests"].values()))["predictions"][0]
+    prediction["score"] = 0.9 if prediction["score"] < 0.5 else 0.1
+    return True
+
+
+def _edit_a_test_number_in_the_report(store: Path) -> None:
+    html = (store / "report.html").read_text()
+    pattern = re.compile(r'(data-test="[^"]+" data-metric="balanced_accuracy" data-stat="mean" data-runs="[^"]+">)'
+                         r'(\d\.\d{3})')
+    match = pattern.search(html)
+    assert match is not None
+    wrong = "0.999" if match.group(2) != "0.999" else "0.111"
+    (store / "report.html").write_text(html[:match.start(2)] + wrong + html[match.end(2):])
+
+
+def _misreport_the_test_support(store: Path) -> None:
+    html = (store / "report.html").read_text()
+    pattern = re.compile(r'(data-test-support="[^"]+:images">)(\d+)')
+    match = pattern.search(html)
+    assert match is not None
+    (store / "report.html").write_text(html[:match.start(2)] + str(int(match.group(2)) + 1) + html[match.end(2):])
+
+
+@pytest.mark.parametrize("corrupt", [lambda s: edit_runs(s, _edit_a_test_score), _misreport_the_test_support])
+def test_claim5_catches_an_edited_test_number(clean_store: Path, tmp_path: Path, corrupt) -> None:
+    assert_only_claim_fails(corrupted(clean_store, tmp_path, corrupt), "claim5_every_test_number")
+
+
+def test_claim5_catches_an_edited_test_number_in_the_report(clean_store: Path, tmp_path: Path) -> None:
+    assert_only_claim_fails(corrupted(clean_store, tmp_path, _edit_a_test_number_in_the_report),
+                            "claim5_every_reported_number")
+
+
+def _flip_a_test_status_in_the_report(store: Path) -> None:
+    html = (store / "report.html").read_text()
+    pattern = re.compile(r'(data-evidence="H2:test:[^":]+:status">)([^<]+)')
+    matches = list(pattern.finditer(html))
+    assert matches and matches[-1].group(2) != "supported"
+    last = matches[-1]  # one place of several: every place must agree
+    (store / "report.html").write_text(html[:last.start(2)] + "supported" + html[last.end(2):])
+
+
+def _flip_a_test_status_in_evidence(store: Path) -> None:
+    evidence = json.loads((store / "evidence.json").read_text())
+    h2 = evidence["test_sets"][0]["hypotheses"][1]
+    h2["status"] = "supported" if h2["status"] != "supported" else "not supported"
+    (store / "evidence.json").write_text(json.dumps(evidence))
+
+
+@pytest.mark.parametrize(("corrupt", "claim"), [(_flip_a_test_status_in_the_report, "claim6_every_test_status"),
+                                                (_flip_a_test_status_in_evidence, "claim6_every_status_follows")])
+def test_claim6_catches_a_test_status_the_rules_do_not_give(clean_store: Path, tmp_path: Path, corrupt, claim) -> None:
+    assert_only_claim_fails(corrupted(clean_store, tmp_path, corrupt), claim)
