@@ -273,7 +273,7 @@ def matrix_flops(records: Iterable[RunRecord], image_size: int) -> tuple[float, 
                                                 teacher_path == "stacked")
         flops = per_config[key]
         student += record.fit.train_images * record.fit.epochs * flops["train"]
-        student += record.metrics.cases * flops["forward"]
+        student += (record.metrics.cases + sum(t.metrics.cases for t in record.tests.values())) * flops["forward"]
         if record.teacher is not None:
             student += record.fit.train_images * flops["teacher_forward"]
             teachers[record.teacher.teacher_id] = (record.teacher.training_images *
@@ -299,9 +299,23 @@ def bench_paper(data: Path, workdir: Path) -> list[Measurement]:
                           "--quiet"], env)
         name = torch.cuda.get_device_name(0) if device == "cuda" else f"{os.cpu_count()} CPU cores"
         measurements.append(Measurement(f"paper profile on {device} ({name})", wall, 600.0))  # issue 12: < 10 min
+    # issue 21: the same profile without the held-out test set, side by side, so its cost is measured on this CPU
+    no_held_out = workdir / "no-held-out.toml"
+    no_held_out.write_text("[test_sets]\nheld_out = false\n", encoding="utf-8")
+    without = _time_cli(["run", "--data", str(data), "--profile", "paper", "--out", str(workdir / "paper-no-test"),
+                         "--config", str(no_held_out), "--quiet"], env)
+    measurements.append(Measurement("paper profile on cpu, no held-out set", without, 600.0))
     out = workdir / "paper-cpu"
     start = time.perf_counter()
     records = ResultsStore(out).load_all()
+    scored = [r for r in records if r.tests]
+    scoring = sum(r.timings.get("test_predict", 0.0) for r in scored)
+    cases = sum(t.metrics.cases for r in scored for t in r.tests.values())
+    print(f"  held-out test set: {len(scored)} of {len(records)} runs scored, {cases:,} test predictions in "
+          f"{scoring:.0f} worker-s ({scoring / max(len(scored), 1):.2f} s a run); whole profile "
+          f"{measurements[0].seconds:.0f} s with it, {without:.0f} s without "
+          f"(x{measurements[0].seconds / without:.2f}; "
+          "without it the X-ray teachers train on every X-ray patient outside the validation set)")
     summary_frame(records)
     read_back = time.perf_counter() - start
     student, teacher = matrix_flops(records, load_settings().data.image_size)

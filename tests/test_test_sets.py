@@ -212,3 +212,40 @@ def test_a_store_refuses_to_resume_with_other_test_sets(synthetic_store: Path) -
     assert manifest.test_sets and scoring_identity(manifest.test_sets)
     with pytest.raises(StoreError, match="scored on test sets held-out"):
         store.open(manifest.model_copy(update={"test_sets": []}))
+
+
+def test_run_refuses_an_external_set_sharing_a_patient_in_one_line_before_training(
+        cohort_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from benchmark.cli import main
+
+    manifest = _external(tmp_path / "site2", [("p1", "xray", 1, "a.png")])
+    out = tmp_path / "out"
+    code = main(["run", "--data", str(cohort_root), "--profile", "smoke", "--out", str(out), "--cache",
+                 str(tmp_path / "c"), "--external", f"site2={manifest}", "--quiet"])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and error.count("\n") == 0 and "shares patient 'p1'" in error
+    assert not (out / "runs").exists() or not any((out / "runs").iterdir())
+
+
+def test_report_refuses_an_external_file_the_store_was_not_scored_on(
+        synthetic_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from benchmark.cli import main
+
+    manifest = _external(tmp_path / "site2", [("S1", "xray", 1, "a.png")])
+    assert main(["report", "--results", str(synthetic_store), "--out", str(tmp_path / "r.html"),
+                 "--external", f"site2={manifest}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "has no external test set 'site2'" in error
+
+
+def test_cohorts_prints_the_test_sets_support(cohort_root: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    from benchmark.cli import main
+
+    manifest = _external(tmp_path / "site2", [("S1", "xray", 1, "a.png"), ("S2", "xray", 0, "b.png")])
+    assert main(["cohorts", "--data", str(cohort_root), "--cache", str(tmp_path / "c"),
+                 "--external", f"site2={manifest}"]) == 0
+    printed = capsys.readouterr().out
+    held = next(line for line in printed.splitlines() if line.strip().startswith("held-out  held-out"))
+    assert held.split()[2:5] == ["3", "3", "1"]  # images, patients, positive images
+    assert any(line.strip().startswith("site2") and "external" in line for line in printed.splitlines())
