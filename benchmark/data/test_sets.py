@@ -190,10 +190,9 @@ def check_disjoint(cohort: Cohort, externals: Iterable[TestSet]) -> None:
                     f"{at}: external test set {test_set.name} image {case.image_id!r} has the same decoded pixels as "
                     f"{owner.image_id} of {owner.where} (line {owner.line}); a test image may not be in the cohort or "
                     "another test set")
-            mine_patients.setdefault(case.patient_id, _Owner(f"external test set {test_set.name}", case.line,
-                                                               case.image_id))
-            mine_pixels.setdefault(case.pixels_sha256, _Owner(f"external test set {test_set.name}", case.line,
-                                                               case.image_id))
+            mine = _Owner(f"external test set {test_set.name}", case.line, case.image_id)
+            mine_patients.setdefault(case.patient_id, mine)
+            mine_pixels.setdefault(case.pixels_sha256, mine)
         patients.update(mine_patients)
         pixels.update(mine_pixels)
 
