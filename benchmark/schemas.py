@@ -503,6 +503,30 @@ class CasePrediction(BaseModel):
     image_id: str
     label: Literal[0, 1]
     score: float = Field(ge=0.0, le=1.0)
+    matched_ct: str | None = Field(default=None, exclude_if=lambda v: v is None,
+                                   description="paired X-ray: the CT image it is matched to (PROTOCOL.md section 2)")
+    offset_gap: float | None = Field(default=None, exclude_if=lambda v: v is None,
+                                     description="paired X-ray: |offset difference| to its matched CT in days; None "
+                                                 "when either offset is unknown (or the case is not paired)")
+
+
+class PairMatch(BaseModel):
+    """One paired X-ray image and the CT image it is matched to (closest offset), as the store keeps the match."""
+
+    model_config = ConfigDict(frozen=True)
+
+    patient_id: str
+    xray_image_id: str
+    ct_image_id: str
+    xray_offset: float | None
+    ct_offset: float | None
+    offset_gap: float | None = Field(description="|xray_offset - ct_offset| in days; None when either is unknown")
+
+    @classmethod
+    def of(cls, pair: PairedRecord) -> PairMatch:
+        """The match of one paired record."""
+        return cls(patient_id=pair.xray.patient_id, xray_image_id=pair.xray.image_id, ct_image_id=pair.ct.image_id,
+                   xray_offset=pair.xray.offset, ct_offset=pair.ct.offset, offset_gap=pair.offset_gap)
 
 
 class DeploymentProbe(BaseModel):

@@ -103,6 +103,20 @@ def test_claim2_every_validation_set_has_k_patients_and_the_declared_negatives(r
     assert len(set(sets)) == len(sets), "two Monte Carlo resamples share a validation set"
 
 
+def test_claim3_every_paired_case_carries_the_stores_match(records: list[RunRecord], manifest: StoreManifest) -> None:
+    matches = {p.xray_image_id: (p.ct_image_id, p.offset_gap) for p in manifest.pairs}
+    assert matches, "store.json keeps no paired match (PROTOCOL section 2)"
+    for p in manifest.pairs:  # the gap is the offsets' distance, unknown when either is
+        known = p.xray_offset is not None and p.ct_offset is not None
+        assert p.offset_gap == (abs(p.xray_offset - p.ct_offset) if known else None), f"{p.xray_image_id}: gap"
+    for r in records:
+        if r.spec.configuration.manifest == "paired":
+            for case in r.predictions:
+                assert (case.matched_ct, case.offset_gap) == matches.get(case.image_id), (
+                    f"{r.spec.run_id}: {case.image_id} carries match {case.matched_ct}, the store "
+                    f"{matches.get(case.image_id)}")
+
+
 def test_claim3_every_configuration_of_a_split_saw_the_same_cases(records: list[RunRecord]) -> None:
     cases: dict[str, dict[frozenset, list[str]]] = defaultdict(lambda: defaultdict(list))
     for r in records:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -181,3 +182,9 @@ def tiny_power(tmp_path_factory: pytest.TempPathFactory):
 
     out = tmp_path_factory.mktemp("power")
     return run_power(load_grid("tiny"), out, workers=2, progress=False), out
+
+
+def claim_count() -> int:
+    """How many claim tests claims/test_claims.py holds: an untouched store passes every one."""
+    text = (Path(__file__).resolve().parent.parent / "claims" / "test_claims.py").read_text(encoding="utf-8")
+    return len(re.findall(r"^def test_claim", text, flags=re.MULTILINE))

@@ -26,6 +26,7 @@ from benchmark.experiment.matrix import Profile, RunSpec, expand_profile, load_p
 from benchmark.experiment.store import ResultsStore, RunRecord, StoreManifest, code_version, now
 from benchmark.experiment.worker import WorkerContext, data_identity
 from benchmark.methods.configurations import with_added_configurations
+from benchmark.schemas import PairMatch
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,8 @@ def store_manifest(profile: Profile, settings: Settings, prepared: PreparedData,
     """The manifest of a store that holds `specs`, the runs of `profile` on `prepared` data."""
     return StoreManifest(profile=profile, settings=settings, data=data_identity(prepared), code_version=version,
                          created_at=now(), cohort=cohort_summary(prepared), regimes=prepared.regimes,
-                         run_ids=[s.run_id for s in specs], test_sets=list(prepared.test_sets))
+                         run_ids=[s.run_id for s in specs], test_sets=list(prepared.test_sets),
+                         pairs=[PairMatch.of(p) for p in prepared.manifests["paired"].pairs or []])
 
 
 def plan(request: RunRequest) -> tuple[PreparedData, list[RunSpec], StoreManifest, Settings]:

@@ -26,7 +26,15 @@ from benchmark.config import Settings
 from benchmark.errors import StoreError, describe_os_error
 from benchmark.experiment.matrix import Profile, RunSpec
 from benchmark.experiment.metrics import Metrics
-from benchmark.schemas import CasePrediction, CohortSummary, DeploymentProbe, Regime, SourceKind, TestSet
+from benchmark.schemas import (
+    CasePrediction,
+    CohortSummary,
+    DeploymentProbe,
+    PairMatch,
+    Regime,
+    SourceKind,
+    TestSet,
+)
 
 STORE_SCHEMA_VERSION = 1
 
@@ -131,6 +139,8 @@ class StoreManifest(BaseModel):
     cohort: CohortSummary
     regimes: list[Regime]
     run_ids: list[str] = Field(description="every run the profile expands to, in declaration order")
+    pairs: list[PairMatch] = Field(default_factory=list, description="every paired X-ray image, its matched CT image "
+                                   "and their offset gap (PROTOCOL.md section 2)")
     test_sets: list[TestSet] = Field(default_factory=list, description="the test sets every deployable run of the "
                                      "paired regimes is scored on, with their cases (PROTOCOL.md section 13)")
 

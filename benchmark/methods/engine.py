@@ -237,7 +237,8 @@ class Engine:
         scores = predict(fitted.model, configuration, inputs)
         probe = probe_ct_use(fitted.model, configuration, inputs, scores, seed) if "ct" in inputs and \
             configuration.input_modality == "xray" else None
-        predictions = [CasePrediction(patient_id=r.patient_id, image_id=r.image_id, label=r.label, score=float(s))
+        predictions = [CasePrediction(patient_id=r.patient_id, image_id=r.image_id, label=r.label, score=float(s),
+                                      **self._match_of(r, configuration))
                        for r, s in zip(val, scores.tolist(), strict=True)]
         done = time.perf_counter()
         tests = self.score_tests(fitted) if configuration.deployable else {}
@@ -248,6 +249,13 @@ class Engine:
         if fitted.teacher is not None:
             seconds["teacher_train"] = 0.0 if fitted.teacher.from_cache else fitted.teacher.train_seconds
         return RunOutput(predictions, fitted, seconds, probe, tests)
+
+    def _match_of(self, record: ImageRecord, configuration: Configuration) -> dict[str, object]:
+        """A paired case's matched CT image and offset gap, kept with its prediction (PROTOCOL.md section 2)."""
+        if configuration.manifest != "paired":
+            return {}
+        pair = self._pairs[record.image_id]
+        return {"matched_ct": pair.ct.image_id, "offset_gap": pair.offset_gap}
 
     def _test_images(self, test_set: TestSet) -> Tensor:
         """The normalised images of a test set, stacked once per engine (every run scores the same tensor)."""
