@@ -267,11 +267,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from benchmark.experiment.store import ResultsStore
-    from benchmark.report.render import write_report
+    from benchmark.experiment.store import ResultsStore, code_version, other_code_versions
+    from benchmark.report.render import write_report, write_store_outputs
 
-    check_externals_of_store(ResultsStore(Path(args.results)).manifest(), args.external)
-    target = write_report(Path(args.results), Path(args.out) if args.out else None)
+    store = ResultsStore(Path(args.results))
+    check_externals_of_store(store.manifest(), args.external)
+    older = other_code_versions((r.code_version for r in store.load_all()), code_version())
+    if older:
+        print(f"ctxray-bench: warning: {store.root}: {older}", file=sys.stderr)
+    if args.out:  # the report elsewhere; the store's evidence.json is rewritten with it
+        target = write_report(store.root, Path(args.out))
+    else:  # what `run` publishes: summary.csv (and test_summary.csv), evidence.json, report.html
+        summary, target = write_store_outputs(store.root)
+        print(f"summary: {summary}")
     print(f"report: {target.resolve()}")
     return 0
 

@@ -8,6 +8,7 @@ results/paper), reusing whatever that store already holds, and its report is ren
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -100,3 +101,27 @@ def external_files(pytestconfig: pytest.Config, manifest: StoreManifest) -> dict
     unknown = sorted(set(named) - set(found))
     assert not unknown, f"--external names test sets this store does not have: {unknown}"
     return found
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """One line (shown even with -q) when the store under judgement holds run records another code version wrote."""
+    for line in _older_records(config):
+        terminalreporter.write_line(line, yellow=True)
+
+
+def _older_records(config: pytest.Config) -> list[str]:
+    """The line saying which run records of the store another code version wrote; none when all are this code's."""
+    from benchmark.experiment.store import code_version, other_code_versions
+
+    given = config.getoption("--results", default=None) or os.environ.get("CTXRAY_RESULTS")
+    runs = Path(given) / "runs" if given else None
+    if runs is None or not runs.is_dir():
+        return []
+    versions = []
+    for path in sorted(runs.glob("*.json")):
+        try:
+            versions.append(str(json.loads(path.read_bytes()).get("code_version")))
+        except (OSError, ValueError):
+            continue  # an unreadable record is claim business, named there
+    older = other_code_versions(versions, code_version())
+    return [f"store {given}: {older}"] if older else []

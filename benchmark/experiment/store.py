@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -168,6 +170,18 @@ def code_version() -> str:
         return f"{__version__}+g{commit}{'-dirty' if dirty else ''}"
     except (OSError, subprocess.SubprocessError):
         return __version__
+
+
+def other_code_versions(versions: Iterable[str], current: str) -> str | None:
+    """One line naming how many run records another code version wrote, and which, or None when all are `current`."""
+    counts = Counter(versions)
+    others = {v: n for v, n in counts.items() if v != current}
+    if not others:
+        return None
+    listed = ", ".join(f"{n} by {v}" for v, n in sorted(others.items(), key=lambda kv: -kv[1]))
+    return (f"{sum(others.values())} of {sum(counts.values())} run records were written by another code version "
+            f"({listed}; this code is {current}): what this code recomputes from them may differ from what that code "
+            "wrote (rerun `ctxray-bench run` into a new --out to refresh the store)")
 
 
 def now() -> str:
