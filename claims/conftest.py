@@ -107,6 +107,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     """One line (shown even with -q) when the store under judgement holds run records another code version wrote."""
     for line in _older_records(config):
         terminalreporter.write_line(line, yellow=True)
+    for report in terminalreporter.stats.get("passed", []):  # what a claim states about itself (claim 7: its time)
+        for key, value in getattr(report, "user_properties", []):
+            if key == "statement":
+                terminalreporter.write_line(str(value))
 
 
 def _older_records(config: pytest.Config) -> list[str]:
