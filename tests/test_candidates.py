@@ -121,6 +121,23 @@ def test_the_report_shows_the_candidates_section(plugin_store: tuple[Path, dict[
     assert 'data-evidence="ct-logit-mse vs plain-ct-kd:status"' in html
 
 
+def test_the_first_screen_shows_every_candidates_statuses(plugin_store: tuple[Path, dict[str, str]]) -> None:
+    from benchmark.report.render import report_data_from_html
+    from tests.test_report_browser import VIEWPORT, on_the_first_screen
+
+    out, _ = plugin_store
+    evidence = report_data_from_html((out / "report.html").read_text(encoding="utf-8"))["evidence"]
+    expected = {f"{h['hypothesis']}:status": h["status"] for h in evidence["hypotheses"]}
+    expected |= {f"{c['hypothesis']}:status": c["status"] for cand in evidence["candidates"]
+                 for c in cand["comparisons"]}
+    expected |= {f"{c['hypothesis']}:test:{t['test_set']}:status": c["status"] for t in evidence["test_sets"]
+                 for cand in t["candidates"] for c in cand["comparisons"]}
+    assert len(expected) == 5 + 2 * 4 * (1 + len(evidence["test_sets"]))
+    hidden, texts = on_the_first_screen(out / "report.html", list(expected))
+    assert hidden == [], f"not on the first screen ({VIEWPORT}): {hidden}"
+    assert texts == expected
+
+
 def test_the_claims_pass_with_the_plugin_and_fail_on_a_wrong_candidate_status(
         plugin_store: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
     out, env = plugin_store

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -60,16 +61,14 @@ def test_the_report_renders_every_section_and_figure_without_console_errors(synt
     assert (artifacts / "report.png").stat().st_size > 10_000
 
 
-def test_the_first_screen_shows_every_headline_status_beside_its_test_statuses(synthetic_store: Path) -> None:
+def on_the_first_screen(report: Path, keys: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Open `report` in a screenshot-sized viewport: the data-evidence keys of the first screen's table that are not
+    fully visible without scrolling, and the text each key shows there; a screenshot of that screen is kept."""
     from playwright.sync_api import sync_playwright
 
     executable = _chromium()
-    report = synthetic_store / "report.html"
-    evidence = report_data_from_html(report.read_text())["evidence"]
-    names = [t["test_set"] for t in evidence["test_sets"]]
-    assert names, "the synthetic store has no test set"
-    keys = [f"{h['hypothesis']}:status" for h in evidence["hypotheses"]]
-    keys += [f"{h['hypothesis']}:test:{name}:status" for name in names for h in evidence["hypotheses"]]
+    artifacts = Path(os.environ.get("CTXRAY_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
         try:
@@ -77,10 +76,22 @@ def test_the_first_screen_shows_every_headline_status_beside_its_test_statuses(s
             page.goto(report.as_uri(), wait_until="load")
             boxes = {key: page.locator(f'#answer [data-evidence="{key}"]').bounding_box() for key in keys}
             texts = {key: page.locator(f'#answer [data-evidence="{key}"]').inner_text() for key in keys}
+            page.screenshot(path=str(artifacts / f"first-screen-{report.parent.name}.png"))
         finally:
             browser.close()
     hidden = [key for key, box in boxes.items()
               if box is None or box["y"] < 0 or box["y"] + box["height"] > VIEWPORT["height"]]
+    return hidden, texts
+
+
+def test_the_first_screen_shows_every_headline_status_beside_its_test_statuses(synthetic_store: Path) -> None:
+    report = synthetic_store / "report.html"
+    evidence = report_data_from_html(report.read_text())["evidence"]
+    names = [t["test_set"] for t in evidence["test_sets"]]
+    assert names, "the synthetic store has no test set"
+    keys = [f"{h['hypothesis']}:status" for h in evidence["hypotheses"]]
+    keys += [f"{h['hypothesis']}:test:{name}:status" for name in names for h in evidence["hypotheses"]]
+    hidden, texts = on_the_first_screen(report, keys)
     assert hidden == [], f"not on the first screen ({VIEWPORT}): {hidden}"
     statuses = {t["test_set"]: {h["hypothesis"]: h["status"] for h in t["hypotheses"]} for t in evidence["test_sets"]}
     for key, text in texts.items():
@@ -88,3 +99,5 @@ def test_the_first_screen_shows_every_headline_status_beside_its_test_statuses(s
         expected = (statuses[rest[1]][hypothesis] if rest[0] == "test" else
                     next(h["status"] for h in evidence["hypotheses"] if h["hypothesis"] == hypothesis))
         assert text == expected, f"{key}: the first screen shows {text!r}, the evidence {expected!r}"
+    support = re.sub(r"\s+", " ", report.read_text().split('id="answer-support">', 1)[1].split("</p>", 1)[0])
+    assert re.search(r"\d+ paired patients \(\d+ negative\), \d+ Monte Carlo resamples", support), support
