@@ -18,11 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.evidence.power import store_power_grounding
-from benchmark.evidence.results import Evidence
-from benchmark.evidence.rules import MONTE_CARLO, Status
+from benchmark.claims.section8 import MONTE_CARLO, Scope, Verdict, all_verdicts, disagreements, stated_verdicts
 from benchmark.evidence.summary import scored_summary_frame, summary_frame
-from benchmark.evidence.verdict import store_evidence
 from benchmark.experiment.metrics import compute_metrics
 from benchmark.experiment.store import RunRecord, StoreManifest
 from benchmark.report.render import numbers_in_report, report_data_from_html
@@ -213,72 +210,90 @@ def test_claim5_every_reported_number_recomputes_from_the_per_case_predictions(
 
 
 @pytest.fixture(scope="module")
-def evidence(records: list[RunRecord], manifest: StoreManifest, results_dir: Path) -> Evidence:
-    """The section 8 rules (and section 13's on each test set) applied to the runs' recomputed metrics."""
-    return store_evidence(manifest, _recomputed(records), store_power_grounding(results_dir))
+def verdicts(records: list[RunRecord], manifest: StoreManifest) -> dict[Scope, dict[str, Verdict]]:
+    """Section 8 decided again by claims/section8.py (which imports nothing from benchmark.evidence) on the stored
+    per-case predictions, for the validation cases and every test set, headline and every training length."""
+    return all_verdicts(records, [t.name for t in manifest.test_sets])
+
+
+@pytest.fixture(scope="module")
+def stored_evidence(results_dir: Path) -> dict:
+    return json.loads((results_dir / "evidence.json").read_text())
+
+
+def _report_agrees(verdicts: dict[Scope, dict[str, Verdict]], shown: dict[str, str], on_test_sets: bool) -> list[str]:
+    """Where the report shows a status, p-value, mean difference, collapsed count or tag the rules do not give."""
+    problems = []
+    for (test_set, epochs), decided in verdicts.items():
+        if (test_set is not None) != on_test_sets:
+            continue
+        for key, v in decided.items():
+            prefix = key if test_set is None else f"{key}:test:{test_set}"
+            status_key = f"{prefix}:status" + (f"@{epochs}" if epochs is not None else "")
+            if shown.get(status_key) != v.status:
+                problems.append(f"{status_key}: the report shows {shown.get(status_key)!r}, the rules {v.status!r}")
+            c = v.comparison
+            if epochs is not None or c is None:
+                continue
+            expected = {"collapsed_resamples": str(c.collapsed)}
+            if c.exact and c.p_value is not None:
+                expected["p_value"] = f"{c.p_value:.4f}"
+            if c.mean_ba is not None:
+                expected["mean_d_balanced_accuracy"] = f"{c.mean_ba:.3f}"
+            if test_set is None and c.tag is not None:
+                expected["degenerate"] = c.tag
+            for field, text in expected.items():
+                if f"{prefix}:{field}" in shown and shown[f"{prefix}:{field}"] != text:
+                    problems.append(f"{prefix}:{field}: the report shows {shown[f'{prefix}:{field}']!r}, the rules "
+                                    f"{text!r}")
+            if test_set is None and c.tag is not None and shown.get(f"{prefix}:degenerate") != c.tag:
+                problems.append(f"{prefix}: degenerate evidence not tagged in the report ({c.tag})")
+    return problems
 
 
 def test_claim6_every_status_follows_its_rule_and_the_fixed_split_has_no_test(
-        evidence: Evidence, results_dir: Path, report_html: str) -> None:
-    stored = json.loads((results_dir / "evidence.json").read_text())
-    assert stored == json.loads(evidence.model_dump_json()), "evidence.json differs from the rules on the runs"
+        verdicts: dict[Scope, dict[str, Verdict]], stored_evidence: dict, report_html: str) -> None:
     island = report_data_from_html(report_html)["evidence"]
-    assert island == json.loads(evidence.model_dump_json()), "the report's evidence differs from the rules"
-
-    shown = _shown(report_html, "data-evidence", on_test_sets=False)
-    candidate_comparisons = [c for candidate in evidence.candidates for c in candidate.comparisons]
-    for h in [*evidence.hypotheses, *candidate_comparisons]:
-        assert shown[f"{h.hypothesis}:status"] == h.status.value, f"{h.hypothesis}: report shows another status"
-        mc = h.monte_carlo or h.balanced_monte_carlo
-        if h.status == Status.SUPPORTED:
-            assert mc is not None and mc.confirmed, f"{h.hypothesis} is supported without MC confirmation"
-        if mc is not None and mc.p_value is not None:
-            assert shown[f"{h.hypothesis}:p_value"] == f"{mc.p_value:.4f}"
-            assert shown[f"{h.hypothesis}:mean_d_balanced_accuracy"] == f"{mc.mean_d_balanced_accuracy:.3f}"
-        if h.fixed_split is not None:
-            keys = set(h.fixed_split.model_dump())
-            assert not {k for k in keys if "p_value" in k or "interval" in k or k.startswith("ci")}
-        if h.degenerate is not None:
-            assert shown[f"{h.hypothesis}:degenerate"] == h.degenerate, f"{h.hypothesis}: degenerate tag not shown"
-            assert not (mc is not None and mc.confirmed), f"{h.hypothesis}: a degenerate comparison confirmed"
-    for length in evidence.training_lengths:
-        for h in [*length.hypotheses, *(c for candidate in length.candidates for c in candidate.comparisons)]:
-            key = f"{h.hypothesis}:status@{length.epochs}"
-            assert shown[key] == h.status.value, f"{key}: the report shows another status"
-            mc = h.monte_carlo or h.balanced_monte_carlo
-            if h.status == Status.SUPPORTED:
-                assert mc is not None and mc.confirmed, f"{key} is supported without MC confirmation"
+    assert island == stored_evidence, "the report's evidence differs from evidence.json"
+    validation = {scope: v for scope, v in verdicts.items() if scope[0] is None}
+    stated = {scope: v for scope, v in stated_verdicts(stored_evidence).items() if scope[0] is None}
+    problems = disagreements(validation, stated)
+    problems += _report_agrees(verdicts, _shown(report_html, "data-evidence", on_test_sets=False), False)
+    assert not problems, "evidence.json or the report differs from section 8: " + "; ".join(problems[:8])
 
     start, stop = report_html.index('<section id="fixed">'), report_html.index('<section id="monte-carlo">')
     fixed_section = report_html[start:stop]
     for forbidden in ("p =", "p-value", "confidence interval", "95%", "data-evidence"):
         assert forbidden not in fixed_section, f"the fixed-split section shows {forbidden!r}"
+    for h in [*stored_evidence["hypotheses"], *(c for cand in stored_evidence.get("candidates", [])
+                                                for c in cand["comparisons"])]:
+        fixed = h.get("fixed_split") or {}
+        assert not {k for k in fixed if "p_value" in k or "interval" in k or k.startswith("ci")}, h["hypothesis"]
 
 
 # PROTOCOL.md section 13: the evidence boundary on the test sets. What each test checks is recomputed from the files
 # and the stored runs here, not taken from the code that built the test sets.
 
-def test_claim6_every_test_status_follows_its_rule(evidence: Evidence, report_html: str) -> None:
+def test_claim6_every_test_status_follows_its_rule(verdicts: dict[Scope, dict[str, Verdict]], stored_evidence: dict,
+                                                  report_html: str) -> None:
+    from scipy.stats import kendalltau
+
+    on_tests = {scope: v for scope, v in verdicts.items() if scope[0] is not None}
+    stated = {scope: v for scope, v in stated_verdicts(stored_evidence).items() if scope[0] is not None}
     shown = _shown(report_html, "data-evidence", on_test_sets=True)
-    for on_test in evidence.test_sets:
-        name = on_test.test_set
-        decided = [(None, h) for h in [*on_test.hypotheses,
-                                       *(c for cand in on_test.candidates for c in cand.comparisons)]]
-        decided += [(length.epochs, h) for length in on_test.training_lengths
-                    for h in [*length.hypotheses, *(c for cand in length.candidates for c in cand.comparisons)]]
-        for epochs, h in decided:
-            key = f"{h.hypothesis}:test:{name}:status" + (f"@{epochs}" if epochs is not None else "")
-            assert shown.get(key) == h.status.value, (f"{key}: the report shows {shown.get(key)}, the rule "
-                                                      f"{h.status.value}")
-            mc = h.monte_carlo or h.balanced_monte_carlo
-            if h.status == Status.SUPPORTED:
-                assert mc is not None and mc.confirmed, f"{key} is supported without MC confirmation on {name}"
-            if mc is not None and mc.degenerate:
-                assert not mc.confirmed, f"{key}: a degenerate comparison confirmed"
-            if epochs is None and mc is not None and mc.p_value is not None:
-                assert shown[f"{h.hypothesis}:test:{name}:p_value"] == f"{mc.p_value:.4f}", f"{key}: p misreported"
-        tau = on_test.ranking.kendall_tau
-        assert shown[f"ranking:{name}:kendall_tau"] == ("–" if tau is None else f"{tau:.2f}")
+    problems = disagreements(on_tests, stated) + _report_agrees(verdicts, shown, True)
+    assert not problems, "test statuses differ from section 8 on the test scores: " + "; ".join(problems[:8])
+    for on_test in stored_evidence.get("test_sets", []):  # the ranking's tau, recomputed from its rows
+        rows = [r for r in on_test["ranking"]["rows"]
+                if r["validation_balanced_accuracy"] is not None and r["test_balanced_accuracy"] is not None]
+        tau = kendalltau([r["validation_balanced_accuracy"] for r in rows],
+                         [r["test_balanced_accuracy"] for r in rows]).statistic if len(rows) >= 2 else math.nan
+        expected = None if math.isnan(tau) else float(tau)
+        stored = on_test["ranking"]["kendall_tau"]
+        assert (stored is None) == (expected is None) and (stored is None or math.isclose(stored, expected)), (
+            f"{on_test['test_set']}: Kendall's tau {stored}, recomputed {expected}")
+        name = on_test["test_set"]
+        assert shown[f"ranking:{name}:kendall_tau"] == ("–" if expected is None else f"{expected:.2f}")
 
 
 def _decoded_sha256(path: Path, manifest: StoreManifest) -> str:

@@ -154,3 +154,22 @@ def test_the_claims_pass_with_the_plugin_and_fail_on_a_wrong_candidate_status(
     done = subprocess.run([*command, str(tampered), "-k", "claim6"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 1 and "ct-dkd vs student-only:status" in done.stdout, done.stdout[-3000:]
+
+
+def test_the_claims_catch_a_candidate_status_misreported_in_evidence(plugin_store: tuple[Path, dict[str, str]],
+                                                                    tmp_path: Path) -> None:
+    from tests.test_claims_can_fail import _edit_evidence
+
+    out, env = plugin_store
+    tampered = tmp_path / "store"
+    shutil.copytree(out, tampered)
+
+    def misreport(evidence: dict) -> None:
+        comparison = evidence["candidates"][0]["comparisons"][0]
+        comparison["status"] = "not evaluable" if comparison["status"] != "not evaluable" else "supported"
+
+    _edit_evidence(tampered, misreport)
+    done = subprocess.run([sys.executable, "-m", "pytest", "claims/", "-q", "-p", "no:cacheprovider", "--results",
+                           str(tampered), "-k", "claim6_every_status_follows"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1 and "the rules give" in done.stdout, done.stdout[-3000:]

@@ -313,3 +313,120 @@ def _flip_a_test_status_in_evidence(store: Path) -> None:
                                                 (_flip_a_test_status_in_evidence, "claim6_every_status_follows")])
 def test_claim6_catches_a_test_status_the_rules_do_not_give(clean_store: Path, tmp_path: Path, corrupt, claim) -> None:
     assert_only_claim_fails(corrupted(clean_store, tmp_path, corrupt), claim)
+
+
+# Claim 6 against rules of its own (claims/section8.py): what a writer with other rules would publish.
+
+def _edit_evidence(store: Path, edit: Callable[[dict], None]) -> None:
+    """Edit evidence.json and the report's copy of it alike, as a writer with other rules would have written both."""
+    from benchmark.report.render import report_data_from_html
+
+    evidence = json.loads((store / "evidence.json").read_text())
+    edit(evidence)
+    (store / "evidence.json").write_text(json.dumps(evidence))
+    html = (store / "report.html").read_text()
+    island = report_data_from_html(html)
+    island["evidence"] = evidence
+    start = html.index('<script type="application/json" id="report-data">') + len(
+        '<script type="application/json" id="report-data">')
+    text = json.dumps(island).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    (store / "report.html").write_text(html[:start] + text + html[html.index("</script>", start):])
+
+
+def _degenerate_comparison(evidence: dict) -> dict:
+    return next(h for h in evidence["hypotheses"] if h.get("degenerate"))
+
+
+def _drop_a_degenerate_tag(store: Path) -> None:
+    def edit(evidence: dict) -> None:
+        h = _degenerate_comparison(evidence)
+        h["degenerate"] = None
+        (h.get("monte_carlo") or h["balanced_monte_carlo"])["degenerate"] = False
+    _edit_evidence(store, edit)
+
+
+def _edit_a_collapsed_count(store: Path) -> None:
+    def edit(evidence: dict) -> None:
+        h = _degenerate_comparison(evidence)
+        (h.get("monte_carlo") or h["balanced_monte_carlo"])["collapsed_resamples"] -= 1
+    _edit_evidence(store, edit)
+
+
+def _edit_a_collapsed_count_in_the_report(store: Path) -> None:
+    html = (store / "report.html").read_text()
+    match = re.search(r'(data-evidence="H\d:collapsed_resamples">)(\d+)', html)
+    assert match is not None
+    (store / "report.html").write_text(html[:match.start(2)] + str(int(match.group(2)) + 1) + html[match.end(2):])
+
+
+@pytest.mark.parametrize("corrupt", [_drop_a_degenerate_tag, _edit_a_collapsed_count,
+                                     _edit_a_collapsed_count_in_the_report])
+def test_claim6_catches_a_tag_or_count_its_own_rules_do_not_give(clean_store: Path, tmp_path: Path, corrupt) -> None:
+    assert_only_claim_fails(corrupted(clean_store, tmp_path, corrupt), "claim6_every_status_follows")
+
+
+def _store_where_macro_f1_decides(clean: Path, tmp_path: Path, ignore_macro_f1: bool) -> Path:
+    """Eight Monte Carlo resamples on which plain-ct-kd has the higher BA but the lower macro-F1 than
+    same-modality-kd (40 cases each: 10 negative, 30 positive; nothing collapses), so H2 hangs on the macro-F1
+    condition; evidence.json and the report are written by the benchmark's rules, or by rules without it."""
+    from benchmark.evidence import rules
+    from benchmark.experiment.matrix import Declaration, RunSpec
+    from benchmark.experiment.metrics import compute_metrics
+    from benchmark.experiment.store import ResultsStore
+    from benchmark.report.render import write_report
+    from benchmark.schemas import CasePrediction, Split, SplitRole
+
+    store = tmp_path / "store"
+    shutil.copytree(clean, store)
+    template = ResultsStore(store).load_all()[0]
+    for path in (store / "runs").glob("*.json"):
+        path.unlink()
+    ids = []
+    for index in range(8):
+        patients = [f"r{index}-{k:02d}" for k in range(40)]
+        split = Split(manifest="paired", role=SplitRole.MONTE_CARLO, index=index, seed=1000 + index,
+                      train_patients=(f"t{index}",), val_patients=tuple(patients))
+        for name, (tn, tp) in (("plain-ct-kd", (10, 15)), ("same-modality-kd", (5, 29))):
+            predictions = [CasePrediction(patient_id=p, image_id=f"{p}.png", label=int(k >= 10),
+                                          score=(0.9 if k < 10 + tp else 0.1) if k >= 10 else (0.1 if k < tn else 0.9))
+                           for k, p in enumerate(patients)]
+            run_id = f"{name}-{index}"
+            spec = RunSpec(run_id=run_id, declarations=(Declaration(block="tier-1", name=name),),
+                           regime="paired-monte-carlo", configuration=template.spec.configuration, split=split,
+                           seed=1000 + index)
+            record = template.model_copy(update={"spec": spec, "val_hash": split.val_hash, "tests": {},
+                                                 "predictions": predictions, "metrics": compute_metrics(predictions)})
+            ResultsStore(store).write(record)
+            ids.append(run_id)
+    manifest = json.loads((store / "store.json").read_text())
+    manifest.update(run_ids=ids, test_sets=[])
+    (store / "store.json").write_text(json.dumps(manifest))
+
+    real = rules.monte_carlo_comparison
+
+    def without_macro_f1(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        c = real(*args, **kwargs)
+        return c.model_copy(update={"confirmed": not c.missing and not c.undefined and not c.degenerate
+                                    and c.mean_d_balanced_accuracy is not None and c.mean_d_balanced_accuracy > 0
+                                    and c.p_value is not None and c.p_value <= rules.ALPHA})
+    with pytest.MonkeyPatch.context() as patch:
+        if ignore_macro_f1:
+            patch.setattr(rules, "monte_carlo_comparison", without_macro_f1)
+        write_report(store)
+    return store
+
+
+@pytest.mark.parametrize("ignore_macro_f1", [False, True])
+def test_claim6_catches_evidence_written_by_rules_without_the_macro_f1_condition(
+        clean_store: Path, tmp_path: Path, ignore_macro_f1: bool) -> None:
+    store = _store_where_macro_f1_decides(clean_store, tmp_path, ignore_macro_f1)
+    evidence = json.loads((store / "evidence.json").read_text())
+    h2 = next(h for h in evidence["hypotheses"] if h["hypothesis"] == "H2")
+    mc = h2["monte_carlo"]
+    assert mc["mean_d_balanced_accuracy"] > 0 > mc["mean_d_macro_f1"] and mc["p_value"] <= 0.05
+    assert h2["status"] == ("supported" if ignore_macro_f1 else "not supported")
+    if ignore_macro_f1:
+        assert_only_claim_fails(store, "claim6_every_status_follows")
+    else:
+        result = run_claims(store, "claim6")
+        assert result.returncode == 0 and "2 passed" in result.stdout, result.stdout[-3000:]

@@ -270,3 +270,10 @@ def test_the_exact_sign_flip_p_value_is_scipys(differences: list[float]) -> None
     expected = permutation_test((d,), np.mean, permutation_type="samples", alternative="greater",
                                 n_resamples=np.inf).pvalue
     assert sign_flip_p_value(differences)[0] == float(expected)
+
+
+def test_one_resample_is_too_few_for_a_test_and_never_confirms(template: RunRecord) -> None:
+    records = table(template, {"plain-ct-kd": [4], "student-only": [2]})
+    comparison = monte_carlo_comparison(records, "plain-ct-kd", "student-only")
+    assert comparison.p_value is None and not comparison.confirmed and "too few" in comparison.test
+    assert status(records, "H1") == Status.NOT_EVALUABLE  # no fixed-split runs to tell tentative from not supported

@@ -132,7 +132,8 @@ def monte_carlo_comparison(records: Sequence[RunRecord], a: str, b: str, regime:
     d_ba = [r.d_balanced_accuracy for r in resamples if r.d_balanced_accuracy is not None]
     undefined = [r.split_id for r in resamples if r.d_balanced_accuracy is None]
     mean_ba, mean_f1 = _defined_mean(d_ba), _mean([r.d_macro_f1 for r in resamples])
-    p_value, test = sign_flip_p_value(d_ba) if d_ba else (None, "no resample with a defined BA difference")
+    p_value, test = (sign_flip_p_value(d_ba) if len(d_ba) >= 2 else  # scipy refuses one difference: no test
+                     (None, f"{len(d_ba)} resample(s) with a defined BA difference: too few for a sign-flip test"))
     collapsed = sum(r.a_collapsed or r.b_collapsed for r in resamples)
     degenerate = 2 * collapsed > len(resamples)
     confirmed = (not missing and not undefined and not degenerate and mean_ba is not None and mean_ba > 0
