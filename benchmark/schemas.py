@@ -23,6 +23,14 @@ ManifestName = Literal["all-xray", "all-ct", "paired"]
 SourceKind = Literal["collection", "manifest"]
 
 
+ImageReader = Literal["pillow", "pydicom", "nibabel"]
+
+
+def image_cache_key(content_sha256: str, reader: str) -> str:
+    """The image cache's key of a file: its content hash, plus the reader unless Pillow (whose keys predate this)."""
+    return content_sha256 if reader == "pillow" else f"{content_sha256}.{reader}"
+
+
 class CohortSource(BaseModel):
     """Where a cohort's rows come from: a cohort manifest CSV, or a clone of the COVID-19 Image Data Collection."""
 
@@ -42,10 +50,11 @@ class FilterReason(StrEnum):
 
     INVALID_ROW = "invalid_row"  # a required cell is empty, or an optional one (offset) holds no valid value
     INVALID_LABEL = "invalid_label"  # cohort manifest: a label that is not 0 or 1
-    OUTSIDE_DATA_ROOT = "outside_data_root"  # absolute path or ../ traversal leaving the data root
+    OUTSIDE_DATA_ROOT = "outside_data_root"  # absolute path, ../ traversal or a link whose opened file leaves the root
     VOLUME_NOT_2D = "volume_not_2d"  # collection: a 3-D volume, not read unless volumes are included
     MISSING_FILE = "missing_file"
     EMPTY_FILE = "empty_file"
+    TOO_LARGE = "too_large"  # declares more pixels (all frames, voxels) than the readers' cap `max_pixels`
     CORRUPT_IMAGE = "corrupt_image"  # exists but does not decode (truncated, not an image, ...)
     # why a reader refused a file (benchmark.data.readers.ReadFailure has the same values)
     UNREADABLE_FILE = "unreadable_file"  # the operating system refused to read it (permissions, a folder)
@@ -111,8 +120,14 @@ class ImageRecord(BaseModel):
                                              "finding contains COVID-19)")
     offset: float | None = Field(description="days since symptom onset; None when unknown")
     view: str = ""
-    content_sha256: str
+    content_sha256: str = Field(description="sha256 of the file's bytes")
+    reader: ImageReader = Field(default="pillow", description="the reader that decoded it (by the file's type)")
     line: int = Field(description="line number in the cohort's table (manifest CSV or metadata.csv)")
+
+    @property
+    def cache_key(self) -> str:
+        """The key of its cached array: content and reader, so identical bytes read as another type never share it."""
+        return image_cache_key(self.content_sha256, self.reader)
 
 
 class PairedRecord(BaseModel):
@@ -345,6 +360,9 @@ class DataAudit(BaseModel):
     label_definitions: list[LabelDefinitionSupport]
 
 
+DEFAULT_MAX_PIXELS = 2**27  # 512 x 512 x 512 voxels, 11585 x 11585 pixels: 4-8x a chest radiograph (about 1 GB decoded)
+
+
 class ReaderPolicy(BaseModel):
     """How files with more than one possible 2-D image, or with a display window, become one image."""
 
@@ -357,11 +375,16 @@ class ReaderPolicy(BaseModel):
         description="3-D NIfTI: middle axial slice (n // 2) or maximum-intensity projection along the axial axis")
     window: Literal["voi", "minmax"] = Field(
         default="voi", description="DICOM: the file's VOI LUT or window when present (else min-max), or always min-max")
+    max_pixels: int = Field(
+        default=DEFAULT_MAX_PIXELS, ge=1,
+        description="the most values a file may declare (rows x columns x frames x samples, or voxels) to be "
+                    "decoded; a file declaring more is skipped as too_large before any pixel is read")
 
     @property
     def tag(self) -> str:
         """A short name of the policy, e.g. `middle-middle-axial-voi`, used to key the image cache."""
-        return f"{self.multiframe}-{self.volume}-{self.window}"
+        cap = "" if self.max_pixels == DEFAULT_MAX_PIXELS else f"-max{self.max_pixels}"
+        return f"{self.multiframe}-{self.volume}-{self.window}{cap}"
 
 
 class ReaderUse(BaseModel):
@@ -401,8 +424,14 @@ class TestCase(BaseModel):
     label: Literal[0, 1]
     path: str = Field(description="the image file, relative to the test set's root folder (posix)")
     pixels_sha256: str = Field(description="sha256 of the decoded image (benchmark.data.readers.pixels_sha256)")
-    content_sha256: str = Field(description="sha256 of the file's bytes: the key of its cached array")
+    content_sha256: str = Field(description="sha256 of the file's bytes")
+    reader: ImageReader = Field(default="pillow", description="the reader that decoded it (by the file's type)")
     line: int = Field(description="line of the row in the test set's table (the cohort's table for held-out)")
+
+    @property
+    def cache_key(self) -> str:
+        """The key of its cached array (content and reader, as for ImageRecord)."""
+        return image_cache_key(self.content_sha256, self.reader)
 
 
 class TestExclusion(BaseModel):

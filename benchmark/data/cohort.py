@@ -24,7 +24,6 @@ from pathlib import Path
 
 from benchmark.config import CohortSettings
 from benchmark.data.imaging import CachedImage, ImageCache
-from benchmark.data.readers import file_kind
 from benchmark.schemas import (
     CohortSource,
     CohortSourceInfo,
@@ -152,7 +151,7 @@ def build_cohort(table: CohortTable, cache: ImageCache, settings: CohortSettings
             seen_ids[row.image_id] = row.line
         to_decode.append(row.resolved)
 
-    decoded = dict(zip(to_decode, _decode_all(to_decode, cache, workers, progress), strict=True))
+    decoded = dict(zip(to_decode, _decode_all(to_decode, root, cache, workers, progress), strict=True))
 
     counts = {reason: 0 for reason in FilterReason}
     skipped: list[SkippedRow] = []
@@ -193,7 +192,8 @@ def build_cohort(table: CohortTable, cache: ImageCache, settings: CohortSettings
         path_of[image_id] = relative
         records.append(ImageRecord(
             image_id=image_id, patient_id=row.patient_id, modality=role, finding=row.finding, label=row.label,
-            offset=row.offset, view=row.view, content_sha256=outcome.content_sha256, line=row.line))
+            offset=row.offset, view=row.view, content_sha256=outcome.content_sha256, reader=outcome.reader,
+            line=row.line))
 
     report = FilterReport(metadata_path=str(table.table_path), total_rows=len(rows), kept_rows=len(records),
                           counts=counts, skipped=skipped, warnings=warnings)
@@ -216,7 +216,7 @@ def pixel_identity(outcome: CachedImage) -> str:
 def _reader_of(outcome: CachedImage, path: Path) -> tuple[str, str]:
     if outcome.read is not None:
         return outcome.read.reader, outcome.read.policy
-    return file_kind(path) or "pillow", "not recorded (the file no longer reads as it did when cached)"
+    return outcome.reader, "not recorded (the file no longer reads as it did when cached)"
 
 
 def _reader_uses(readers: Counter[tuple[str, str]]) -> list[ReaderUse]:
@@ -229,12 +229,13 @@ def _reader_uses(readers: Counter[tuple[str, str]]) -> list[ReaderUse]:
     return uses
 
 
-def _decode_all(paths: list[Path], cache: ImageCache, workers: int, progress: bool) -> Iterable[CachedImage]:
-    """Put every file through the cache, in order; threads overlap file reads and decoding."""
+def _decode_all(paths: list[Path], root: Path, cache: ImageCache, workers: int,
+                progress: bool) -> Iterable[CachedImage]:
+    """Put every file through the cache, in order, each opened under the root; threads overlap reads and decoding."""
     from tqdm import tqdm
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = pool.map(cache.ensure, paths)
+        results = pool.map(lambda path: cache.ensure(path, root), paths)
         return list(tqdm(results, total=len(paths), desc="reading images", unit="img",
                          disable=not progress, leave=False))
 

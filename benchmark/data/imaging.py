@@ -1,9 +1,13 @@
 """The on-disk image cache and the in-memory image bank the engine trains from.
 
-Each image file is read once by its reader (`benchmark.data.readers`: Pillow, pydicom or nibabel, by file
-type and the settings' reader policy) to a grayscale float32 array in [0, 1], resized to the configured
-size and stored under its file's content hash, in a folder per size and (when not the default) per
-reader policy. The cache is thus shared by runs, processes and data clones holding the same bytes.
+Each image file is opened once (`benchmark.data.files`: under the cohort's folder, checked on the file
+actually opened), hashed as it streams, and read from that same descriptor by its reader
+(`benchmark.data.readers`: Pillow, pydicom or nibabel, by file type and the settings' reader policy) to a
+grayscale float32 array in [0, 1], resized to the configured size and stored under its key: the file's
+content hash and its reader (`schemas.image_cache_key`), in a folder per size and (when not the default) per
+reader policy. The cache is thus shared by runs, processes and data clones holding the same bytes, and
+identical bytes named as two file types (a `.png` and a `.dcm`) are two entries: what a cohort keeps never
+depends on what was cached before.
 Files that cannot be read are cached as failures too, so a corrupt file costs one attempt, not one per
 run; beside each array the reader's record of what it did is kept (`<sha>.read.json`).
 
@@ -13,21 +17,22 @@ filter. Normalisation (mean/std) happens at training time, not here.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
 from pydantic import ValidationError
 
 from benchmark.atomic import write_atomically
-from benchmark.data.readers import ReadInfo, read_image
+from benchmark.data.files import open_image_file, stream_sha256
+from benchmark.data.readers import ReadInfo, file_kind, read_image
 from benchmark.errors import CacheError, ImageDecodeError
-from benchmark.schemas import FilterReason, ReaderPolicy
+from benchmark.schemas import FilterReason, ReaderPolicy, image_cache_key
 
 DECODE_VERSION = 1  # bump when decoding changes: old cache entries are then ignored
 
@@ -38,20 +43,28 @@ def resize_unit(array: np.ndarray, size: int) -> np.ndarray:
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
-def decode_file(path: Path | str, size: int, policy: ReaderPolicy | None = None) -> tuple[np.ndarray, ReadInfo]:
+def decode_file(path: Path | str, size: int, policy: ReaderPolicy | None = None, *,
+                handle: BinaryIO | None = None) -> tuple[np.ndarray, ReadInfo]:
     """Read an image file by its reader and resize it: the array the cache stores; ImageDecodeError if impossible."""
-    array, info = read_image(path, policy)
+    array, info = read_image(path, policy, handle=handle)
     return resize_unit(array, size), info
 
 
 @dataclass(frozen=True)
 class CachedImage:
-    """Outcome of putting one file through the cache: its content hash, how it was read, and on failure why."""
+    """Outcome of putting one file through the cache: its content hash and reader, how it was read, and on failure
+    why (a file refused when opened has no content hash: nothing of it was read)."""
 
     content_sha256: str
     failure: FilterReason | None = None
     message: str = ""
     read: ReadInfo | None = None  # None for a failure, or an array cached before read records were kept
+    reader: str = "pillow"  # the reader its type goes to (the key's second half); "unknown" for no reader
+
+    @property
+    def key(self) -> str:
+        """The cache key of the file: content hash and reader."""
+        return image_cache_key(self.content_sha256, self.reader)
 
     @property
     def ok(self) -> bool:
@@ -67,8 +80,13 @@ def default_cache_dir() -> Path:
     return base / "ctxray-bench"
 
 
+# failures that depend on this machine or this moment (memory, permissions, I/O), not on the file's bytes
+_NOT_CACHED = frozenset({FilterReason.UNREADABLE_FILE, FilterReason.MISSING_FILE, FilterReason.OUTSIDE_DATA_ROOT})
+
+
 class ImageCache:
-    """Decoded images on disk, keyed by (content sha256, size, reader policy); safe for concurrent writers."""
+    """Decoded images on disk, keyed by (content sha256 and reader, size, reader policy); safe for concurrent
+    writers."""
 
     def __init__(self, root: Path | str | None = None, size: int = 128, policy: ReaderPolicy | None = None) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
@@ -81,63 +99,76 @@ class ImageCache:
         except OSError as exc:
             raise CacheError(f"{self.directory}: cannot create the image cache: {exc}") from exc
 
-    def _array_path(self, sha: str) -> Path:
-        return self.directory / sha[:2] / f"{sha}.npy"
+    def _array_path(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.npy"
 
-    def _failure_path(self, sha: str) -> Path:
-        return self.directory / sha[:2] / f"{sha}.failed.json"
+    def _failure_path(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.failed.json"
 
-    def _read_info_path(self, sha: str) -> Path:
-        return self.directory / sha[:2] / f"{sha}.read.json"
+    def _read_info_path(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.read.json"
 
-    def _read_info(self, sha: str, path: Path) -> ReadInfo | None:
+    def _read_info(self, key: str, path: Path, handle: BinaryIO) -> ReadInfo | None:
         """The stored record of how the array was read; an array cached before records (or pixel hashes) were kept,
         or whose record is damaged, has the file read again, once, to write it."""
         try:
-            stored = ReadInfo.model_validate_json(self._read_info_path(sha).read_bytes())
+            stored = ReadInfo.model_validate_json(self._read_info_path(key).read_bytes())
             if stored.pixels_sha256 is not None:
                 return stored
         except (OSError, ValidationError):
             pass  # no record, a damaged one, or one kept before pixel hashes: read the file once to write it
         try:
-            _, info = read_image(path, self.policy)
+            _, info = read_image(path, self.policy, handle=handle)
         except ImageDecodeError:
             return None
-        self._write_atomically(self._read_info_path(sha), info.model_dump_json().encode("utf-8"))
+        self._write_atomically(self._read_info_path(key), info.model_dump_json().encode("utf-8"))
         return info
 
-    def ensure(self, path: Path) -> CachedImage:
-        """Make sure the file's decoded array (or its decode failure) is cached; say which."""
-        sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        if self._array_path(sha).exists():
-            return CachedImage(sha, read=self._read_info(sha, path))
-        failure_file = self._failure_path(sha)
+    def ensure(self, path: Path, root: Path | None = None) -> CachedImage:
+        """Make sure the file's decoded array (or its decode failure) is cached; say which. With a root, the file
+        opened must lie under it; everything is then read from that one opened file."""
+        try:
+            handle = open_image_file(path, root)
+        except ImageDecodeError as exc:  # refused before a byte was read: nothing to cache
+            return CachedImage("", FilterReason(exc.reason), str(exc), reader=file_kind(path) or "unknown")
+        with handle:
+            return self._ensure_opened(path, handle)
+
+    def _ensure_opened(self, path: Path, handle: BinaryIO) -> CachedImage:
+        sha = stream_sha256(handle)
+        reader = file_kind(path, handle) or "unknown"
+        key = image_cache_key(sha, reader)
+        if self._array_path(key).exists():
+            return CachedImage(sha, read=self._read_info(key, path, handle), reader=reader)
+        failure_file = self._failure_path(key)
         if failure_file.exists():
             try:
                 stored = json.loads(failure_file.read_text(encoding="utf-8"))
-                return CachedImage(sha, FilterReason(stored["reason"]), stored["message"])
+                return CachedImage(sha, FilterReason(stored["reason"]), stored["message"], reader=reader)
             except (OSError, ValueError, KeyError):
                 pass  # unreadable failure marker: decode again and rewrite it
         try:
-            array, info = decode_file(path, self.size, self.policy)
+            array, info = decode_file(path, self.size, self.policy, handle=handle)
         except ImageDecodeError as exc:
             reason = FilterReason(exc.reason)
+            if reason in _NOT_CACHED or isinstance(exc.__cause__, MemoryError):  # of this machine now, not of the bytes
+                return CachedImage(sha, reason, str(exc), reader=reader)
             payload = json.dumps({"reason": reason.value, "message": str(exc)}).encode("utf-8")
             self._write_atomically(failure_file, payload)
-            return CachedImage(sha, reason, str(exc))
+            return CachedImage(sha, reason, str(exc), reader=reader)
         buffer = io.BytesIO()
         np.save(buffer, array, allow_pickle=False)
-        self._write_atomically(self._read_info_path(sha), info.model_dump_json().encode("utf-8"))
-        self._write_atomically(self._array_path(sha), buffer.getvalue())  # last: its presence means complete
-        return CachedImage(sha, read=info)
+        self._write_atomically(self._read_info_path(key), info.model_dump_json().encode("utf-8"))
+        self._write_atomically(self._array_path(key), buffer.getvalue())  # last: its presence means complete
+        return CachedImage(sha, read=info, reader=reader)
 
-    def load(self, sha: str) -> np.ndarray:
-        """The cached (size, size) float32 array of the image with this content hash."""
-        path = self._array_path(sha)
+    def load(self, key: str) -> np.ndarray:
+        """The cached (size, size) float32 array of the image with this cache key (ImageRecord.cache_key)."""
+        path = self._array_path(key)
         try:
             return np.load(path, allow_pickle=False)
         except FileNotFoundError as exc:
-            raise CacheError(f"{path}: image {sha} is not in the cache; build the cohort first") from exc
+            raise CacheError(f"{path}: image {key} is not in the cache; build the cohort first") from exc
         except ValueError as exc:
             raise CacheError(f"{path}: cached array is unreadable ({exc}); delete the file to rebuild it") from exc
 
@@ -157,14 +188,14 @@ class ImageBank:
         self.std = std
         self._arrays: dict[str, np.ndarray] = {}
 
-    def array(self, sha: str) -> np.ndarray:
-        """The normalised (size, size) float32 array of the image with this content hash."""
-        if sha not in self._arrays:
-            self._arrays[sha] = (self.cache.load(sha) - np.float32(self.mean)) / np.float32(self.std)
-        return self._arrays[sha]
+    def array(self, key: str) -> np.ndarray:
+        """The normalised (size, size) float32 array of the image with this cache key."""
+        if key not in self._arrays:
+            self._arrays[key] = (self.cache.load(key) - np.float32(self.mean)) / np.float32(self.std)
+        return self._arrays[key]
 
-    def stack(self, content_hashes: list[str]) -> np.ndarray:
-        """The images, in order, as one (N, 1, size, size) float32 array."""
-        if not content_hashes:
+    def stack(self, keys: list[str]) -> np.ndarray:
+        """The images with these cache keys (ImageRecord.cache_key), in order, as one (N, 1, size, size) array."""
+        if not keys:
             return np.zeros((0, 1, self.cache.size, self.cache.size), dtype=np.float32)
-        return np.stack([self.array(sha) for sha in content_hashes])[:, None]
+        return np.stack([self.array(key) for key in keys])[:, None]

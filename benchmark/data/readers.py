@@ -33,18 +33,27 @@ orientation, as axial DICOM is stored: anterior at the top, the patient's right 
 4-D and higher (a fourth axis longer than 1) is refused. NIfTI has no window: min-max scaling.
 
 A constant image (nothing to scale) and non-finite values are refused rather than divided by zero.
+
+Size before memory: every reader first reads only the header, and a file declaring more values than the policy's
+`max_pixels` (rows x columns x bands for Pillow; frames x rows x columns x samples for DICOM, whose pixel data
+is deferred until then; every voxel for NIfTI) is refused as `too_large` before any pixel is decoded. Running
+out of memory below the cap refuses that file the same way rather than ending the command. A file is read from
+one open handle (`benchmark.data.files`), never reopened by its path.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
+import math
+import os
 import stat
 import warnings
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, BinaryIO, Literal, TypeVar
 
 import nibabel
 import numpy as np
@@ -63,6 +72,7 @@ from benchmark.schemas import FilterReason, ReaderPolicy
 PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+DEFER_SIZE = "1 MB"  # DICOM values larger than this (the pixel data) are read only once the size cap has passed
 
 T = TypeVar("T")
 NiftiImage = nibabel.Nifti1Image | nibabel.Nifti2Image
@@ -86,6 +96,7 @@ class ReadFailure(StrEnum):
     NOT_NIFTI = "not_nifti"  # nibabel cannot tell the file is NIfTI (or its header is cut short)
     VOLUME_4D = "volume_4d"  # NIfTI with a fourth (or higher) axis longer than 1
     CONSTANT_IMAGE = "constant_image"  # every pixel equal: nothing to scale to [0, 1]
+    TOO_LARGE = FilterReason.TOO_LARGE.value  # declares more values than [readers] max_pixels (checked before decoding)
     NON_FINITE = "non_finite"  # NaN or infinite values in the image
 
 
@@ -111,39 +122,59 @@ def pixels_sha256(array: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def read_image(path: Path | str, policy: ReaderPolicy | None = None) -> tuple[np.ndarray, ReadInfo]:
-    """Read one image file as a 2-D float32 array in [0, 1]; ImageDecodeError (a ReadFailure reason) if impossible."""
+def read_image(path: Path | str, policy: ReaderPolicy | None = None, *,
+               handle: BinaryIO | None = None) -> tuple[np.ndarray, ReadInfo]:
+    """Read one image file as a 2-D float32 array in [0, 1]; ImageDecodeError (a ReadFailure reason) if impossible.
+
+    With `handle` (the file already opened, and checked, by `benchmark.data.files.open_image_file`) every byte is
+    read from it and `path` only names the file and its type; without, the file is opened here, once."""
     path = Path(path)
     policy = policy or ReaderPolicy()
-    kind = file_kind(path)
+    if handle is not None:
+        return _read_opened(path, handle, policy)
+    from benchmark.data.files import open_image_file
+
+    with open_image_file(path) as opened:
+        return _read_opened(path, opened, policy)
+
+
+def _read_opened(path: Path, handle: BinaryIO, policy: ReaderPolicy) -> tuple[np.ndarray, ReadInfo]:
     try:
-        status = path.stat()
-    except FileNotFoundError as exc:
-        raise ImageDecodeError(path, ReadFailure.MISSING_FILE, "file does not exist") from exc
-    except OSError as exc:
-        raise ImageDecodeError(path, ReadFailure.UNREADABLE_FILE,
-                               f"cannot read the file: {exc.strerror or exc}") from exc
-    if not stat.S_ISREG(status.st_mode):
-        raise ImageDecodeError(path, ReadFailure.UNREADABLE_FILE, "not a regular file (a folder?)")
-    if status.st_size == 0:
-        raise ImageDecodeError(path, ReadFailure.EMPTY_FILE, "file is empty")
-    if kind is None:
-        raise ImageDecodeError(path, ReadFailure.UNSUPPORTED_TYPE,
-                               f"no reader for {_suffix(path) or 'a file without a suffix (and no DICOM marker)'}; "
-                               f"readable: {', '.join(PILLOW_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES)}")
-    try:
+        status = os.fstat(handle.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            raise ImageDecodeError(path, ReadFailure.UNREADABLE_FILE, "not a regular file (a folder?)")
+        if status.st_size == 0:
+            raise ImageDecodeError(path, ReadFailure.EMPTY_FILE, "file is empty")
+        kind = file_kind(path, handle)
+        if kind is None:
+            raise ImageDecodeError(path, ReadFailure.UNSUPPORTED_TYPE,
+                                   f"no reader for {_suffix(path) or 'a file without a suffix (and no DICOM marker)'}"
+                                   f"; readable: {', '.join(PILLOW_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES)}")
+        handle.seek(0)
         if kind == "pillow":
-            array, info = _read_pillow(path)
+            array, info = _read_pillow(path, handle, policy)
         elif kind == "pydicom":
-            array, info = _read_dicom(path, policy)
+            array, info = _read_dicom(path, handle, policy)
         else:
-            array, info = _read_nifti(path, policy)
+            array, info = _read_nifti(path, handle, policy)
         return array, info.model_copy(update={"pixels_sha256": pixels_sha256(array)})
     except OSError as exc:  # read errors of the machine not caught by a reader (permissions, I/O)
         raise ImageDecodeError(path, ReadFailure.UNREADABLE_FILE, f"cannot read the file: {exc}") from exc
+    except MemoryError as exc:  # under the cap, yet more than this machine holds: this file is skipped, not the run
+        raise ImageDecodeError(path, ReadFailure.TOO_LARGE,
+                               "ran out of memory decoding it; lower [readers] max_pixels or add memory") from exc
 
 
-def file_kind(path: Path) -> Literal["pillow", "pydicom", "nibabel"] | None:
+def check_declared_size(path: Path, declared: tuple[int, ...], what: str, policy: ReaderPolicy) -> None:
+    """Refuse, before decoding, a file whose declared dimensions hold more values than the policy's cap."""
+    values = math.prod(max(0, int(n)) for n in declared)
+    if values > policy.max_pixels:
+        raise ImageDecodeError(path, ReadFailure.TOO_LARGE,
+                               f"declares {' x '.join(str(int(n)) for n in declared)} {what} = {values:,} values, more "
+                               f"than the cap of {policy.max_pixels:,} ([readers] max_pixels); not decoded")
+
+
+def file_kind(path: Path, handle: BinaryIO | None = None) -> Literal["pillow", "pydicom", "nibabel"] | None:
     """The reader a file goes to by its suffix (a suffix-less file with a DICOM marker is DICOM); None if none."""
     suffix = _suffix(path)
     if suffix in PILLOW_SUFFIXES:
@@ -152,7 +183,7 @@ def file_kind(path: Path) -> Literal["pillow", "pydicom", "nibabel"] | None:
         return "pydicom"
     if suffix in NIFTI_SUFFIXES:
         return "nibabel"
-    if suffix == "" and _has_dicom_marker(path):
+    if suffix == "" and _has_dicom_marker(path, handle):
         return "pydicom"
     return None
 
@@ -162,11 +193,16 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
-def _has_dicom_marker(path: Path) -> bool:
+def _has_dicom_marker(path: Path, handle: BinaryIO | None = None) -> bool:
     try:
-        with path.open("rb") as handle:
+        if handle is not None:
             handle.seek(128)
-            return handle.read(4) == b"DICM"
+            marked = handle.read(4) == b"DICM"
+            handle.seek(0)
+            return marked
+        with path.open("rb") as opened:
+            opened.seek(128)
+            return opened.read(4) == b"DICM"
     except OSError:
         return False
 
@@ -178,22 +214,29 @@ _MAX_PIXELS = 20_000 * 20_000  # refuse decompression bombs rather than exhausti
 DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
-def open_image(data: bytes, *, source: Path | str = "<bytes>") -> Image.Image:
-    """Open and load image bytes with Pillow; ImageDecodeError when empty, too large or undecodable."""
-    if not data:
+def open_image(data: bytes | BinaryIO, *, source: Path | str = "<bytes>",
+               policy: ReaderPolicy | None = None) -> Image.Image:
+    """Open and load an image (bytes or an open binary file) with Pillow; ImageDecodeError when empty, larger than
+    the policy's cap (checked on the declared size, before decoding) or undecodable."""
+    if isinstance(data, bytes | bytearray) and not data:
         raise ImageDecodeError(source, FilterReason.EMPTY_FILE, "file is empty")
+    cap = min((policy or ReaderPolicy()).max_pixels, _MAX_PIXELS)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            if image.width * image.height > _MAX_PIXELS:
-                raise ImageDecodeError(source, FilterReason.CORRUPT_IMAGE,
-                                       f"{image.width}x{image.height} pixels is too large to decode")
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the cap below decides
+            image = Image.open(io.BytesIO(data) if isinstance(data, bytes | bytearray) else data)
+            bands = len(image.getbands())
+            if image.width * image.height * bands > cap:
+                raise ImageDecodeError(source, FilterReason.TOO_LARGE,
+                                       f"declares {image.width} x {image.height} pixels x {bands} band(s) = "
+                                       f"{image.width * image.height * bands:,} values, more than the cap of "
+                                       f"{cap:,} ([readers] max_pixels); not decoded")
             image.load()
     except ImageDecodeError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
-            Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # beyond Pillow's own limit, whatever our cap says
+        raise ImageDecodeError(source, FilterReason.TOO_LARGE, f"not decoded: {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(source, FilterReason.CORRUPT_IMAGE, f"cannot decode image: {exc}") from exc
     return image
 
@@ -216,8 +259,8 @@ def to_unit_grayscale(image: Image.Image) -> np.ndarray:
 
 
 
-def _read_pillow(path: Path) -> tuple[np.ndarray, ReadInfo]:
-    image = open_image(path.read_bytes(), source=path)
+def _read_pillow(path: Path, handle: BinaryIO, policy: ReaderPolicy) -> tuple[np.ndarray, ReadInfo]:
+    image = open_image(handle, source=path, policy=policy)
     try:
         array = to_unit_grayscale(image)
     except ImageDecodeError as exc:  # to_unit_grayscale does not know the file's name
@@ -235,8 +278,9 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, ReadInfo]:
 # --- DICOM --------------------------------------------------------------------------------------------
 
 
-def _read_dicom(path: Path, policy: ReaderPolicy) -> tuple[np.ndarray, ReadInfo]:
-    ds = _parse_dicom(path)
+def _read_dicom(path: Path, handle: BinaryIO, policy: ReaderPolicy) -> tuple[np.ndarray, ReadInfo]:
+    ds = _parse_dicom(path, handle)
+    _check_dicom_size(path, ds, policy)
     pixels, shape = _dicom_pixels(path, ds)
     steps: list[str] = []
     values = _call(path, ReadFailure.UNDECODABLE_PIXEL_DATA, "modality LUT", apply_modality_lut, pixels, ds)
@@ -273,18 +317,20 @@ def _read_dicom(path: Path, policy: ReaderPolicy) -> tuple[np.ndarray, ReadInfo]
                            original_shape=shape)
 
 
-def _parse_dicom(path: Path) -> Dataset:
+def _parse_dicom(path: Path, handle: BinaryIO) -> Dataset:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom warns about non-conformant values it still reads
-            ds = pydicom.dcmread(path)
+            handle.seek(0)
+            ds = pydicom.dcmread(handle, defer_size=DEFER_SIZE)
     except InvalidDicomError:
-        ds = _parse_without_marker(path)
+        ds = _parse_without_marker(path, handle)
     except MemoryError:
         raise
     except Exception as exc:  # pydicom raises many types on malformed input
         raise ImageDecodeError(path, ReadFailure.CORRUPT_DICOM,
                                f"pydicom cannot parse the DICOM data set: {type(exc).__name__}: {exc}") from exc
+    ds.filename, ds.buffer = None, handle  # deferred values are read from this handle, never by reopening a path
     last = max(ds.keys(), default=None)
     if last is not None:
         raw = ds.get_item(last)
@@ -300,12 +346,13 @@ def _parse_dicom(path: Path) -> Dataset:
     return ds
 
 
-def _parse_without_marker(path: Path) -> Dataset:
+def _parse_without_marker(path: Path, handle: BinaryIO) -> Dataset:
     """Old or bare DICOM lacks the preamble: accept it only if, read without it, it holds an image."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, force=True)
+            handle.seek(0)
+            ds = pydicom.dcmread(handle, force=True, defer_size=DEFER_SIZE)
             image_like = "PixelData" in ds and "Rows" in ds and "Columns" in ds
     except MemoryError:
         raise
@@ -315,6 +362,17 @@ def _parse_without_marker(path: Path) -> Dataset:
         raise ImageDecodeError(path, ReadFailure.NOT_DICOM,
                                "not a DICOM file (no 'DICM' marker at byte 128, and no image when read without it)")
     return ds
+
+
+def _check_dicom_size(path: Path, ds: Dataset, policy: ReaderPolicy) -> None:
+    """The cap on rows x columns x frames x samples, from the header, before the pixel data is read or decoded."""
+    try:
+        declared = (int(ds.get("NumberOfFrames", 1) or 1), int(ds.get("Rows", 0) or 0),
+                    int(ds.get("Columns", 0) or 0), int(ds.get("SamplesPerPixel", 1) or 1))
+    except (TypeError, ValueError) as exc:
+        raise ImageDecodeError(path, ReadFailure.UNDECODABLE_PIXEL_DATA,
+                               f"unreadable Rows, Columns, Number of Frames or Samples per Pixel: {exc}") from exc
+    check_declared_size(path, declared, "(frames x rows x columns x samples)", policy)
 
 
 def _sop_name(ds: Dataset) -> str:
@@ -390,10 +448,12 @@ def _reduce_frames(values: np.ndarray, policy: ReaderPolicy) -> tuple[np.ndarray
 # --- NIfTI --------------------------------------------------------------------------------------------
 
 
-def _read_nifti(path: Path, policy: ReaderPolicy) -> tuple[np.ndarray, ReadInfo]:
+def _read_nifti(path: Path, handle: BinaryIO, policy: ReaderPolicy) -> tuple[np.ndarray, ReadInfo]:
     try:
-        image = nibabel.load(path)
+        image = _open_nifti(path, handle)
     except MemoryError:
+        raise
+    except ImageDecodeError:
         raise
     except ImageFileError as exc:
         raise ImageDecodeError(path, ReadFailure.NOT_NIFTI, f"nibabel cannot read it as NIfTI: {exc}") from exc
@@ -403,6 +463,7 @@ def _read_nifti(path: Path, policy: ReaderPolicy) -> tuple[np.ndarray, ReadInfo]
     if not isinstance(image, NiftiImage):
         raise ImageDecodeError(path, ReadFailure.NOT_NIFTI, f"{type(image).__name__} is not a NIfTI image")
     shape = tuple(int(n) for n in image.shape)
+    check_declared_size(path, shape, "voxels", policy)
     dtype = image.get_data_dtype()
     if dtype.fields is not None or np.issubdtype(dtype, np.complexfloating):
         raise ImageDecodeError(path, ReadFailure.NOT_GRAYSCALE, f"voxel type {dtype} is not a real grey value")
@@ -423,6 +484,21 @@ def _read_nifti(path: Path, policy: ReaderPolicy) -> tuple[np.ndarray, ReadInfo]
     array = _to_unit(path, values, None, "")
     steps.append("min-max -> [0, 1]")
     return array, ReadInfo(reader="nibabel", policy="nifti: " + ", ".join(steps), original_shape=shape)
+
+
+def _open_nifti(path: Path, handle: BinaryIO) -> NiftiImage:
+    """The NIfTI-1 or NIfTI-2 image in an open file (gzip when named .nii.gz), header read, voxels not yet."""
+    handle.seek(0)
+    stream: BinaryIO = gzip.GzipFile(fileobj=handle, mode="rb") if _suffix(path) == ".nii.gz" else handle
+    head = stream.read(4)
+    stream.seek(0)
+    if len(head) < 4:
+        raise ImageDecodeError(path, ReadFailure.NOT_NIFTI, "file too short for a NIfTI header")
+    sizes = {int.from_bytes(head, "little"), int.from_bytes(head, "big")}
+    kind = nibabel.Nifti1Image if 348 in sizes else nibabel.Nifti2Image if 540 in sizes else None
+    if kind is None:
+        raise ImageDecodeError(path, ReadFailure.NOT_NIFTI, "header size is neither 348 (NIfTI-1) nor 540 (NIfTI-2)")
+    return kind.from_stream(stream)
 
 
 def _nifti_axial(path: Path, image: NiftiImage, shape: tuple[int, int, int], policy: ReaderPolicy,

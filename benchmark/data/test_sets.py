@@ -95,7 +95,7 @@ def held_out_set(cohort: Cohort, manifests: dict[ManifestName, Manifest]) -> Tes
             continue
         cases.append(TestCase(patient_id=record.patient_id, image_id=record.image_id, label=record.label,
                               path=cohort.paths[record.image_id], pixels_sha256=cohort.pixels[record.image_id],
-                              content_sha256=record.content_sha256, line=record.line))
+                              content_sha256=record.content_sha256, reader=record.reader, line=record.line))
     if not cases:
         return None
     return TestSet(
@@ -121,7 +121,7 @@ def _target_only(cohort: Cohort) -> tuple[list[TestCase], FilterReport]:
             continue
         cases.append(TestCase(patient_id=record.patient_id, image_id=record.image_id, label=record.label,
                               path=cohort.paths[record.image_id], pixels_sha256=cohort.pixels[record.image_id],
-                              content_sha256=record.content_sha256, line=record.line))
+                              content_sha256=record.content_sha256, reader=record.reader, line=record.line))
     skipped.sort(key=lambda s: s.line)
     return cases, report.model_copy(update={"kept_rows": len(cases), "counts": counts, "skipped": skipped})
 

@@ -135,7 +135,7 @@ class Engine:
         self._test_inputs: dict[str, Tensor] = {}
 
     def _images(self, records: list[ImageRecord]) -> Tensor:
-        return torch.from_numpy(self.bank.stack([r.content_sha256 for r in records]))
+        return torch.from_numpy(self.bank.stack([r.cache_key for r in records]))
 
     def _matched_ct(self, records: list[ImageRecord]) -> list[ImageRecord]:
         return [self._pairs[r.image_id].ct for r in records]
@@ -261,7 +261,7 @@ class Engine:
         """The normalised images of a test set, stacked once per engine (every run scores the same tensor)."""
         if test_set.name not in self._test_inputs:
             self._test_inputs[test_set.name] = torch.from_numpy(
-                self.bank.stack([c.content_sha256 for c in test_set.cases]))
+                self.bank.stack([c.cache_key for c in test_set.cases]))
         return self._test_inputs[test_set.name]
 
     def score_tests(self, fitted: FittedRun) -> dict[str, TestOutput]:

@@ -70,7 +70,7 @@ def teacher_key(config: TeacherConfig, records: list[ImageRecord], seed: int, ba
     identity = {
         "code": MODEL_CODE_VERSION, "torch": torch.__version__, "device": device.type,
         "teacher": config.model_dump(mode="json"), "seed": seed,
-        "images": sorted([r.image_id, r.content_sha256, r.label] for r in records),
+        "images": sorted([r.image_id, r.cache_key, r.label] for r in records),
         "image_size": bank.cache.size, "normalise": [bank.mean, bank.std],
     }
     if path != "per-run":
@@ -134,7 +134,7 @@ class TeacherStore:
             labels = torch.tensor([r.label for r in request.records], dtype=torch.long)
             model = build_network(request.config.network, derive_generator(request.seed, "init"))
             objective = Objective(LossConfig(), inverse_frequency_weights(labels), has_teacher=False)
-            inputs = torch.from_numpy(bank.stack([r.content_sha256 for r in request.records]))
+            inputs = torch.from_numpy(bank.stack([r.cache_key for r in request.records]))
             built[key] = (model, objective, TrainingSet(inputs, labels))
         fitted = dict(zip(built, fit_all([Trainee(*built[key], requests[key].config.training, requests[key].seed)
                                           for key in built], device, path == "stacked"), strict=True))
