@@ -198,6 +198,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     configurations = with_added_configurations(args.configurations)
+    _say_plugin_code(args.configurations)
     if args.configuration not in configurations:
         raise ConfigError(f"unknown configuration {args.configuration!r}; declared: {', '.join(configurations)}")
     configuration = configurations[args.configuration]
@@ -233,10 +234,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say_plugin_code(configurations_path: str | None) -> None:
+    """One line naming the plugin code a --configurations file makes this command import and run: it must be
+    trusted as an installed package is (README, "Your own method")."""
+    if not configurations_path:
+        return
+    from benchmark.methods.configurations import with_added_configurations
+    from benchmark.methods.registry import plugin_code
+
+    found = plugin_code(with_added_configurations(configurations_path).values())
+    if found:
+        print(f"ctxray-bench: note: {configurations_path} runs plugin code with your rights: {'; '.join(found)}; "
+              "use only configuration files and plugins you trust", file=sys.stderr)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from benchmark.experiment.runner import RunRequest, run_profile
     from benchmark.report.render import write_store_outputs
 
+    _say_plugin_code(args.configurations)
     out = Path(args.out or f"results/{args.profile}")
     request = RunRequest(
         data_root=_cohort_of(args), profile=args.profile, out=out, workers=args.workers,

@@ -13,9 +13,9 @@ An unknown name, or an entry that fails to import, is a RegistryError naming it 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from benchmark.errors import RegistryError
 
@@ -62,6 +62,18 @@ class Registry(Generic[F]):
         raise RegistryError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}; a plugin adds one "
                             f"through the entry-point group {self.group!r}, or name it as module:attribute")
 
+    def origin(self, name: str) -> str | None:
+        """Where the code behind `name` comes from when it is not this package's (a plugin's entry point, or
+        `module:attribute`); None for a built-in. Nothing is imported to tell."""
+        for entry in entry_points(group=self.group):
+            if entry.name == name:
+                dist = getattr(entry.dist, "name", None) or "?"
+                own = dist.replace("_", "-").lower() == "ctxray-bench" or name in self._factories
+                return None if own else f"{self.kind} {name!r} = {entry.value} (installed by {dist})"
+        if name in self._factories:
+            return None
+        return f"{self.kind} {name!r} (imported from the Python path)" if ":" in name else None
+
     def names(self) -> list[str]:
         """Every name this registry can resolve without importing: built-ins and installed entry points."""
         return sorted({*self._factories, *(e.name for e in entry_points(group=self.group))})
@@ -78,3 +90,14 @@ class Registry(Generic[F]):
 
 OBJECTIVES: Registry[Callable[..., object]] = Registry("objective", OBJECTIVES_GROUP)
 NETWORKS: Registry[Callable[..., object]] = Registry("network", NETWORKS_GROUP)
+
+
+def plugin_code(configurations: Iterable[Any]) -> list[str]:
+    """The plugins (objectives and networks not of this package) that these configurations would import and run."""
+    found: list[str] = []
+    for configuration in configurations:
+        networks = [configuration.network] + ([configuration.teacher.network] if configuration.teacher else [])
+        named = [NETWORKS.origin(n.architecture) for n in networks]
+        named += [OBJECTIVES.origin(term.objective) for term in configuration.loss.terms]
+        found += [origin for origin in named if origin is not None and origin not in found]
+    return found
