@@ -76,6 +76,15 @@ class CohortSettings(BaseModel):
                                   "`volumes/` folder) by the reader policy instead of skipping them")
     readers: ReaderPolicy = Field(default_factory=ReaderPolicy)
 
+    @field_validator("target_modality", "privileged_modality")
+    @classmethod
+    def _a_modality_has_a_name(cls, value: str) -> str:
+        if not modality_key(value):
+            raise ValueError(f"a modality name may not be blank (value {value!r})")
+        if not value.isprintable():
+            raise ValueError(f"a modality name may not hold control characters (value {value!r})")
+        return value
+
     @model_validator(mode="after")
     def _two_different_modalities(self) -> CohortSettings:
         if modality_key(self.target_modality) == modality_key(self.privileged_modality):

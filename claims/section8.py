@@ -202,8 +202,7 @@ def decide(runs: Sequence[Run], candidates: Sequence[str]) -> dict[str, Verdict]
     unknown = h1 == NOT_EVALUABLE or balanced is None or not _named(runs, "plain-ct-kd", MONTE_CARLO) or not _named(
         runs, a, MONTE_CARLO)
     verdicts["H5"] = Verdict(NOT_SUPPORTED if failing else NOT_EVALUABLE if unknown else SUPPORTED, balanced)
-    present = {n for r in runs for n in r.names}
-    for candidate in (c for c in candidates if c in present):
+    for candidate in candidates:  # a declared candidate without runs is not evaluable, never left out
         for control in CONTROLS:
             if control != candidate:
                 verdicts[f"{candidate} vs {control}"] = _mc_rule(runs, candidate, control)
@@ -231,9 +230,11 @@ def candidates_of(records: Sequence[Any]) -> list[str]:
 Scope = tuple[str | None, int | None]  # (test set or None for validation, student epochs or None for the headline)
 
 
-def all_verdicts(records: Sequence[Any], test_sets: Sequence[str]) -> dict[Scope, dict[str, Verdict]]:
-    """Every verdict of a store: on the validation cases and on each test set, headline and at every length."""
-    candidates = candidates_of(records)
+def all_verdicts(records: Sequence[Any], test_sets: Sequence[str],
+                 declared: Sequence[str] = ()) -> dict[Scope, dict[str, Verdict]]:
+    """Every verdict of a store: on the validation cases and on each test set, headline and at every length; the
+    candidates are those `declared` (the store's profile) and any with runs."""
+    candidates = list(dict.fromkeys([*declared, *candidates_of(records)]))
     result: dict[Scope, dict[str, Verdict]] = {}
     for test_set in [None, *test_sets]:
         scored = {r.spec.run_id: (r.predictions if test_set is None else r.tests[test_set].predictions)

@@ -101,6 +101,17 @@ def test_claim2_every_validation_set_has_k_patients_and_the_declared_negatives(r
     assert len(set(sets)) == len(sets), "two Monte Carlo resamples share a validation set"
 
 
+def test_claim2_the_store_holds_every_run_its_profile_declares(records: list[RunRecord],
+                                                               manifest: StoreManifest) -> None:
+    stored = {r.spec.run_id for r in records}
+    missing = [run_id for run_id in manifest.run_ids if run_id not in stored]
+    with_runs = {name for r in records for name in r.spec.names}
+    lost = [name for name in _declared_candidates(manifest) if name not in with_runs]
+    assert not missing, (f"{len(missing)} of the {len(manifest.run_ids)} runs the profile declares are not in the "
+                         f"store (failed or never run; first: {missing[0]}); no verdict rests on an incomplete "
+                         "matrix" + (f"; candidates without a single run: {', '.join(lost)}" if lost else ""))
+
+
 def test_claim3_every_paired_case_carries_the_stores_match(records: list[RunRecord], manifest: StoreManifest) -> None:
     matches = {p.xray_image_id: (p.ct_image_id, p.offset_gap) for p in manifest.pairs}
     assert matches, "store.json keeps no paired match (PROTOCOL section 2)"
@@ -213,7 +224,12 @@ def test_claim5_every_reported_number_recomputes_from_the_per_case_predictions(
 def verdicts(records: list[RunRecord], manifest: StoreManifest) -> dict[Scope, dict[str, Verdict]]:
     """Section 8 decided again by claims/section8.py (which imports nothing from benchmark.evidence) on the stored
     per-case predictions, for the validation cases and every test set, headline and every training length."""
-    return all_verdicts(records, [t.name for t in manifest.test_sets])
+    return all_verdicts(records, [t.name for t in manifest.test_sets], _declared_candidates(manifest))
+
+
+def _declared_candidates(manifest: StoreManifest) -> list[str]:
+    """The candidates the store's profile declares (its `candidates` block), whether or not their runs succeeded."""
+    return [name for block in manifest.profile.blocks if block.name == "candidates" for name in block.configurations]
 
 
 @pytest.fixture(scope="module")

@@ -173,3 +173,42 @@ def test_the_claims_catch_a_candidate_status_misreported_in_evidence(plugin_stor
                            str(tampered), "-k", "claim6_every_status_follows"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 1 and "the rules give" in done.stdout, done.stdout[-3000:]
+
+
+def test_a_candidate_that_trains_exactly_what_a_control_trains_is_refused_naming_both(tmp_path: Path) -> None:
+    text = '''
+[[configurations]]
+name = "renamed-plain-kd"
+role = "candidate"
+tier = 1
+manifest = "paired"
+network = "student"
+teacher = { modality = "ct", network = "teacher" }
+candidate = true
+'''
+    with pytest.raises(ConfigError, match=r"candidate 'renamed-plain-kd' trains exactly what 'plain-ct-kd' trains"):
+        with_added_configurations(_write(tmp_path, text))
+
+
+def test_a_candidate_whose_runs_all_failed_is_shown_not_evaluable_and_fails_the_claims(
+        plugin_store: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    from benchmark.cli import main
+
+    out, env = plugin_store
+    store = tmp_path / "store"
+    shutil.copytree(out, store)
+    for record in (store / "runs").glob("*.json"):  # failed runs leave no record
+        if "ct-logit-mse" in {d["name"] for d in json.loads(record.read_text())["spec"]["declarations"]}:
+            record.unlink()
+    assert main(["report", "--results", str(store)]) == 0
+    evidence = json.loads((store / "evidence.json").read_text())
+    [lost] = [c for c in evidence["candidates"] if c["name"] == "ct-logit-mse"]
+    assert {c["status"] for c in lost["comparisons"]} == {"not evaluable"}
+    html = (store / "report.html").read_text(encoding="utf-8")
+    assert 'data-candidate="ct-logit-mse"' in html
+    assert 'data-evidence="ct-logit-mse vs plain-ct-kd:status">not evaluable<' in html
+    done = subprocess.run([sys.executable, "-m", "pytest", "claims/", "-q", "-p", "no:cacheprovider", "--results",
+                           str(store), "-k", "claim2 or claim6"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 1 and "candidates without a single run: ct-logit-mse" in done.stdout, done.stdout[-3000:]
+    assert "claim6" not in "".join(line for line in done.stdout.splitlines() if line.startswith("FAILED"))

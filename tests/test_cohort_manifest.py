@@ -243,3 +243,18 @@ def test_every_manifest_row_is_kept_or_counted_once(tmp_path_factory: pytest.Tem
     assert len({r.image_id for r in cohort.records}) == len(cohort.records)
     for record in cohort.records:
         assert record.label in (0, 1) and record.patient_id and (folder / record.image_id).is_file()
+
+
+def test_a_column_named_twice_is_refused_naming_line_1_and_the_column(tmp_path: Path, cache: ImageCache) -> None:
+    folder = tmp_path / "c"
+    folder.mkdir()
+    manifest = folder / "manifest.csv"
+    manifest.write_text("patient_id,modality,label,path,label\np1,xray,1,a.png,0\n", encoding="utf-8")
+    with pytest.raises(MetadataError, match=r"manifest\.csv, line 1: column\(s\) named twice: label"):
+        load_cohort(manifest, cache)
+
+
+@pytest.mark.parametrize("name", ["   ", "\t", "x\x1bray"])
+def test_a_blank_or_unprintable_modality_name_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="modality name may not"):
+        CohortSettings(target_modality=name)

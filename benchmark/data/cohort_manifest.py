@@ -21,6 +21,7 @@ whatever the file itself has (missing, empty, unreadable, duplicate, ...), as fo
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 from pathlib import Path
 
@@ -47,11 +48,12 @@ def read_manifest_csv(path: Path) -> pd.DataFrame:
         raise MetadataError(path, f"cannot read the cohort manifest: {describe_os_error(exc)}") from exc
     if not raw.strip():
         raise MetadataError(path, "cohort manifest is empty (no header row)")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")  # a BOM (Excel) is not a name
+    try:  # header=None: pandas would rename a repeated name (`label.1`), hiding it from the check below
+        frame = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False, encoding="utf-8-sig", header=None)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise MetadataError(path, f"cannot parse as UTF-8 CSV: {str(exc).splitlines()[0][:200]}") from exc
-    columns = [str(c).strip() for c in frame.columns]
+    columns = [str(c).strip() for c in frame.iloc[0]]
+    frame = frame.iloc[1:].reset_index(drop=True)
     frame.columns = columns
     missing = [c for c in REQUIRED if c not in columns]
     if missing:

@@ -394,18 +394,24 @@ _CONTROL_STATEMENTS = {
 
 
 def candidate_names(records: Sequence[RunRecord]) -> list[str]:
-    """The candidate methods of a store: the names its candidates block declared, in declaration order."""
+    """The candidate methods that have runs here: the names their candidates block declared, in declaration order."""
     return list(dict.fromkeys(d.name for r in records if r.spec.configuration.candidate
                               for d in r.spec.declarations if d.block == CANDIDATE_BLOCK))
 
 
+def declared_candidates(manifest: StoreManifest) -> list[str]:
+    """The candidate methods a store's profile declares, whether or not any of their runs succeeded: a candidate
+    whose runs all failed is decided (not evaluable), never dropped."""
+    return [name for block in manifest.profile.blocks if block.name == CANDIDATE_BLOCK
+            for name in block.configurations]
+
+
 def decide_candidates(records: Sequence[RunRecord], names: Sequence[str], cohort: PairedCohort | None = None,
                       estimator: Estimator | None = None) -> list[CandidateEvidence]:
-    """Every candidate of `names` that has runs here against every control, each by the rule of H2/H3: supported
-    iff MC-confirmed. `estimator` replaces the validation effect estimate (a test set's)."""
+    """Every candidate of `names` against every control, each by the rule of H2/H3: supported iff MC-confirmed (not
+    evaluable without its runs). `estimator` replaces the validation effect estimate (a test set's)."""
     result = []
-    present = {name for r in records for name in r.spec.names}
-    for name in (n for n in names if n in present):
+    for name in names:
         comparisons = [_decide(Hypothesis(f"{name} vs {control}", _CONTROL_STATEMENTS[control], name, control,
                                           f"supported iff {MC_RULE}; otherwise 'not supported'"),
                                records, {}, cohort, None, estimator) for control in CONTROLS if control != name]
@@ -478,12 +484,12 @@ def decide_everything(records: Sequence[RunRecord], cohort: PairedCohort | None 
 
 
 def evaluate_hypotheses(records: Sequence[RunRecord], cohort: PairedCohort | None = None,
-                        power: PowerGrounding | None = None) -> Evidence:
+                        power: PowerGrounding | None = None, names: Sequence[str] | None = None) -> Evidence:
     """The status of H1-H5 on these runs (the headline, at the protocol's training length) and at every student
     training length of the training-length stress test, each with the numbers and the rule it was decided by.
 
     `cohort` and `power` let the effect estimates say in patients what a confirmation would need."""
-    decided = decide_everything(records, cohort, power)
+    decided = decide_everything(records, cohort, power, names=names)
     return Evidence(runs=len(records), hypotheses=decided.hypotheses, training_lengths=decided.training_lengths,
                     depends_on_training_length=decided.depends_on_training_length, candidates=decided.candidates,
                     degenerate_headline=[h.hypothesis for h in decided.hypotheses

@@ -108,8 +108,7 @@ class RunSpec(BaseModel):
 
 def run_id(configuration: Configuration, split: Split, seed: int) -> str:
     """Stable id: sha256 of the configuration's content (not its name), the split and the seed."""
-    content = configuration.model_dump(mode="json", exclude={"name", "role", "tier", "candidate"})
-    identity = {"configuration": content, "split": split.model_dump(mode="json", exclude={"split_id"}),
+    identity = {"configuration": configuration.content(), "split": split.model_dump(mode="json", exclude={"split_id"}),
                 "seed": seed}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:20]
 

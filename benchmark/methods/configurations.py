@@ -96,6 +96,10 @@ class Configuration(BaseModel):
         """A paired configuration that reads X-ray only at inference (the protocol's deployed model)."""
         return self.manifest == "paired" and self.inference_inputs == ("xray",)
 
+    def content(self) -> dict[str, Any]:
+        """What is trained, without the names it is known by (name, role, tier, candidate): the part run ids hash."""
+        return self.model_dump(mode="json", exclude={"name", "role", "tier", "candidate"})
+
     def with_overrides(self, name: str, overrides: dict[str, Any]) -> Configuration:
         """A variant of this configuration under a new name, with nested fields replaced (validated)."""
         data = self.model_dump()
@@ -149,7 +153,17 @@ def with_added_configurations(path: Path | str | None) -> dict[str, Configuratio
     for name, configuration in added.items():
         if name in packaged and packaged[name] != configuration:
             raise ConfigError(f"{source}: configuration {name!r} redefines the packaged one; give it another name")
-    return {**packaged, **added}
+    merged_table = {**packaged, **added}
+    for name, configuration in added.items():
+        if not configuration.candidate or name in packaged:
+            continue
+        twin = next((other for other, c in merged_table.items()
+                     if other != name and c.content() == configuration.content()), None)
+        if twin is not None:
+            raise ConfigError(f"{source}: candidate {name!r} trains exactly what {twin!r} trains (only its name, role "
+                              f"or tier differ), so its runs would be {twin!r}'s and it could not be compared with "
+                              "it; change what it trains or remove it")
+    return merged_table
 
 
 def _parse_table(raw: dict[str, Any], source: Path) -> dict[str, Configuration]:
