@@ -16,6 +16,7 @@ from benchmark.atomic import write_atomically
 from benchmark.config import load_settings
 from benchmark.data.pipeline import cohort_summary, image_cache, prepare_data, resolve_cohort_file, resolve_data_root
 from benchmark.errors import ConfigError, CtxrayError, OutputError, describe_os_error
+from benchmark.outputs import terminal_safe, terminal_safe_data
 from benchmark.schemas import CohortSummary, SplitSupport, SupportCounts
 
 if TYPE_CHECKING:
@@ -32,10 +33,7 @@ def _cell(value: object, limit: int = MAX_CELL) -> str:
     text = str(value)
     if len(text) > limit:
         text = f"{text[:limit - 20]}... [{len(text):,} chars]"
-    return text.translate(_ONE_LINE)
-
-
-_ONE_LINE = str.maketrans({"\n": " ", "\r": " ", "\t": " "})
+    return terminal_safe(text, keep_newlines=False)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]], indent: str = "  ") -> str:
@@ -110,7 +108,9 @@ def _source_lines(summary: CohortSummary) -> list[str]:
 
 
 def format_cohort_summary(summary: CohortSummary, *, list_skipped: bool = False) -> str:
-    """The human-readable cohort table printed by `ctxray-bench cohorts`."""
+    """The human-readable cohort table printed by `ctxray-bench cohorts`: every id, path and detail from the
+    cohort's files is printed with its control characters escaped (benchmark.outputs)."""
+    summary = CohortSummary.model_validate(terminal_safe_data(summary.model_dump(mode="json")))
     report = summary.filter_report
     out = [*_source_lines(summary), "", "Row filtering (PROTOCOL.md section 2, checks in this order; reasons that "
            "dropped no row are not listed)"]
@@ -564,7 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         message = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
-        print(f"ctxray-bench: error: {' '.join(message.split())}", file=sys.stderr)
+        print(f"ctxray-bench: error: {terminal_safe(' '.join(message.split()), keep_newlines=False)}", file=sys.stderr)
         return 2 if isinstance(exc, CtxrayError) and not isinstance(exc, OutputError) else 1
 
 

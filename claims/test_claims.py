@@ -22,6 +22,7 @@ from benchmark.claims.section8 import MONTE_CARLO, Scope, Verdict, all_verdicts,
 from benchmark.evidence.summary import scored_summary_frame, summary_frame
 from benchmark.experiment.metrics import compute_metrics
 from benchmark.experiment.store import RunRecord, StoreManifest
+from benchmark.outputs import spreadsheet_safe_frame
 from benchmark.report.render import numbers_in_report, report_data_from_html
 
 FIXED = "paired-fixed"
@@ -202,7 +203,7 @@ def test_claim5_every_reported_number_recomputes_from_the_per_case_predictions(
         assert stored.metrics == again.metrics, f"{stored.spec.run_id}: stored metrics differ from its predictions"
 
     summary = pd.read_csv(results_dir / "summary.csv")
-    expected = summary_frame(fresh)
+    expected = spreadsheet_safe_frame(summary_frame(fresh))  # as written: text cells spreadsheet-safe
     assert list(summary["configuration"]) == list(expected["configuration"]), "summary.csv rows differ"
     for column in expected.columns:
         if expected[column].dtype.kind in "fi":
@@ -437,7 +438,7 @@ def test_claim5_every_test_number_recomputes_from_the_per_case_test_predictions(
     if not names:
         return
     table = pd.read_csv(results_dir / "test_summary.csv")
-    expected = scored_summary_frame(_recomputed(records), names)
+    expected = spreadsheet_safe_frame(scored_summary_frame(_recomputed(records), names))
     assert list(table["configuration"]) == list(expected["configuration"]), "test_summary.csv rows differ"
     for column in expected.columns:
         if expected[column].dtype.kind in "fi":

@@ -31,4 +31,4 @@ def test_no_module_imports_a_later_stage(module: Path) -> None:
 
 def test_no_module_is_left_at_the_top_that_belongs_to_a_stage() -> None:
     top = {p.stem for p in PACKAGE.glob("*.py")}
-    assert top == {"__init__", "atomic", "bench", "cli", "config", "errors", "schemas"}
+    assert top == {"__init__", "atomic", "bench", "cli", "config", "errors", "outputs", "schemas"}

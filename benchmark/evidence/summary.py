@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from benchmark.atomic import write_atomically
 from benchmark.experiment.metrics import Metrics
 from benchmark.experiment.store import RunRecord
+from benchmark.outputs import csv_text
 
 SUMMARY_METRICS = ("balanced_accuracy", "macro_f1", "accuracy", "sensitivity", "specificity", "mcc", "pr_auc",
                    "roc_auc", "positive_prediction_rate")
@@ -136,9 +137,10 @@ def scored_summary_frame(records: Sequence[RunRecord], test_sets: Sequence[str])
 
 
 def write_summary(records: Sequence[RunRecord], path: Path, test_sets: Sequence[str] = ()) -> Path:
-    """Write the summary CSV atomically, and beside it `test_summary.csv` when the store has test sets."""
-    write_atomically(path, summary_frame(records).to_csv(index=False, float_format="%.6g").encode("utf-8"))
+    """Write the summary CSV atomically, and beside it `test_summary.csv` when the store has test sets (text cells
+    spreadsheet-safe: a configuration named like a formula is not run by a spreadsheet)."""
+    write_atomically(path, csv_text(summary_frame(records), float_format="%.6g"))
     if test_sets:
-        write_atomically(path.with_name("test_summary.csv"), scored_summary_frame(records, test_sets).to_csv(
-            index=False, float_format="%.6g").encode("utf-8"))
+        write_atomically(path.with_name("test_summary.csv"),
+                         csv_text(scored_summary_frame(records, test_sets), float_format="%.6g"))
     return path
