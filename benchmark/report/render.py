@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 from pydantic import BaseModel, Field
@@ -35,7 +36,9 @@ from benchmark.experiment.matrix import EXHAUSTIVE_REGIME, block_names
 from benchmark.experiment.metrics import SWEEP_THRESHOLDS
 from benchmark.experiment.store import ResultsStore, RunRecord, StoreManifest, now
 from benchmark.methods.configurations import load_configurations
+from benchmark.outputs import csv_text
 from benchmark.report import figures
+from benchmark.schemas import SkippedRow
 
 TEMPLATE_DIRS = (Path(__file__).parent.parent / "templates", Path(__file__).resolve().parents[2] / "templates")
 TABLE_METRICS = ("balanced_accuracy", "macro_f1", "sensitivity", "specificity", "mcc", "pr_auc", "roc_auc",
@@ -283,9 +286,37 @@ def _metric(value: float | None, digits: int = 3) -> str:
     return "undefined" if value is None else f"{value:.{digits}f}"
 
 
+SKIPPED_ROWS_SHOWN = 50  # skipped rows listed in the report per reason; all of them are in skipped_rows.csv
+SKIPPED_ROWS_FILE = "skipped_rows.csv"
+# the island leaves out the skipped-row lists (their counts stay): 100k skipped rows would make a 30 MB page
+_ISLAND_EXCLUDE: dict[str, Any] = {
+    "figures": True,
+    "manifest": {"cohort": {"filter_report": {"skipped"}}, "test_sets": {"__all__": {"filter_report": {"skipped"}}}}}
+
+
+def skipped_preview(skipped: Sequence[SkippedRow], limit: int = SKIPPED_ROWS_SHOWN) -> list[SkippedRow]:
+    """The first `limit` skipped rows of each reason, in line order: what the report lists (the CSV has all)."""
+    shown: dict[str, int] = {}
+    preview = []
+    for row in skipped:
+        shown[row.reason] = shown.get(row.reason, 0) + 1
+        if shown[row.reason] <= limit:
+            preview.append(row)
+    return preview
+
+
+def skipped_rows_frame(manifest: StoreManifest) -> pd.DataFrame:
+    """Every skipped row of the cohort and of each external test set's manifest, one table (skipped_rows.csv)."""
+    parts = [("cohort", manifest.cohort.filter_report)]
+    parts += [(t.name, t.filter_report) for t in manifest.test_sets if t.filter_report is not None]
+    rows = [{"table": name, "line": s.line, "patient_id": s.patient_id, "reason": s.reason.value, "path": s.path,
+             "detail": s.detail} for name, report in parts for s in report.skipped]
+    return pd.DataFrame(rows, columns=["table", "line", "patient_id", "reason", "path", "detail"])
+
+
 def _json_island(data: BaseModel) -> Markup:
     """JSON safe inside <script>: <, > and & escaped as unicode."""
-    text = data.model_dump_json(exclude={"figures"})
+    text = data.model_dump_json(exclude=_ISLAND_EXCLUDE)
     return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
 
@@ -298,7 +329,9 @@ def template_environment() -> Environment:
                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     environment.filters["number"] = _number
     environment.filters["metric"] = _metric
-    environment.globals.update(METRIC_LABELS=METRIC_LABELS, TABLE_METRICS=TABLE_METRICS)
+    environment.globals.update(METRIC_LABELS=METRIC_LABELS, TABLE_METRICS=TABLE_METRICS,
+                               skipped_preview=skipped_preview, SKIPPED_ROWS_SHOWN=SKIPPED_ROWS_SHOWN,
+                               SKIPPED_ROWS_FILE=SKIPPED_ROWS_FILE)
     return environment
 
 
@@ -318,6 +351,7 @@ def write_report(store_root: Path, out: Path | None = None) -> Path:
     data = build_report_data(store)
     target = out or store.root / "report.html"
     write_atomically(store.root / "evidence.json", data.evidence.model_dump_json(indent=1).encode("utf-8"))
+    write_atomically(target.parent / SKIPPED_ROWS_FILE, csv_text(skipped_rows_frame(data.manifest)))
     write_atomically(target, render_report(data).encode("utf-8"))
     return target
 
