@@ -18,11 +18,11 @@ def write_atomically(target: Path, payload: bytes) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(target, f"cannot create its folder: {describe_os_error(exc)}") from exc
+        raise OutputError(target, f"cannot create its folder: {describe_os_error(exc)}", errno=exc.errno) from exc
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as exc:
-        raise OutputError(target, f"cannot write in {target.parent}: {os_error_cause(exc)}") from exc
+        raise OutputError(target, f"cannot write in {target.parent}: {os_error_cause(exc)}", errno=exc.errno) from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
@@ -32,7 +32,7 @@ def write_atomically(target: Path, payload: bytes) -> None:
         os.replace(tmp, target)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise OutputError(target, f"cannot write: {os_error_cause(exc)}") from exc
+        raise OutputError(target, f"cannot write: {os_error_cause(exc)}", errno=exc.errno) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -272,9 +272,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"{args.profile}: {outcome.total} runs; {outcome.skipped} already stored, {outcome.executed} run now, "
           f"{len(outcome.failures)} failed, in {outcome.seconds:.1f} s")
     for run_id, error in outcome.failures.items():
-        print(f"  FAILED {run_id}: {error}", file=sys.stderr)
+        print(terminal_safe(f"  FAILED {run_id}: {' '.join(error.split())}", keep_newlines=False), file=sys.stderr)
+        if args.debug and run_id in outcome.traces:
+            print(outcome.traces[run_id], file=sys.stderr)
     if outcome.storage_error is not None:
-        raise OutputError(out, f"storing stopped after {outcome.executed} run(s): {outcome.storage_error}; "
+        raise OutputError(out, f"storing stopped: {outcome.storage_error} ({outcome.executed} run(s) stored); "
                                f"free the space and rerun the same command to finish")
     summary, report = write_store_outputs(out)
     print(f"summary: {summary}")

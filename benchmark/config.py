@@ -149,8 +149,11 @@ def read_toml(source: Path, what: str) -> dict[str, Any]:
 
 def validation_problems(exc: ValidationError) -> str:
     """Every problem of a pydantic validation error as `dotted.key: message (value: ...)`."""
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (value: {e.get('input')!r})"
-                     for e in exc.errors())
+    def value(error: Any) -> str:  # a whole table as input says nothing the message does not
+        given = error.get("input")
+        return "" if isinstance(given, dict | list) else f" (value: {given!r})"
+
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}{value(e)}" for e in exc.errors())
 
 
 def load_settings(path: Path | str | None = None) -> Settings:

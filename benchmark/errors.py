@@ -1,4 +1,7 @@
-"""One exception type per failure family, each naming the file, row and value at fault."""
+"""One exception type per failure family, each naming the file, row and value at fault.
+
+Every type survives pickling (a worker process's error reaches the driver as itself, with its message and fields).
+"""
 
 from __future__ import annotations
 
@@ -25,8 +28,12 @@ class MetadataError(CtxrayError):
         detail = f" (value: {value!r})" if value is not None else ""
         super().__init__(f"{where}: {message}{detail}")
         self.path = Path(path)
+        self.message = message
         self.row = row
         self.value = value
+
+    def __reduce__(self) -> tuple[object, ...]:  # rebuilt from its arguments in another process
+        return _rebuild, (type(self), (self.path, self.message), {"row": self.row, "value": self.value})
 
 
 class ImageDecodeError(CtxrayError):
@@ -36,6 +43,10 @@ class ImageDecodeError(CtxrayError):
         super().__init__(f"{path}: {message}")
         self.path = Path(path)
         self.reason = reason
+        self.message = message
+
+    def __reduce__(self) -> tuple[object, ...]:  # rebuilt from its arguments in another process
+        return _rebuild, (type(self), (self.path, self.reason, self.message), {})
 
 
 class SplitError(CtxrayError):
@@ -44,6 +55,19 @@ class SplitError(CtxrayError):
 
 class CacheError(CtxrayError):
     """The image cache directory cannot be created or written."""
+
+
+class TrainingError(CtxrayError):
+    """Training cannot go on: the loss became NaN or infinite (a plugin's objective, a learning rate too high)."""
+
+
+def check_finite_loss(value: float, epoch: int, step: int, which: str = "") -> None:
+    """TrainingError 'loss is NaN at epoch E, step S' (1-based) when a training loss is not a finite number."""
+    import math
+
+    if not math.isfinite(value):
+        kind = "NaN" if math.isnan(value) else "infinite"
+        raise TrainingError(f"{which + ' ' if which else ''}loss is {kind} at epoch {epoch}, step {step}")
 
 
 class LeakageError(CtxrayError):
@@ -72,10 +96,26 @@ class RunError(CtxrayError):
 class OutputError(CtxrayError):
     """An output file or folder cannot be written: permissions, a file in the way, a read-only or full disk."""
 
-    def __init__(self, path: Path | str, cause: str) -> None:
+    def __init__(self, path: Path | str, cause: str, *, errno: int | None = None) -> None:
         super().__init__(f"{path}: {cause}")
         self.path = Path(path)
         self.cause = cause
+        self.errno = errno
+
+    @property
+    def no_space(self) -> bool:
+        """True when the disk (or the user's quota) is full."""
+        import errno
+
+        return self.errno in (errno.ENOSPC, errno.EDQUOT)
+
+    def __reduce__(self) -> tuple[object, ...]:  # rebuilt from its arguments in another process
+        return _rebuild, (type(self), (self.path, self.cause), {"errno": self.errno})
+
+
+def _rebuild(cls: type[CtxrayError], args: tuple[object, ...], kwargs: dict[str, object]) -> CtxrayError:
+    """An error of ours unpickled in another process: built again from the arguments it was made with."""
+    return cls(*args, **kwargs)  # type: ignore[call-arg]
 
 
 def os_error_cause(exc: OSError) -> str:

@@ -64,9 +64,15 @@ class Profile(BaseModel):
     teacher_training: dict[str, Any] = Field(default_factory=dict, description="overrides of every teacher's")
     blocks: list[Block] = Field(min_length=1)
 
-    def apply_settings(self, settings: Settings) -> Settings:
-        """The run settings: `settings` with this profile's overrides."""
-        return Settings.model_validate(merge_overrides(settings.model_dump(), self.settings))
+    def apply_settings(self, settings: Settings, source: str = "the settings") -> Settings:
+        """The run settings: `settings` (read from `source`) with this profile's overrides; ConfigError in one line
+        naming both when they conflict (e.g. validation_negatives above the profile's k)."""
+        try:
+            return Settings.model_validate(merge_overrides(settings.model_dump(), self.settings))
+        except ValidationError as exc:
+            sets = ", ".join(f"{key} = {value!r}" for key, value in _flat(self.settings)) or "nothing"
+            raise ConfigError(f"{source} conflicts with profile {self.name!r} (which sets {sets}): "
+                              f"{validation_problems(exc)}") from exc
 
 
 class Declaration(BaseModel):
@@ -249,3 +255,14 @@ def expand_profile(profile: Profile, configurations: dict[str, Configuration], r
                             specs[rid] = known.model_copy(
                                 update={"declarations": (*known.declarations, declaration)})
     return list(specs.values())
+
+
+def _flat(table: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """A nested table as (dotted.key, value) pairs."""
+    pairs: list[tuple[str, Any]] = []
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            pairs += _flat(value, f"{prefix}{key}.")
+        else:
+            pairs.append((f"{prefix}{key}", value))
+    return pairs

@@ -24,7 +24,7 @@ from benchmark.errors import ConfigError, OutputError
 from benchmark.experiment.executors import Executor, LocalExecutor, RayExecutor
 from benchmark.experiment.matrix import Profile, RunSpec, expand_profile, load_profile, uses_exhaustive, with_candidates
 from benchmark.experiment.store import ResultsStore, RunRecord, StoreManifest, code_version, now
-from benchmark.experiment.worker import WorkerContext, data_identity
+from benchmark.experiment.worker import WorkerContext, data_identity, failure_line, storage_stop
 from benchmark.methods.configurations import with_added_configurations
 from benchmark.schemas import PairMatch
 
@@ -64,6 +64,7 @@ class RunOutcome:
     storage_error: str | None = None
     stored_threads: set[int] = field(default_factory=set)
     threads: int = 1
+    traces: dict[str, str] = field(default_factory=dict)  # run id -> traceback of its failure (shown under --debug)
 
 
 def parallelism(workers: int, threads: int | None = None) -> tuple[int, int]:
@@ -118,7 +119,8 @@ def plan(request: RunRequest) -> tuple[PreparedData, list[RunSpec], StoreManifes
     """Prepare the data and expand the profile (no training): what `run_profile` will do."""
     configurations = with_added_configurations(request.configurations_path)
     profile = with_candidates(load_profile(request.profile, request.matrix_path), configurations)
-    settings = profile.apply_settings(load_settings(request.settings_path))
+    settings = profile.apply_settings(load_settings(request.settings_path),
+                                      str(request.settings_path or "the packaged default settings"))
     cache = image_cache(settings, request.cache_root)
     prepared = prepare_data(request.data_root, settings, cache, exhaustive=uses_exhaustive(profile),
                             progress=request.progress, externals=request.externals)
@@ -185,6 +187,7 @@ class BatchOutcome:
     executed: int = 0
     failures: dict[str, str] = field(default_factory=dict)
     storage_error: str | None = None
+    traces: dict[str, str] = field(default_factory=dict)  # run id -> the worker's traceback of its failure (--debug)
 
 
 STACKED_JOB_RUNS = 64  # most runs in one stacked job: large enough to batch, small enough to spread over workers
@@ -266,17 +269,27 @@ def execute_batches(batches: Iterable[Batch], executor: Executor, *, label: str,
             for future in done:
                 kind, number, key, specs = pending.pop(future)
                 error = future.exception()
+                results = {r.run_id: r for r in future.result()} if error is None else {}
+                stopped = next((r.storage_error for r in results.values() if r.storage_error), None)
+                if stopped is not None and outcome.storage_error is None:
+                    outcome.storage_error = stopped
                 if kind == "teacher":
                     teachers["done"] += 1
+                    result = results.get(specs[0].run_id)
+                    cause = (failure_line(error) if error is not None else result.error if result is not None
+                             else None)
                     for spec in waiting.pop((number, key)):
-                        if error is None:
+                        if outcome.storage_error is not None:
+                            failures[spec.run_id] = (f"{_label(spec)}: not run: storing stopped "
+                                                     f"({outcome.storage_error})")
+                            bar.update(1)
+                        elif cause is None:
                             submit("run", number, spec.run_id, (spec,))
                         else:
-                            failures[spec.run_id] = f"{spec.name}: its teacher failed to train: {error!r}"
+                            failures[spec.run_id] = f"{_label(spec)}: its teacher failed to train: {cause}"
                             bar.update(1)
                     bar.set_postfix_str(f"teachers {teachers['done']}/{teachers['total']}")
                     continue
-                results = {r.run_id: r for r in future.result()} if error is None else {}
                 for spec in specs:
                     result = results.get(spec.run_id)
                     bar.update(1)
@@ -285,7 +298,7 @@ def execute_batches(batches: Iterable[Batch], executor: Executor, *, label: str,
                             record = RunRecord.model_validate_json(result.record_json)
                             taken[number].store.write(record)
                         except OutputError as exc:
-                            outcome.storage_error = str(exc)
+                            outcome.storage_error = storage_stop(exc)
                         else:
                             outcome.executed += 1
                             if on_record is not None:
@@ -294,8 +307,11 @@ def execute_batches(batches: Iterable[Batch], executor: Executor, *, label: str,
                     if outcome.storage_error is not None:
                         failures[spec.run_id] = f"{_label(spec)}: not stored: {outcome.storage_error}"
                     else:
-                        why = result.error if result is not None else repr(error)
+                        why = result.error if result is not None and result.error else failure_line(error or Exception(
+                            "no result"))
                         failures[spec.run_id] = f"{_label(spec)}: {why}"
+                        if result is not None and result.trace:
+                            outcome.traces[spec.run_id] = result.trace
             if outcome.storage_error is not None:
                 break
     finally:
@@ -337,5 +353,6 @@ def run_profile(request: RunRequest) -> RunOutcome:
         finally:
             executor.shutdown()
         outcome.executed, outcome.failures, outcome.storage_error = done.executed, done.failures, done.storage_error
+        outcome.traces = done.traces
     outcome.seconds = time.perf_counter() - start
     return outcome

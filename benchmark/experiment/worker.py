@@ -17,7 +17,7 @@ from benchmark.config import Settings
 from benchmark.data.imaging import ImageBank
 from benchmark.data.pipeline import PreparedData, image_cache, prepare_data
 from benchmark.data.test_sets import ExternalSpec, scoring_identity
-from benchmark.errors import StoreError
+from benchmark.errors import OutputError, StoreError
 from benchmark.experiment.matrix import RunSpec
 from benchmark.experiment.metrics import compute_metrics
 from benchmark.experiment.store import DataIdentity, FitSummary, RunRecord, TeacherProvenance, TestScores, now
@@ -49,12 +49,26 @@ class WorkerContext:
 
 @dataclass(frozen=True)
 class JobResult:
-    """The outcome of one job: a teacher trained, or a run's record (JSON) or its error."""
+    """The outcome of one job: a teacher trained, or a run's record (JSON); else its cause in one line (`error`,
+    with the traceback in `trace`), or, when a file could not be written, why storing must stop."""
 
     kind: str
     run_id: str
     record_json: str | None = None
     error: str | None = None
+    trace: str | None = None
+    storage_error: str | None = None
+
+
+def failure_line(exc: BaseException) -> str:
+    """An exception as one line: its type and message, whitespace collapsed (the traceback goes to --debug)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def storage_stop(exc: OutputError) -> str:
+    """Why storing stops, in words: 'no space left on FOLDER' for a full disk, else the write error itself."""
+    return f"no space left on {exc.path.parent}" if exc.no_space else str(exc)
 
 
 _ENGINES: OrderedDict[str, object] = OrderedDict()  # this process's engines, most recently used last
@@ -106,18 +120,22 @@ def run_job(context: WorkerContext, kind: str, specs: tuple[RunSpec, ...]) -> li
     """Train the teachers `specs` need (kind 'teacher') or execute `specs` (kind 'run'; together where the engine's
     path stacks them). A failure is returned per run with its id, never raised."""
     engine = ensure_worker(context)
-    if kind == "teacher":
-        engine.teachers.get_many([engine.teacher_request(s.configuration, s.split)  # type: ignore[attr-defined]
-                                  for s in specs], engine.bank, engine.device, engine.path)  # type: ignore[attr-defined]
-        return [JobResult(kind, spec.run_id) for spec in specs]
     try:
+        if kind == "teacher":
+            engine.teachers.get_many([engine.teacher_request(s.configuration, s.split)  # type: ignore[attr-defined]
+                                      for s in specs], engine.bank, engine.device,  # type: ignore[attr-defined]
+                                     engine.path)  # type: ignore[attr-defined]
+            return [JobResult(kind, spec.run_id) for spec in specs]
         outputs = engine.run_many([(s.configuration, s.split, s.seed) for s in specs])  # type: ignore[attr-defined]
         return [JobResult(kind, spec.run_id, record_json=run_record(spec, output, engine, context).model_dump_json())
                 for spec, output in zip(specs, outputs, strict=True)]
-    except Exception:  # noqa: BLE001 - one failed run must not stop the others; reported with its id
-        if len(specs) > 1:  # a group failed: run each alone so that one bad run names itself
+    except OutputError as exc:  # a teacher or record could not be written: storing stops, for every job
+        return [JobResult(kind, spec.run_id, storage_error=storage_stop(exc)) for spec in specs]
+    except Exception as exc:  # noqa: BLE001 - one failed run must not stop the others; reported with its id
+        if kind == "run" and len(specs) > 1:  # a group failed: run each alone so that one bad run names itself
             return [result for spec in specs for result in run_job(context, kind, (spec,))]
-        return [JobResult(kind, specs[0].run_id, error=traceback.format_exc(limit=6))]
+        return [JobResult(kind, spec.run_id, error=failure_line(exc), trace=traceback.format_exc(limit=8))
+                for spec in specs]
 
 
 def run_record(spec: RunSpec, output: object, engine: object, context: WorkerContext) -> RunRecord:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from benchmark.errors import check_finite_loss
 from benchmark.methods.losses import Objective
 from benchmark.methods.models import Classifier, ModelOutput, NetworkConfig
 from benchmark.methods.training import FitLog, TrainingConfig, TrainingSet, derive_generator, epoch_order, fit
@@ -267,7 +268,7 @@ def _fit_stacked(models: Sequence[Classifier], objectives: Sequence[Objective], 
     offsets = torch.arange(count).unsqueeze(1) * n
     logs = [FitLog() for _ in models]
     steps = 0
-    for _ in range(config.epochs):
+    for epoch in range(1, config.epochs + 1):
         totals: list[dict[str, float]] = [{} for _ in models]
         batches = 0
         orders = torch.stack([epoch_order(d.labels, config.sampler, g) for d, g in zip(data, generators, strict=True)])
@@ -283,8 +284,11 @@ def _fit_stacked(models: Sequence[Classifier], objectives: Sequence[Objective], 
                 losses.append(loss)
                 for key, value in terms.items():
                     totals[k][key] = totals[k].get(key, 0.0) + value
+            values = torch.stack(losses)
+            for k, value in enumerate(values.detach().tolist()):
+                check_finite_loss(value, epoch, batches + 1, f"run {k + 1} of {count}:" if count > 1 else "")
             optimiser.zero_grad(set_to_none=True)
-            torch.stack(losses).sum().backward()
+            values.sum().backward()
             optimiser.step()
             batches += 1
             steps += 1

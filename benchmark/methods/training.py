@@ -18,7 +18,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from benchmark.errors import ConfigError
+from benchmark.errors import ConfigError, check_finite_loss
 from benchmark.methods.losses import Objective
 from benchmark.methods.models import LateFusion, ModelOutput
 
@@ -122,7 +122,7 @@ def fit(model: nn.Module, objective: Objective, data: TrainingSet, config: Train
     generator = derive_generator(seed, "order")
     log = FitLog()
     start = time.perf_counter()
-    for _ in range(config.epochs):
+    for epoch in range(1, config.epochs + 1):
         totals: dict[str, float] = {}
         batches = 0
         order = epoch_order(data.labels, config.sampler, generator)
@@ -131,6 +131,7 @@ def fit(model: nn.Module, objective: Objective, data: TrainingSet, config: Train
             ct = to_device(data.ct_inputs[batch], device) if data.ct_inputs is not None else None
             teacher = _slice(data.teacher, batch, device) if data.teacher is not None else None
             loss, terms = objective(_forward(model, inputs, ct), data.labels[batch].to(device), teacher)
+            check_finite_loss(float(loss.detach()), epoch, batches + 1)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

@@ -346,13 +346,14 @@ def render_power_report(power: PowerResult) -> str:
 
 
 def write_report(store_root: Path, out: Path | None = None) -> Path:
-    """Render the report of a store to `out` (default STORE/report.html) and its evidence to STORE/evidence.json."""
+    """Render the report of a store to `out` (default STORE/report.html), its evidence to STORE/evidence.json and
+    every skipped row to skipped_rows.csv beside the report (after it: a folder it cannot go in is named by it)."""
     store = ResultsStore(store_root)
     data = build_report_data(store)
     target = out or store.root / "report.html"
     write_atomically(store.root / "evidence.json", data.evidence.model_dump_json(indent=1).encode("utf-8"))
-    write_atomically(target.parent / SKIPPED_ROWS_FILE, csv_text(skipped_rows_frame(data.manifest)))
     write_atomically(target, render_report(data).encode("utf-8"))
+    write_atomically(target.parent / SKIPPED_ROWS_FILE, csv_text(skipped_rows_frame(data.manifest)))
     return target
 
 

@@ -1,0 +1,170 @@
+"""Faults say what happened, in one line (issue 23 items 4 and 5): errors cross processes, a teacher's failure names
+its cause, a full disk stops storing with 'no space left on PATH', a settings/profile conflict and a failed run are
+one line each, and a loss that becomes NaN says where."""
+
+from __future__ import annotations
+
+import errno
+import inspect
+import pickle
+from concurrent.futures import Future
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark import errors
+from benchmark.cli import main
+from benchmark.errors import CtxrayError, OutputError, TrainingError
+from benchmark.experiment import runner
+from benchmark.experiment.worker import JobResult, run_job
+from benchmark.methods.losses import LossConfig, Objective, inverse_frequency_weights
+from benchmark.methods.stacking import fit_stacked
+from benchmark.methods.training import TrainingConfig, fit
+from tests.test_stacking import CPU, STUDENT, _datasets, _networks
+
+ARGUMENTS = {"path": "/data/cohort/manifest.csv", "message": "bad cell", "reason": "corrupt_image",
+             "cause": "No space left on device"}
+
+
+def _all_error_types() -> list[type[CtxrayError]]:
+    found, todo = [], [CtxrayError]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            found.append(sub)
+            todo.append(sub)
+    return found
+
+
+@pytest.mark.parametrize("cls", _all_error_types(), ids=lambda c: c.__name__)
+def test_every_error_type_survives_pickling_with_its_message_and_fields(cls: type[CtxrayError]) -> None:
+    names = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    error = cls(*[ARGUMENTS[n] for n in names if n in ARGUMENTS]) if "path" in names else cls("what went wrong")
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is cls and str(again) == str(error)
+    assert {k: getattr(again, k) for k in vars(error)} == vars(error)
+
+
+def test_an_output_error_knows_a_full_disk_across_processes() -> None:
+    full = pickle.loads(pickle.dumps(OutputError("/out/runs/x.json", "No space left on device", errno=errno.ENOSPC)))
+    assert full.no_space and not OutputError("/out", "Permission denied", errno=errno.EACCES).no_space
+
+
+class _InProcess:
+    """An executor running each job here, at once (monkeypatch reaches it; workers are separate processes)."""
+
+    def submit(self, context, kind, specs) -> Future:  # noqa: ANN001
+        future: Future = Future()
+        try:
+            future.set_result(run_job(context, kind, specs))
+        except Exception as exc:  # noqa: BLE001 - the pool would carry it to the driver the same way
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self) -> None:
+        """Nothing to stop."""
+
+
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "make_executor", lambda *args, **kwargs: _InProcess())
+
+
+def _run(tmp_path: Path, settings: str = "[data]\nimage_size = 32\n", *extra: str) -> int:
+    from benchmark.data.synthetic import write_synthetic_cohort
+
+    data = write_synthetic_cohort(tmp_path / "data", size=48)
+    (tmp_path / "settings.toml").write_text(settings)
+    return main(["run", "--data", str(data), "--profile", "smoke", "--out", str(tmp_path / "out"), "--config",
+                 str(tmp_path / "settings.toml"), "--cache", str(tmp_path / "cache"), "--quiet", *extra])
+
+
+def test_a_full_disk_under_the_teacher_store_stops_storing_in_one_line(
+        tmp_path: Path, in_process: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmark.methods import teachers
+
+    def full(target: Path, payload: bytes) -> None:
+        raise OutputError(target, "cannot write: No space left on device", errno=errno.ENOSPC)
+
+    monkeypatch.setattr(teachers, "write_atomically", full)
+    assert _run(tmp_path, "[data]\nimage_size = 32\n[engine]\npath = \"per-run\"\n") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ctxray-bench: error: ") and "storing stopped: no space left on " in err[-1]
+    assert str(tmp_path / "out" / "teachers") in err[-1]
+    assert not any("BrokenProcessPool" in line or "Traceback" in line for line in err)
+
+
+def test_a_teacher_that_fails_names_its_cause_on_each_dependent_run(
+        tmp_path: Path, in_process: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmark.methods.teachers import TeacherStore
+
+    original = TeacherStore.get_many
+
+    def broken(self, requests, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if requests:
+            raise RuntimeError("teacher weights diverged")
+        return original(self, requests, *args, **kwargs)
+
+    monkeypatch.setattr(TeacherStore, "get_many", broken)
+    assert _run(tmp_path, "[data]\nimage_size = 32\n[engine]\npath = \"per-run\"\n") == 1
+    failed = [line for line in capsys.readouterr().err.splitlines() if "FAILED" in line]
+    assert failed and all("its teacher failed to train: RuntimeError: teacher weights diverged" in line
+                          for line in failed)
+
+
+def test_a_failed_run_is_one_line_naming_configuration_split_and_cause(
+        tmp_path: Path, in_process: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmark.experiment import worker
+
+    def fails(spec, *args):  # noqa: ANN001, ANN002, ANN202
+        raise ValueError(f"cannot record {spec.name}\nsecond line of the cause")
+
+    monkeypatch.setattr(worker, "run_record", fails)
+    assert _run(tmp_path) == 1
+    err = capsys.readouterr().err
+    failed = [line for line in err.splitlines() if "FAILED" in line]
+    assert failed and "Traceback" not in err
+    assert all(", seed " in line and "(" in line and "ValueError: cannot record" in line
+               and "second line of the cause" in line for line in failed)
+
+
+def test_a_settings_value_that_conflicts_with_the_profile_is_one_line(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(tmp_path, "[splits]\nvalidation_negatives = 4\n") != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0]
+    assert "conflicts with profile 'smoke'" in err[0] and "validation_negatives = 4" in err[0]
+
+
+class _NanAfter(Objective):
+    """The protocol's objective, whose loss becomes NaN from the given step on (a diverging plugin)."""
+
+    def __init__(self, labels: torch.Tensor, step: int) -> None:
+        super().__init__(LossConfig(), inverse_frequency_weights(labels), has_teacher=False)
+        self.calls, self.bad_from = 0, step
+
+    def forward(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        loss, terms = super().forward(*args, **kwargs)
+        self.calls += 1
+        return (loss * float("nan") if self.calls >= self.bad_from else loss), terms
+
+
+def test_a_loss_that_becomes_nan_says_epoch_and_step_on_the_per_run_path() -> None:
+    [data] = _datasets(1)
+    [model] = _networks(STUDENT, 1)
+    with pytest.raises(TrainingError, match=r"^loss is NaN at epoch 2, step 1$"):
+        fit(model, _NanAfter(data.labels, 4), data, TrainingConfig(epochs=3, batch_size=16), 7, CPU)
+
+
+def test_a_loss_that_becomes_nan_says_which_run_epoch_and_step_on_the_stacked_path() -> None:
+    datasets = _datasets(3)
+    objectives = [Objective(LossConfig(), inverse_frequency_weights(d.labels), has_teacher=False) for d in datasets]
+    objectives[1] = _NanAfter(datasets[1].labels, 2)
+    with pytest.raises(TrainingError, match=r"^run 2 of 3: loss is NaN at epoch 1, step 2$"):
+        fit_stacked(_networks(STUDENT, 3), objectives, datasets, TrainingConfig(epochs=2, batch_size=16),
+                    [7, 8, 9], CPU)
+
+
+def test_job_results_carry_a_one_line_cause_and_the_traceback_apart() -> None:
+    result = JobResult("run", "abc", error="ValueError: x", trace="Traceback ...\n")
+    assert "\n" not in result.error and errors.TrainingError.__doc__
