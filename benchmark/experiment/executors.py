@@ -9,12 +9,13 @@ a retried run is never half-written.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Protocol
 
 from benchmark.errors import ConfigError
 from benchmark.experiment.matrix import RunSpec
-from benchmark.experiment.worker import JobResult, WorkerContext, ensure_worker, run_job
+from benchmark.experiment.worker import JobResult, WorkerContext, run_job, start_worker
 
 
 class Executor(Protocol):
@@ -34,8 +35,7 @@ class LocalExecutor:
 
     def __init__(self, workers: int, warm: WorkerContext | None = None) -> None:
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=ensure_worker if warm else None,
-                                         initargs=(warm,) if warm else ())
+                                         initializer=start_worker, initargs=(os.getpid(), warm))
 
     def submit(self, context: WorkerContext, kind: str, specs: tuple[RunSpec, ...]) -> Future[list[JobResult]]:
         """Queue a job on the pool."""

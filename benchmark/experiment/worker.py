@@ -8,6 +8,8 @@ access to the output folder.
 from __future__ import annotations
 
 import os
+import threading
+import time
 import traceback
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -114,6 +116,22 @@ def ensure_worker(context: WorkerContext) -> object:
     while len(_ENGINES) > _MAX_ENGINES:
         _ENGINES.popitem(last=False)
     return engine
+
+
+PARENT_POLL_SECONDS = 0.5  # how often a worker checks that the driver that started it is still alive
+
+
+def start_worker(parent: int, warm: WorkerContext | None = None) -> None:
+    """A worker process's start: exit as soon as the driver `parent` is gone (killed with -9, no clean shutdown),
+    so no orphan keeps its memory and CPUs; then warm the engine of `warm`, if given."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="ctxray-parent-watch", daemon=True).start()
+    if warm is not None:
+        ensure_worker(warm)
 
 
 def run_job(context: WorkerContext, kind: str, specs: tuple[RunSpec, ...]) -> list[JobResult]:
