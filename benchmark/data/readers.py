@@ -96,7 +96,7 @@ class ReadFailure(StrEnum):
     NOT_NIFTI = "not_nifti"  # nibabel cannot tell the file is NIfTI (or its header is cut short)
     VOLUME_4D = "volume_4d"  # NIfTI with a fourth (or higher) axis longer than 1
     CONSTANT_IMAGE = "constant_image"  # every pixel equal: nothing to scale to [0, 1]
-    TOO_LARGE = FilterReason.TOO_LARGE.value  # declares more values than [readers] max_pixels (checked before decoding)
+    TOO_LARGE = FilterReason.TOO_LARGE.value  # declares more values than [cohort.readers] max_pixels (before decoding)
     NON_FINITE = "non_finite"  # NaN or infinite values in the image
 
 
@@ -162,7 +162,8 @@ def _read_opened(path: Path, handle: BinaryIO, policy: ReaderPolicy) -> tuple[np
         raise ImageDecodeError(path, ReadFailure.UNREADABLE_FILE, f"cannot read the file: {exc}") from exc
     except MemoryError as exc:  # under the cap, yet more than this machine holds: this file is skipped, not the run
         raise ImageDecodeError(path, ReadFailure.TOO_LARGE,
-                               "ran out of memory decoding it; lower [readers] max_pixels or add memory") from exc
+                               "ran out of memory decoding it; lower [cohort.readers] max_pixels or add memory"
+                               ) from exc
 
 
 def check_declared_size(path: Path, declared: tuple[int, ...], what: str, policy: ReaderPolicy) -> None:
@@ -171,7 +172,7 @@ def check_declared_size(path: Path, declared: tuple[int, ...], what: str, policy
     if values > policy.max_pixels:
         raise ImageDecodeError(path, ReadFailure.TOO_LARGE,
                                f"declares {' x '.join(str(int(n)) for n in declared)} {what} = {values:,} values, more "
-                               f"than the cap of {policy.max_pixels:,} ([readers] max_pixels); not decoded")
+                               f"than the cap of {policy.max_pixels:,} ([cohort.readers] max_pixels); not decoded")
 
 
 def file_kind(path: Path, handle: BinaryIO | None = None) -> Literal["pillow", "pydicom", "nibabel"] | None:
@@ -230,7 +231,7 @@ def open_image(data: bytes | BinaryIO, *, source: Path | str = "<bytes>",
                 raise ImageDecodeError(source, FilterReason.TOO_LARGE,
                                        f"declares {image.width} x {image.height} pixels x {bands} band(s) = "
                                        f"{image.width * image.height * bands:,} values, more than the cap of "
-                                       f"{cap:,} ([readers] max_pixels); not decoded")
+                                       f"{cap:,} ([cohort.readers] max_pixels); not decoded")
             image.load()
     except ImageDecodeError:
         raise
