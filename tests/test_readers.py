@@ -190,11 +190,12 @@ def test_a_constant_dicom_is_refused_not_divided_by_zero(tmp_path: Path) -> None
 VOLUME = np.arange(4 * 5 * 7, dtype=np.int16).reshape(4, 5, 7) % 11 + 10 * np.arange(7, dtype=np.int16)
 
 
-def test_a_2d_nifti_is_used_as_stored(tmp_path: Path) -> None:
+def test_a_2d_nifti_is_turned_by_its_affine_as_an_axial_slice_is(tmp_path: Path) -> None:
     plane = np.arange(20, dtype=np.float32).reshape(4, 5) ** 2
-    array, info = read_image(write_nifti(tmp_path / "xray.nii", plane))
-    np.testing.assert_allclose(array, minmax(plane), atol=1e-6)
-    assert info.reader == "nibabel" and info.original_shape == (4, 5) and "2-D as stored" in info.policy
+    array, info = read_image(write_nifti(tmp_path / "xray.nii", plane))  # identity affine: axes R and A
+    np.testing.assert_allclose(array, display(minmax(plane)), atol=1e-6)
+    assert info.reader == "nibabel" and info.original_shape == (4, 5)
+    assert "2-D, canonical orientation (already canonical)" in info.policy and "axial plane" in info.policy
 
 
 def test_the_middle_axial_slice_of_a_volume_is_read(tmp_path: Path) -> None:
@@ -264,10 +265,10 @@ def test_a_constant_volume_slice_is_refused(tmp_path: Path) -> None:
     assert reason_of(write_nifti(tmp_path / "flat.nii", np.ones((3, 3, 3), dtype=np.float32))) == "constant_image"
 
 
-def test_non_finite_voxels_are_refused(tmp_path: Path) -> None:
+def test_infinite_voxels_are_refused(tmp_path: Path) -> None:
     plane = np.arange(9, dtype=np.float32).reshape(3, 3)
-    plane[1, 1] = np.nan
-    assert reason_of(write_nifti(tmp_path / "nan.nii", plane)) == "non_finite"
+    plane[1, 1] = np.inf  # unlike NaN (no data: background), an infinity is not a convention; min-max cannot scale it
+    assert reason_of(write_nifti(tmp_path / "inf.nii", plane)) == "non_finite"
 
 
 # --- Pillow, files and policy -------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from benchmark.data.readers import ReadInfo, file_kind, read_image
 from benchmark.errors import CacheError, ImageDecodeError
 from benchmark.schemas import FilterReason, ReaderPolicy, image_cache_key
 
-DECODE_VERSION = 1  # bump when decoding changes: old cache entries are then ignored
+DECODE_VERSION = 2  # bump when decoding changes: old entries are then ignored (2: 2-D NIfTI turned by its affine, NaN)
 
 
 def resize_unit(array: np.ndarray, size: int) -> np.ndarray:

@@ -8,9 +8,21 @@ nibabel. A file without a suffix is read as DICOM when it carries the `DICM` mar
 often have no suffix); anything else is refused. A file that cannot be read raises `ImageDecodeError`
 with a `ReadFailure` reason.
 
+DICOM decoding needs the file meta's Transfer Syntax UID and the Image Pixel attributes pydicom checks (Rows,
+Columns, Bits Allocated, Samples per Pixel, Photometric Interpretation; Bits Stored and Pixel Representation for
+integer pixel data): a file missing any is refused as `undecodable_pixel_data` naming each by tag and name (not as
+`not_grayscale` when the Photometric Interpretation is among them). Compressed pixel data: Pillow decodes JPEG
+Baseline, 8-bit JPEG Extended and JPEG 2000, and is tried first for them, so installing more decoders never changes
+a file that already read (libjpeg and Pillow's libjpeg-turbo differ by a grey level here and there); JPEG-LS, 12-bit
+JPEG Extended and JPEG Lossless (common for CR/DX) need pylibjpeg with pylibjpeg-libjpeg, High-Throughput JPEG 2000
+pylibjpeg-openjpeg (the `dicom` extra: `pip install "ctxray-bench[dicom]"`); RLE and Deflate are pydicom's own.
+Without its decoder a file is refused as `undecodable_pixel_data`, the message naming the transfer syntax (name and
+UID), the packages and that command (`DECODER_PACKAGES`); a syntax pydicom has no decoder for (JPEG XL, video) is
+named as such.
+
 DICOM, in the order of the standard's display pipeline (PS3.3 C.11; PS3.4 N.2):
 1. stored values -> modality LUT (Rescale Slope/Intercept, or a Modality LUT Sequence), pydicom's
-   `apply_modality_lut`; CT values become Hounsfield units.
+   `apply_modality_lut`; CT values become Hounsfield units. NaN (float pixel data) then becomes background, below.
 2. policy `window="voi"`: the VOI LUT Sequence when present, else Window Center/Width (first pair;
    VOI LUT Function LINEAR, LINEAR_EXACT or SIGMOID), the two branches of pydicom's `apply_voi_lut`.
    The result is scaled from the VOI's own output range (the window's saturation values, or the
@@ -23,16 +35,25 @@ Not handled: per-frame functional groups of enhanced multi-frame objects (only t
 rescale and window are read), Pixel Padding Value (padding counts in min-max), Presentation LUT
 Shape, colour images (refused as `not_grayscale`).
 
-NIfTI (`scl_slope`/`scl_inter` applied by nibabel): a 2-D image (trailing length-1 axes dropped)
-is used as stored, nibabel's first axis being rows, because a 2-D file's affine often does not say
-how it is meant to be displayed (a radiograph is not axial). A 3-D volume is reoriented with
-`nibabel.as_closest_canonical` (RAS+: axis 0 runs towards the patient's Right, axis 1 Anterior,
-axis 2 Superior), so axis 2 is axial; policy `volume` takes the middle axial slice (index n // 2) or
-the maximum-intensity projection along axis 2. The axial image is put in radiological display
-orientation, as axial DICOM is stored: anterior at the top, the patient's right on the image's left.
+NIfTI (`scl_slope`/`scl_inter` applied by nibabel; the affine is nibabel's: sform, else qform, else its
+Analyze-style fallback with x flipped): a 3-D volume is reoriented with `nibabel.as_closest_canonical` (RAS+: axis 0
+runs towards the patient's Right, axis 1 Anterior, axis 2 Superior), so axis 2 is axial; policy `volume` takes the
+middle axial slice (index n // 2) or the maximum-intensity projection along axis 2. The axial image is put in
+radiological display orientation, as axial DICOM is stored: anterior at the top, the patient's right on the image's
+left. A 2-D image (trailing length-1 axes dropped) is turned by its affine the same way: each array axis to the
+closest RAS axis, running towards R, A or S; its two axes name its plane, shown as DICOM shows that plane: axial
+anterior up and the patient's right on the left (exactly the 3-D rule), coronal superior up and the patient's right
+on the left, sagittal superior up and anterior on the left. A NIfTI's first axis is i, the DICOM's column index, so a
+2-D NIfTI written from a DICOM by ITK (MONAI, SimpleITK) or dcm2niix (which also flips the rows) holds the DICOM's
+transpose and reads back as that DICOM's pixels, a radiograph without Image Orientation included (ITK's identity
+direction says LPS, an axial plane, shown as stored). An affine giving no in-plane direction is read as identity.
 4-D and higher (a fourth axis longer than 1) is refused. NIfTI has no window: min-max scaling.
 
-A constant image (nothing to scale) and non-finite values are refused rather than divided by zero.
+NaN is no data (outside the field of view of a resampled volume): it becomes the lowest finite value of the image
+(for a volume, of the whole volume, before slicing or projecting; for DICOM, after the modality LUT and before the
+VOI), i.e. background, and the policy says how many. Infinite values are refused as `non_finite` (not a convention
+for anything, and min-max cannot scale them), as is an image with no finite value; a constant image (nothing to
+scale) is refused as `constant_image` rather than divided by zero.
 
 Size before memory: every reader first reads only the header, and a file declaring more values than the policy's
 `max_pixels` (rows x columns x bands for Pillow; frames x rows x columns x samples for DICOM, whose pixel data
@@ -64,7 +85,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
+from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing, get_decoder
+from pydicom.uid import UID
 
 from benchmark.errors import ImageDecodeError
 from benchmark.schemas import FilterReason, ReaderPolicy
@@ -73,6 +95,29 @@ PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DEFER_SIZE = "1 MB"  # DICOM values larger than this (the pixel data) are read only once the size cap has passed
+DICOM_EXTRA = 'pip install "ctxray-bench[dicom]"'
+# Compressed transfer syntaxes Pillow (a dependency) decodes: JPEG Baseline, JPEG Extended (8-bit only), JPEG 2000.
+# Pillow decodes them first, so installing more decoders never changes a file that already read (libjpeg and
+# Pillow's libjpeg-turbo differ by a grey level here and there).
+PILLOW_SYNTAXES = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.90",
+                   "1.2.840.10008.1.2.4.91")
+_LIBJPEG = ("pylibjpeg and pylibjpeg-libjpeg", "python-gdcm")
+_OPENJPEG = ("pylibjpeg and pylibjpeg-openjpeg", "python-gdcm")
+# For each compressed transfer syntax: what the `dicom` extra installs to decode it, and what else does
+# (pydicom.pixels.decoders); RLE Lossless and Deflate are decoded by pydicom itself.
+DECODER_PACKAGES: dict[str, tuple[str, str]] = {
+    "1.2.840.10008.1.2.4.50": _LIBJPEG,  # JPEG Baseline (Pillow too)
+    "1.2.840.10008.1.2.4.51": _LIBJPEG,  # JPEG Extended, 12-bit: Pillow decodes 8-bit only
+    "1.2.840.10008.1.2.4.57": _LIBJPEG,  # JPEG Lossless (Process 14)
+    "1.2.840.10008.1.2.4.70": _LIBJPEG,  # JPEG Lossless, first-order prediction (SV1), common for CR/DX
+    "1.2.840.10008.1.2.4.80": ("pylibjpeg and pylibjpeg-libjpeg", "python-gdcm or pyjpegls"),  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.81": ("pylibjpeg and pylibjpeg-libjpeg", "python-gdcm or pyjpegls"),  # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.90": _OPENJPEG,  # JPEG 2000 lossless (Pillow too)
+    "1.2.840.10008.1.2.4.91": _OPENJPEG,  # JPEG 2000 (Pillow too)
+    "1.2.840.10008.1.2.4.201": ("pylibjpeg and pylibjpeg-openjpeg", ""),  # High-Throughput JPEG 2000, lossless
+    "1.2.840.10008.1.2.4.202": ("pylibjpeg and pylibjpeg-openjpeg", ""),  # HTJ2K lossless, RPCL
+    "1.2.840.10008.1.2.4.203": ("pylibjpeg and pylibjpeg-openjpeg", ""),  # HTJ2K
+}
 
 T = TypeVar("T")
 NiftiImage = nibabel.Nifti1Image | nibabel.Nifti2Image
@@ -90,14 +135,16 @@ class ReadFailure(StrEnum):
     CORRUPT_DICOM = "corrupt_dicom"  # DICOM marker present, but pydicom cannot parse the data set
     NO_PIXEL_DATA = "no_pixel_data"  # a DICOM object without (7FE0,0010) Pixel Data
     TRUNCATED = "truncated"  # the file ends before a value it declares (pixel data or voxels cut short)
-    UNDECODABLE_PIXEL_DATA = "undecodable_pixel_data"  # compressed without a decoder, or inconsistent attributes
+    # compressed without a decoder (the message names the package), attributes decoding needs missing (named),
+    # or inconsistent ones
+    UNDECODABLE_PIXEL_DATA = "undecodable_pixel_data"
     NOT_GRAYSCALE = "not_grayscale"  # colour or palette DICOM, RGB or complex NIfTI
     UNEXPECTED_SHAPE = "unexpected_shape"  # pixel or voxel array that is not 2-D after the reader's reductions
     NOT_NIFTI = "not_nifti"  # nibabel cannot tell the file is NIfTI (or its header is cut short)
     VOLUME_4D = "volume_4d"  # NIfTI with a fourth (or higher) axis longer than 1
     CONSTANT_IMAGE = "constant_image"  # every pixel equal: nothing to scale to [0, 1]
     TOO_LARGE = FilterReason.TOO_LARGE.value  # declares more values than [cohort.readers] max_pixels (before decoding)
-    NON_FINITE = "non_finite"  # NaN or infinite values in the image
+    NON_FINITE = "non_finite"  # infinite values, or no finite value at all (NaN alone is background)
 
 
 class ReadInfo(BaseModel):
@@ -292,6 +339,8 @@ def _read_dicom(path: Path, handle: BinaryIO, policy: ReaderPolicy) -> tuple[np.
         steps.append(f"modality LUT (slope {float(ds.RescaleSlope):g}, intercept {float(ds.RescaleIntercept):g})")
     else:
         steps.append("no rescale")
+    values, filled = fill_nan(path, values)
+    steps += [filled] if filled else []
 
     bounds: tuple[float, float] | None = None
     if policy.window == "voi":
@@ -383,6 +432,11 @@ def _sop_name(ds: Dataset) -> str:
 
 
 def _dicom_pixels(path: Path, ds: Dataset) -> tuple[np.ndarray, tuple[int, ...]]:
+    missing = missing_for_decoding(ds)
+    if missing:
+        bare = " (a data set without File Meta Information)" if not len(getattr(ds, "file_meta", ())) else ""
+        raise ImageDecodeError(path, ReadFailure.UNDECODABLE_PIXEL_DATA,
+                               f"missing {', '.join(missing)}{bare}: the pixel data cannot be decoded without them")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
@@ -391,11 +445,68 @@ def _dicom_pixels(path: Path, ds: Dataset) -> tuple[np.ndarray, tuple[int, ...]]
                                "per pixel; only MONOCHROME1/MONOCHROME2 are read")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pixels = _call(path, ReadFailure.UNDECODABLE_PIXEL_DATA, "pixel data", lambda: ds.pixel_array)
+        pixels = _decode_pixels(path, ds)
     pixels = np.asarray(pixels)
     if pixels.ndim not in (2, 3) or 0 in pixels.shape:
         raise ImageDecodeError(path, ReadFailure.UNEXPECTED_SHAPE, f"pixel array of shape {pixels.shape}")
     return pixels, tuple(int(n) for n in pixels.shape)
+
+
+# What pixel decoding needs besides the file meta's transfer syntax (Image Pixel module, PS3.3 C.7.6.3), as pydicom
+# checks it; Bits Stored and Pixel Representation only for integer Pixel Data.
+_NEEDED = (("Rows", "(0028,0010) Rows"), ("Columns", "(0028,0011) Columns"),
+           ("BitsAllocated", "(0028,0100) Bits Allocated"), ("SamplesPerPixel", "(0028,0002) Samples per Pixel"),
+           ("PhotometricInterpretation", "(0028,0004) Photometric Interpretation"))
+_NEEDED_FOR_INTEGERS = (("BitsStored", "(0028,0101) Bits Stored"),
+                        ("PixelRepresentation", "(0028,0103) Pixel Representation"))
+
+
+def missing_for_decoding(ds: Dataset) -> list[str]:
+    """The attributes pixel decoding needs that a DICOM data set lacks or leaves empty, each as tag and name."""
+    meta = getattr(ds, "file_meta", None)
+    missing = [] if meta is not None and meta.get("TransferSyntaxUID") else ["(0002,0010) Transfer Syntax UID"]
+    needed = _NEEDED + (_NEEDED_FOR_INTEGERS if "PixelData" in ds else ())
+    return missing + [name for keyword, name in needed if ds.get(keyword) in (None, "")]
+
+
+def _decode_pixels(path: Path, ds: Dataset) -> np.ndarray:
+    """The stored pixel values: by Pillow first where it decodes the syntax, else by any installed decoder."""
+    syntax = UID(ds.file_meta.TransferSyntaxUID)
+    if syntax in PILLOW_SYNTAXES:
+        try:
+            ds.pixel_array_options(decoding_plugin="pillow")
+            return ds.pixel_array
+        except MemoryError:
+            raise
+        except Exception:  # 12-bit JPEG, or a stream Pillow refuses: the other decoders may read it
+            pass
+        finally:
+            ds.pixel_array_options()
+    try:
+        return ds.pixel_array
+    except MemoryError:
+        raise
+    except Exception as exc:  # decoders raise many types on malformed or unsupported data
+        raise ImageDecodeError(path, ReadFailure.UNDECODABLE_PIXEL_DATA, _undecodable(syntax, exc)) from exc
+
+
+def _undecodable(syntax: UID, exc: Exception) -> str:
+    """Why the pixel data did not decode, and for a compressed transfer syntax what would decode it."""
+    said = f"{syntax.name} ({syntax})" if syntax.name != str(syntax) else str(syntax)
+    error = f"{type(exc).__name__}: {str(exc).replace(chr(10), ' ')}"
+    try:
+        plugins = get_decoder(syntax).available_plugins
+    except NotImplementedError:  # JPEG XL, video, private syntaxes
+        return (f"pixel data compressed as {said}, which pydicom has no decoder for: convert the file to an "
+                "uncompressed transfer syntax first (e.g. gdcmconv --raw)")
+    if syntax not in DECODER_PACKAGES:  # native, deflated or RLE: pydicom's own decoders, so the data is at fault
+        return f"cannot decode the pixel data: {error}"
+    extra, others = DECODER_PACKAGES[syntax]
+    if "pylibjpeg" not in plugins:
+        return (f"pixel data compressed as {said} needs {extra}: {DICOM_EXTRA}"
+                f"{f' ({others} also decodes it)' if others else ''}")
+    return (f"cannot decode the {said} pixel data with {', '.join(plugins)}: {error}"
+            f"{f'; {others} may decode it' if others else ''}")
 
 
 def _apply_voi(ds: Dataset, values: np.ndarray) -> tuple[np.ndarray, tuple[float, float] | None, str]:
@@ -478,8 +589,7 @@ def _read_nifti(path: Path, handle: BinaryIO, policy: ReaderPolicy) -> tuple[np.
         raise ImageDecodeError(path, ReadFailure.UNEXPECTED_SHAPE, f"shape {shape} is not an image")
     scaling = _nifti_scaling(image)
     if core == 2:
-        values = _load(path, lambda: np.asarray(image.dataobj, dtype=np.float64).reshape(shape[:2]))
-        steps = [f"2-D as stored (rows = first axis){scaling}"]
+        values, steps = _nifti_plane(path, image, (shape[0], shape[1]), scaling)
     else:
         values, steps = _nifti_axial(path, image, shape[:3], policy, scaling)
     array = _to_unit(path, values, None, "")
@@ -510,6 +620,7 @@ def _nifti_axial(path: Path, image: NiftiImage, shape: tuple[int, int, int], pol
     canonical = _load(path, lambda: nibabel.as_closest_canonical(image))
     # every voxel is read, even for one slice, so that a file cut short is refused rather than half-read
     volume = _load(path, lambda: np.asarray(canonical.dataobj))
+    volume, filled = fill_nan(path, volume)  # before slicing or projecting: a NaN would win every maximum
     depth = int(volume.shape[2])
     if policy.volume == "mip-axial":
         plane = volume.max(axis=2).astype(np.float64)
@@ -520,8 +631,39 @@ def _nifti_axial(path: Path, image: NiftiImage, shape: tuple[int, int, int], pol
         picked = f"axial slice {index + 1} of {depth} (middle)"
     reoriented = "already RAS" if codes == "RAS" else f"{codes} -> RAS"
     display = plane[::-1, ::-1].T  # rows anterior -> posterior, columns patient right -> left
-    return display, [f"3-D, canonical orientation ({reoriented}){scaling}, axial = axis 2", picked,
+    return display, [f"3-D, canonical orientation ({reoriented}){scaling}, axial = axis 2",
+                     *([filled] if filled else []), picked,
                      "radiological display (anterior up, patient right on the left)"]
+
+
+# The display DICOM uses for each plane, given its two canonical (RAS+) axes in order: rows run down the second axis
+# from its far end, columns along the first from its far end (so anterior or superior is up, and the patient's right,
+# or anterior, is on the image's left).
+_PLANES = {(0, 1): "axial plane as DICOM shows it (anterior up, patient right on the left)",
+           (0, 2): "coronal plane as DICOM shows it (superior up, patient right on the left)",
+           (1, 2): "sagittal plane as DICOM shows it (superior up, anterior on the left)"}
+
+
+def _nifti_plane(path: Path, image: NiftiImage, shape: tuple[int, int],
+                 scaling: str) -> tuple[np.ndarray, list[str]]:
+    """A 2-D image turned by its affine as a one-slice volume is, then shown as DICOM shows that plane."""
+    orientation = nibabel.io_orientation(image.affine)[:2]  # per array axis: the RAS axis it runs along, and its sense
+    if np.isnan(orientation).any() or orientation[0, 0] == orientation[1, 0]:
+        orientation, said = np.array([[0.0, 1.0], [1.0, 1.0]]), "affine without an in-plane orientation: read as RA"
+    else:
+        codes = "".join(nibabel.orientations.ornt2axcodes(orientation))
+        canonical = "".join(sorted(codes.translate(str.maketrans("LPI", "RAS")), key="RAS".index))
+        said = "already canonical" if codes == canonical else f"{codes} -> {canonical}"
+    plane = _load(path, lambda: np.asarray(image.dataobj, dtype=np.float64).reshape(shape))
+    plane, filled = fill_nan(path, plane)
+    for axis in (0, 1):
+        if orientation[axis, 1] < 0:
+            plane = np.flip(plane, axis)
+    if orientation[0, 0] > orientation[1, 0]:
+        plane = plane.T
+    which = _PLANES[(int(min(orientation[:, 0])), int(max(orientation[:, 0])))]
+    display = plane[::-1, ::-1].T
+    return display, [f"2-D, canonical orientation ({said}){scaling}", *([filled] if filled else []), which]
 
 
 def _nifti_scaling(image: NiftiImage) -> str:
@@ -562,9 +704,28 @@ def _call(path: Path, reason: ReadFailure, what: str, function: Callable[..., T]
         raise ImageDecodeError(path, reason, f"cannot decode the {what}: {type(exc).__name__}: {message}") from exc
 
 
+def fill_nan(path: Path, values: np.ndarray) -> tuple[np.ndarray, str]:
+    """NaN (no data: outside a resampled image's field of view) becomes the lowest finite value, with the step in
+    words ("" when there was none); infinite values, or no finite value at all, are refused as non_finite."""
+    if values.dtype.kind != "f":
+        return values, ""
+    nan = np.isnan(values)
+    infinite = int(np.isinf(values).sum())
+    if infinite:
+        raise ImageDecodeError(path, ReadFailure.NON_FINITE,
+                               f"{infinite} value(s) are infinite; only NaN is read (as background)")
+    count = int(nan.sum())
+    if count == 0:
+        return values, ""
+    if count == values.size:
+        raise ImageDecodeError(path, ReadFailure.NON_FINITE, f"all {count} values are NaN: nothing to show")
+    low = float(values[~nan].min())
+    return np.where(nan, values.dtype.type(low), values), f"{count} NaN value(s) -> {low:g}, the lowest (background)"
+
+
 def _to_unit(path: Path, values: np.ndarray, bounds: tuple[float, float] | None, stage: str) -> np.ndarray:
     """Scale to float32 [0, 1] by the given output range, else by the image's own minimum and maximum."""
-    if not np.isfinite(values).all():
+    if not np.isfinite(values).all():  # fill_nan ran before; a window or LUT could still overflow
         raise ImageDecodeError(path, ReadFailure.NON_FINITE,
                                f"{int((~np.isfinite(values)).sum())} pixel(s) are NaN or infinite")
     low, high = float(values.min()), float(values.max())
