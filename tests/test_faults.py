@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import errno
 import inspect
+import os
 import pickle
+import subprocess
+from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 import torch
 
-from benchmark import errors
 from benchmark.cli import main
 from benchmark.errors import CtxrayError, OutputError, TrainingError
 from benchmark.experiment import runner
-from benchmark.experiment.worker import JobResult, run_job
+from benchmark.experiment.worker import run_job
 from benchmark.methods.losses import LossConfig, Objective, inverse_frequency_weights
 from benchmark.methods.stacking import fit_stacked
 from benchmark.methods.training import TrainingConfig, fit
@@ -165,6 +167,83 @@ def test_a_loss_that_becomes_nan_says_which_run_epoch_and_step_on_the_stacked_pa
                     [7, 8, 9], CPU)
 
 
-def test_job_results_carry_a_one_line_cause_and_the_traceback_apart() -> None:
-    result = JobResult("run", "abc", error="ValueError: x", trace="Traceback ...\n")
-    assert "\n" not in result.error and errors.TrainingError.__doc__
+def test_debug_adds_the_workers_traceback_under_each_failed_run(
+        tmp_path: Path, in_process: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmark.experiment import worker
+
+    def fails(spec, *args):  # noqa: ANN001, ANN002, ANN202
+        raise ValueError(f"cannot record {spec.name}")
+
+    monkeypatch.setattr(worker, "run_record", fails)
+    assert _run(tmp_path, "[data]\nimage_size = 32\n", "--debug") == 1
+    err = capsys.readouterr().err.splitlines()
+    failed = [n for n, line in enumerate(err) if "FAILED" in line]
+    assert failed and all("ValueError: cannot record" in err[n] and err[n + 1].startswith("Traceback")
+                          for n in failed)
+    assert any('in fails' in line for line in err)  # the frame that raised, in the worker
+
+
+@pytest.mark.parametrize("path", ["per-run", "stacked"])
+def test_a_run_whose_loss_becomes_nan_fails_in_one_line_saying_where(
+        tmp_path: Path, in_process: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        path: str) -> None:
+    original = Objective.forward
+
+    def diverged(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        loss, terms = original(self, *args, **kwargs)
+        return loss * float("nan"), terms
+
+    monkeypatch.setattr(Objective, "forward", diverged)
+    monkeypatch.setattr(runner, "check_configurations", lambda *args: None)  # diverges in training, not on the
+    assert _run(tmp_path, f"[data]\nimage_size = 32\n[engine]\npath = \"{path}\"\n") == 1
+    err = capsys.readouterr().err
+    failed = [line for line in err.splitlines() if "FAILED" in line]
+    assert failed and "Traceback" not in err and "CasePrediction" not in err
+    assert all(line.endswith("TrainingError: loss is NaN at epoch 1, step 1") for line in failed), failed
+
+
+def test_a_worker_that_cannot_start_names_its_cause_instead_of_breaking_the_pool(tmp_path: Path) -> None:
+    from benchmark.config import Settings
+    from benchmark.errors import MetadataError
+    from benchmark.experiment.executors import LocalExecutor
+    from benchmark.experiment.store import DataIdentity
+    from benchmark.experiment.worker import WorkerContext
+
+    gone = tmp_path / "cohort-removed-since-the-driver-read-it"
+    context = WorkerContext(data_root=str(gone), settings=Settings(), cache_root=str(tmp_path / "cache"),
+                            teacher_root=str(tmp_path / "teachers"), device="cpu", threads=1, code_version="test",
+                            data=DataIdentity(data_root=str(gone), metadata_sha256="0" * 64,
+                                              image_list_sha256="0" * 64))
+    executor = LocalExecutor(1, warm=context)  # the worker warms its engine on this context, and cannot
+    try:
+        error = executor.submit(context, "run", ()).exception(timeout=120)
+    finally:
+        executor.shutdown()
+    assert isinstance(error, MetadataError), repr(error)
+    assert str(error) == f"{gone / 'metadata.csv'}: metadata file not found"
+
+
+@pytest.fixture(params=["no-blocks", "no-inodes"])
+def full_teacher_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """A teacher store on a real, full file system (a tiny tmpfs): no room for a file's bytes, or for a new file or
+    folder at all; skipped where this user may not mount."""
+    point = tmp_path / "teachers"
+    point.mkdir()
+    options = "size=4k" if request.param == "no-blocks" else "size=1m,nr_inodes=2"
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", str(point)], check=True)
+
+
+def test_a_full_disk_under_the_teacher_store_stops_worker_processes_in_one_line(
+        tmp_path: Path, full_teacher_store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = _run(tmp_path, "[data]\nimage_size = 32\n", "--teachers", str(full_teacher_store), "--workers", "2")
+    out, err = capsys.readouterr()
+    assert code == 1 and "report:" not in out
+    assert err.strip().splitlines()[-1].startswith(f"ctxray-bench: error: {tmp_path / 'out'}: storing stopped: no "
+                                                   f"space left on {full_teacher_store}")
+    assert not any(word in err for word in ("Traceback", "BrokenProcessPool", "CacheError", "its teacher failed"))

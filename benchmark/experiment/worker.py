@@ -123,7 +123,9 @@ PARENT_POLL_SECONDS = 0.5  # how often a worker checks that the driver that star
 
 def start_worker(parent: int, warm: WorkerContext | None = None) -> None:
     """A worker process's start: exit as soon as the driver `parent` is gone (killed with -9, no clean shutdown),
-    so no orphan keeps its memory and CPUs; then warm the engine of `warm`, if given."""
+    so no orphan keeps its memory and CPUs; then warm the engine of `warm`, if given. A warm-up that fails is left
+    to the first job, which meets the same error and returns it as itself (an initializer that raises would break
+    the pool: every job would fail with a bare BrokenProcessPool)."""
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(PARENT_POLL_SECONDS)
@@ -131,7 +133,10 @@ def start_worker(parent: int, warm: WorkerContext | None = None) -> None:
 
     threading.Thread(target=watch, name="ctxray-parent-watch", daemon=True).start()
     if warm is not None:
-        ensure_worker(warm)
+        try:
+            ensure_worker(warm)
+        except Exception:  # noqa: BLE001, S110 - raised again, with its cause, by the first job's ensure_worker
+            pass
 
 
 def run_job(context: WorkerContext, kind: str, specs: tuple[RunSpec, ...]) -> list[JobResult]:

@@ -24,7 +24,7 @@ from torch import nn
 
 from benchmark.atomic import write_atomically
 from benchmark.data.imaging import ImageBank
-from benchmark.errors import CacheError, LeakageError
+from benchmark.errors import LeakageError, OutputError, describe_os_error
 from benchmark.methods.configurations import TeacherConfig
 from benchmark.methods.losses import LossConfig, Objective, inverse_frequency_weights
 from benchmark.methods.models import build_network
@@ -192,7 +192,8 @@ class TeacherStore:
 
     @contextmanager
     def _locked_all(self, keys: list[str]) -> Iterator[None]:
-        """Hold an exclusive lock per teacher (taken in sorted order) so parallel workers train each teacher once."""
+        """Hold an exclusive lock per teacher (taken in sorted order) so parallel workers train each teacher once;
+        OutputError naming the lock (with the machine's errno: a full disk stops storing) when it cannot be made."""
         if self.root is None:
             yield
             return
@@ -203,7 +204,8 @@ class TeacherStore:
                     lock_path.parent.mkdir(parents=True, exist_ok=True)
                     handle = stack.enter_context(lock_path.open("a"))
                 except OSError as exc:
-                    raise CacheError(f"{lock_path}: cannot create the teacher lock: {exc}") from exc
+                    raise OutputError(lock_path, f"cannot create the teacher lock: {describe_os_error(exc)}",
+                                      errno=exc.errno) from exc
                 fcntl.flock(handle, fcntl.LOCK_EX)
                 stack.callback(fcntl.flock, handle, fcntl.LOCK_UN)
             yield
