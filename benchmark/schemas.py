@@ -121,7 +121,8 @@ class ImageRecord(BaseModel):
     offset: float | None = Field(description="days since symptom onset; None when unknown")
     view: str = ""
     content_sha256: str = Field(description="sha256 of the file's bytes")
-    reader: ImageReader = Field(default="pillow", description="the reader that decoded it (by the file's type)")
+    reader: ImageReader = Field(default="pillow", exclude_if=lambda reader: reader == "pillow",  # dumps as before
+                                description="the reader that decoded it (by the file's type)")
     line: int = Field(description="line number in the cohort's table (manifest CSV or metadata.csv)")
 
     @property
@@ -425,7 +426,8 @@ class TestCase(BaseModel):
     path: str = Field(description="the image file, relative to the test set's root folder (posix)")
     pixels_sha256: str = Field(description="sha256 of the decoded image (benchmark.data.readers.pixels_sha256)")
     content_sha256: str = Field(description="sha256 of the file's bytes")
-    reader: ImageReader = Field(default="pillow", description="the reader that decoded it (by the file's type)")
+    reader: ImageReader = Field(default="pillow", exclude_if=lambda reader: reader == "pillow",  # dumps as before
+                                description="the reader that decoded it (by the file's type)")
     line: int = Field(description="line of the row in the test set's table (the cohort's table for held-out)")
 
     @property
