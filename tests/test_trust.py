@@ -18,7 +18,11 @@ def test_the_packaged_configurations_name_no_plugin_code() -> None:
     assert plugin_code(load_configurations().values()) == []
 
 
-def test_a_module_attribute_network_is_named_as_plugin_code() -> None:
+def test_a_module_attribute_network_is_named_as_plugin_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmark.methods.registry import NETWORKS
+
+    monkeypatch.syspath_prepend(str(NONDETERMINISTIC.parent))
+    NETWORKS.get("ctxray_noisy_network:build_noisy_classifier")  # resolved (and cached) earlier in this process
     found = plugin_code(with_added_configurations(NONDETERMINISTIC).values())
     assert found and all("imported from the Python path" in line for line in found)
     assert any("ctxray_noisy_network" in line for line in found)

@@ -31,7 +31,8 @@ class Registry(Generic[F]):
     def __init__(self, kind: str, group: str) -> None:
         self.kind = kind
         self.group = group
-        self._factories: dict[str, F] = {}
+        self._factories: dict[str, F] = {}  # registered here, or resolved once (an entry point, module:attribute)
+        self._registered: set[str] = set()  # the names registered in this process: the built-ins
 
     def register(self, name: str) -> Callable[[F], F]:
         """Decorator: make `factory` available under `name` (a second registration of a name is an error)."""
@@ -40,6 +41,7 @@ class Registry(Generic[F]):
             if name in self._factories and self._factories[name] is not factory:
                 raise RegistryError(f"{self.kind} {name!r} is registered twice")
             self._factories[name] = factory
+            self._registered.add(name)
             return factory
 
         return add
@@ -68,9 +70,9 @@ class Registry(Generic[F]):
         for entry in entry_points(group=self.group):
             if entry.name == name:
                 dist = getattr(entry.dist, "name", None) or "?"
-                own = dist.replace("_", "-").lower() == "ctxray-bench" or name in self._factories
+                own = dist.replace("_", "-").lower() == "ctxray-bench" or name in self._registered
                 return None if own else f"{self.kind} {name!r} = {entry.value} (installed by {dist})"
-        if name in self._factories:
+        if name in self._registered:
             return None
         return f"{self.kind} {name!r} (imported from the Python path)" if ":" in name else None
 
