@@ -102,7 +102,7 @@ def test_claim2_every_validation_set_has_k_patients_and_the_declared_negatives(r
     assert len(set(sets)) == len(sets), "two Monte Carlo resamples share a validation set"
 
 
-def test_claim2_the_store_holds_every_run_its_profile_declares(records: list[RunRecord],
+def test_claim3_the_store_holds_every_run_its_profile_declares(records: list[RunRecord],
                                                                manifest: StoreManifest) -> None:
     stored = {r.spec.run_id for r in records}
     missing = [run_id for run_id in manifest.run_ids if run_id not in stored]
