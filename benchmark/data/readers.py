@@ -66,10 +66,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import math
-import os
-import stat
 import warnings
 from collections.abc import Callable
 from enum import StrEnum
@@ -186,12 +183,7 @@ def read_image(path: Path | str, policy: ReaderPolicy | None = None, *,
 
 
 def _read_opened(path: Path, handle: BinaryIO, policy: ReaderPolicy) -> tuple[np.ndarray, ReadInfo]:
-    try:
-        status = os.fstat(handle.fileno())
-        if not stat.S_ISREG(status.st_mode):
-            raise ImageDecodeError(path, ReadFailure.UNREADABLE_FILE, "not a regular file (a folder?)")
-        if status.st_size == 0:
-            raise ImageDecodeError(path, ReadFailure.EMPTY_FILE, "file is empty")
+    try:  # open_image_file has refused what is not a non-empty regular file
         kind = file_kind(path, handle)
         if kind is None:
             raise ImageDecodeError(path, ReadFailure.UNSUPPORTED_TYPE,
@@ -262,17 +254,14 @@ _MAX_PIXELS = 20_000 * 20_000  # refuse decompression bombs rather than exhausti
 DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
-def open_image(data: bytes | BinaryIO, *, source: Path | str = "<bytes>",
-               policy: ReaderPolicy | None = None) -> Image.Image:
-    """Open and load an image (bytes or an open binary file) with Pillow; ImageDecodeError when empty, larger than
-    the policy's cap (checked on the declared size, before decoding) or undecodable."""
-    if isinstance(data, bytes | bytearray) and not data:
-        raise ImageDecodeError(source, FilterReason.EMPTY_FILE, "file is empty")
+def open_image(handle: BinaryIO, *, source: Path | str = "<file>", policy: ReaderPolicy | None = None) -> Image.Image:
+    """Open and load an image from an open binary file with Pillow; ImageDecodeError when larger than the policy's
+    cap (checked on the declared size, before decoding) or undecodable."""
     cap = min((policy or ReaderPolicy()).max_pixels, _MAX_PIXELS)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the cap below decides
-            image = Image.open(io.BytesIO(data) if isinstance(data, bytes | bytearray) else data)
+            image = Image.open(handle)
             bands = len(image.getbands())
             if image.width * image.height * bands > cap:
                 raise ImageDecodeError(source, FilterReason.TOO_LARGE,
