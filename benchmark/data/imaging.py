@@ -62,11 +62,6 @@ class CachedImage:
     reader: str = "pillow"  # the reader its type goes to (the key's second half); "unknown" for no reader
 
     @property
-    def key(self) -> str:
-        """The cache key of the file: content hash and reader."""
-        return image_cache_key(self.content_sha256, self.reader)
-
-    @property
     def ok(self) -> bool:
         """True when the image decoded and its array is in the cache."""
         return self.failure is None
