@@ -119,6 +119,15 @@ class EngineSettings(BaseModel):
     path: Literal["per-run", "stacked"] = "per-run"
 
 
+class EvidenceSettings(BaseModel):
+    """How the companions of section 8's rule read a difference (PROTOCOL.md section 14); never a decision rule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rope: float = Field(default=0.05, gt=0, lt=1, description="half-width of the region of practical equivalence "
+                        "of the Bayesian correlated t-test, in balanced accuracy")
+
+
 class Settings(BaseModel):
     """All settings of one benchmark run."""
 
@@ -130,6 +139,8 @@ class Settings(BaseModel):
     test_sets: TestSetSettings = Field(default_factory=TestSetSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings,  # left out at its default: stores stay as before
                                    exclude_if=lambda engine: engine == EngineSettings())
+    evidence: EvidenceSettings = Field(default_factory=EvidenceSettings,  # left out at its default, as engine is
+                                       exclude_if=lambda evidence: evidence == EvidenceSettings())
 
 
 def read_toml(source: Path, what: str) -> dict[str, Any]:

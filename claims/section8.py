@@ -16,6 +16,13 @@ Read from the stored per-case predictions of each run (threshold 0.5):
   and plain-ct-kd's PPR strictly inside (0, 1) on every Monte Carlo run with either sampler.
 - Again at every student training length of the training-length block (its runs renamed to their base name),
   and on every test set's scores (PROTOCOL.md section 13).
+- Section 14, beside the rule: over a comparison's defined differences d (R of them, R >= 2) and its resamples'
+  mean training and validation patient counts, the corrected resampled t-test (Nadeau and Bengio: t = mean(d) /
+  sqrt((1/R + n_val/n_train) var(d)), R - 1 df, one-sided) and the Bayesian correlated t-test (Benavoli et al.
+  2017: posterior t with R - 1 df, location mean(d), scale sqrt((1/R + rho/(1 - rho)) var(d)), rho = n_val/(n_val
+  + n_train); P(mean > rope), P(|mean| <= rope), P(mean < -rope)). A candidate's headline "beats every control":
+  p = the largest of its control comparisons' p, Holm-adjusted over the declared candidates (a missing p is 1);
+  supported iff every control comparison is supported and the adjusted p <= 0.05.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 ALPHA = 0.05
 MONTE_CARLO, FIXED = "paired-monte-carlo", "paired-fixed"
@@ -52,9 +60,11 @@ class Run:
     mf1: float
     collapsed: bool
     ppr: float
+    sizes: tuple[int, int] = (0, 0)  # training and validation patients of its split
 
 
-def run_from(names: Sequence[str], regime: str, split: str, index: int, cases: Iterable[Any]) -> Run:
+def run_from(names: Sequence[str], regime: str, split: str, index: int, cases: Iterable[Any],
+             sizes: tuple[int, int] = (0, 0)) -> Run:
     """A run's numbers from its per-case predictions (objects with `label` and `score`)."""
     tp = fp = tn = fn = 0
     for case in cases:
@@ -67,7 +77,8 @@ def run_from(names: Sequence[str], regime: str, split: str, index: int, cases: I
     ba = (tp / (tp + fn) + tn / (tn + fp)) / 2 if tp + fn and tn + fp else None
     f1 = [2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else 0.0, 2 * tn / (2 * tn + fp + fn) if 2 * tn + fp + fn
           else 0.0]
-    return Run(tuple(names), regime, split, index, ba, (f1[0] + f1[1]) / 2, tp + fp in (0, total), (tp + fp) / total)
+    return Run(tuple(names), regime, split, index, ba, (f1[0] + f1[1]) / 2, tp + fp in (0, total), (tp + fp) / total,
+               sizes)
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,7 @@ class Comparison:
     p_value: float | None
     exact: bool
     confirmed: bool
+    companions: tuple[float | None, float, float, float] | None = None  # corrected t p, P(A), P(rope), P(B)
 
     @property
     def tag(self) -> str | None:
@@ -116,7 +128,7 @@ def _named(runs: Sequence[Run], name: str, regime: str) -> list[Run]:
     return [r for r in runs if name in r.names and r.regime == regime]
 
 
-def compare(runs: Sequence[Run], a: str, b: str) -> Comparison | None:
+def compare(runs: Sequence[Run], a: str, b: str, rope: float = 0.05) -> Comparison | None:
     """MC-confirmed(A > B); None when A or B has no Monte Carlo run."""
     by_a, by_b = defaultdict(list), defaultdict(list)
     for r in _named(runs, a, MONTE_CARLO):
@@ -136,12 +148,36 @@ def compare(runs: Sequence[Run], a: str, b: str) -> Comparison | None:
     if not shared:
         return Comparison(0, 0, None, None, None, True, False)
     defined = [d for d in d_ba if d is not None]
+    sizes = [by_a[split][0].sizes for split, d in zip(shared, d_ba, strict=True) if d is not None]
     mean_ba, mean_mf1 = _mean(defined), _mean(d_mf1)
     p = sign_flip(defined) if len(defined) <= EXACT_UP_TO else None
     confirmed = (not missing and len(defined) == len(shared) and 2 * collapsed <= len(shared)
                  and mean_ba is not None and mean_ba > 0 and mean_mf1 is not None and mean_mf1 > 0
                  and p is not None and p <= ALPHA)
-    return Comparison(len(shared), collapsed, mean_ba, mean_mf1, p, len(defined) <= EXACT_UP_TO, confirmed)
+    return Comparison(len(shared), collapsed, mean_ba, mean_mf1, p, len(defined) <= EXACT_UP_TO, confirmed,
+                      overlap_companions(defined, sizes, rope))
+
+
+def overlap_companions(d: Sequence[float], sizes: Sequence[tuple[int, int]], rope: float
+                       ) -> tuple[float | None, float, float, float] | None:
+    """(corrected resampled t p, P(A better beyond the ROPE), P(equivalent), P(B better)); None below two values."""
+    r = len(d)
+    if r < 2:
+        return None
+    n_train = sum(s[0] for s in sizes) / r
+    n_val = sum(s[1] for s in sizes) / r
+    mean = sum(d) / r
+    spread = sum((x - mean) ** 2 for x in d) / (r - 1)
+    if spread > 0:
+        corrected_p: float | None = float(stats.t.cdf(-mean / math.sqrt((1 / r + n_val / n_train) * spread), r - 1))
+        rho = n_val / (n_val + n_train)
+        scale = math.sqrt(spread * (1 / r + rho / (1 - rho)))
+        b_better = float(stats.t.cdf((-rope - mean) / scale, r - 1))
+        a_better = float(stats.t.sf((rope - mean) / scale, r - 1))
+    else:
+        corrected_p = 0.0 if mean > 0 else 1.0 if mean < 0 else None
+        a_better, b_better = float(mean > rope), float(mean < -rope)
+    return corrected_p, a_better, 1.0 - a_better - b_better, b_better
 
 
 def fixed_advantage(runs: Sequence[Run], a: str, b: str) -> bool | None:
@@ -159,21 +195,23 @@ class Verdict:
 
     status: str
     comparison: Comparison | None
+    p_values: tuple[float | None, float] | None = None  # a candidate's headline: raw and Holm-adjusted p
 
 
-def _mc_rule(runs: Sequence[Run], a: str, b: str) -> Verdict:
+def _mc_rule(runs: Sequence[Run], a: str, b: str, rope: float) -> Verdict:
     """H2, H3 and every candidate comparison: supported iff MC-confirmed."""
-    mc = compare(runs, a, b)
+    mc = compare(runs, a, b, rope)
     if mc is None:
         return Verdict(NOT_EVALUABLE, None)
     return Verdict(SUPPORTED if mc.confirmed else NOT_SUPPORTED, mc)
 
 
-def decide(runs: Sequence[Run], candidates: Sequence[str]) -> dict[str, Verdict]:
-    """Every hypothesis and candidate comparison the section 8 table defines, by key (H1..H5, `X vs control`)."""
+def decide(runs: Sequence[Run], candidates: Sequence[str], rope: float = 0.05) -> dict[str, Verdict]:
+    """Every hypothesis and candidate comparison the section 8 table defines, by key (H1..H5, `X vs control`), and
+    each candidate's headline (`X beats every control`, section 14)."""
     verdicts: dict[str, Verdict] = {}
     a, b = HYPOTHESES["H1"]
-    mc, fixed = compare(runs, a, b), fixed_advantage(runs, a, b)
+    mc, fixed = compare(runs, a, b, rope), fixed_advantage(runs, a, b)
     if mc is None:
         h1 = NOT_EVALUABLE
     elif mc.confirmed:
@@ -184,9 +222,9 @@ def decide(runs: Sequence[Run], candidates: Sequence[str]) -> dict[str, Verdict]
         h1 = TENTATIVE if fixed else NOT_SUPPORTED
     verdicts["H1"] = Verdict(h1, mc)
     for key in ("H2", "H3"):
-        verdicts[key] = _mc_rule(runs, *HYPOTHESES[key])
+        verdicts[key] = _mc_rule(runs, *HYPOTHESES[key], rope)
     a, b = HYPOTHESES["H4"]
-    mc, fixed = compare(runs, a, b), fixed_advantage(runs, a, b)
+    mc, fixed = compare(runs, a, b, rope), fixed_advantage(runs, a, b)
     if mc is not None and fixed is not None:
         h4 = SUPPORTED if mc.confirmed and fixed else NOT_SUPPORTED
     elif mc is None:
@@ -195,7 +233,7 @@ def decide(runs: Sequence[Run], candidates: Sequence[str]) -> dict[str, Verdict]
         h4 = NOT_SUPPORTED if not mc.confirmed else NOT_EVALUABLE
     verdicts["H4"] = Verdict(h4, mc)
     a, b = HYPOTHESES["H5"]
-    balanced = compare(runs, a, b)
+    balanced = compare(runs, a, b, rope)
     rates = [r.ppr for name in ("plain-ct-kd", a) for r in _named(runs, name, MONTE_CARLO)]
     failing = h1 not in (SUPPORTED, NOT_EVALUABLE) or (balanced is not None and not balanced.confirmed) or any(
         not 0 < rate < 1 for rate in rates)
@@ -205,8 +243,44 @@ def decide(runs: Sequence[Run], candidates: Sequence[str]) -> dict[str, Verdict]
     for candidate in candidates:  # a declared candidate without runs is not evaluable, never left out
         for control in CONTROLS:
             if control != candidate:
-                verdicts[f"{candidate} vs {control}"] = _mc_rule(runs, candidate, control)
+                verdicts[f"{candidate} vs {control}"] = _mc_rule(runs, candidate, control, rope)
+    verdicts.update(candidate_headlines(verdicts, candidates))
     return verdicts
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values: the i-th smallest of m is max over the first i of (m - j) p_(j), capped
+    at 1 (tied values share one, whichever comes first)."""
+    ordered = sorted(p_values)
+    m = len(ordered)
+    running, stepped = 0.0, []
+    for j, p in enumerate(ordered):
+        running = max(running, min(1.0, (m - j) * p))
+        stepped.append(running)
+    return [stepped[ordered.index(p)] for p in p_values]
+
+
+def candidate_headlines(verdicts: dict[str, Verdict], candidates: Sequence[str]) -> dict[str, Verdict]:
+    """`X beats every control` for each candidate: the intersection-union p (the largest of its control comparisons'
+    sign-flip p) Holm-adjusted over the candidates, supported iff every control comparison is and adjusted p <= 0.05;
+    not evaluable while one is not evaluable and none is not supported."""
+    raw: list[float | None] = []
+    for candidate in candidates:
+        parts = [verdicts[f"{candidate} vs {c}"] for c in CONTROLS if c != candidate]
+        ps = [v.comparison.p_value if v.comparison is not None else None for v in parts]
+        raw.append(None if any(p is None for p in ps) else max(p for p in ps if p is not None))
+    adjusted = holm([1.0 if p is None else p for p in raw])
+    headlines = {}
+    for candidate, p, p_adjusted in zip(candidates, raw, adjusted, strict=True):
+        statuses = [verdicts[f"{candidate} vs {c}"].status for c in CONTROLS if c != candidate]
+        if NOT_SUPPORTED in statuses:
+            status = NOT_SUPPORTED
+        elif NOT_EVALUABLE in statuses or p is None:
+            status = NOT_EVALUABLE
+        else:
+            status = SUPPORTED if p_adjusted <= ALPHA else NOT_SUPPORTED
+        headlines[f"{candidate} beats every control"] = Verdict(status, None, (p, p_adjusted))
+    return headlines
 
 
 def at_lengths(records: Sequence[Any], scored: dict[str, list[Any]]) -> dict[int, list[Run]]:
@@ -218,7 +292,7 @@ def at_lengths(records: Sequence[Any], scored: dict[str, list[Any]]) -> dict[int
             base = declared[0].rsplit("@epochs=", 1)[0]
             lengths[record.spec.configuration.training.epochs].append(run_from(
                 (base,), record.spec.regime, record.spec.split.val_hash, record.spec.split.index,
-                scored[record.spec.run_id]))
+                scored[record.spec.run_id], _sizes(record)))
     return dict(sorted(lengths.items()))
 
 
@@ -230,28 +304,34 @@ def candidates_of(records: Sequence[Any]) -> list[str]:
 Scope = tuple[str | None, int | None]  # (test set or None for validation, student epochs or None for the headline)
 
 
+def _sizes(record: Any) -> tuple[int, int]:
+    return len(record.spec.split.train_patients), len(record.spec.split.val_patients)
+
+
 def all_verdicts(records: Sequence[Any], test_sets: Sequence[str],
-                 declared: Sequence[str] = ()) -> dict[Scope, dict[str, Verdict]]:
+                 declared: Sequence[str] = (), rope: float = 0.05) -> dict[Scope, dict[str, Verdict]]:
     """Every verdict of a store: on the validation cases and on each test set, headline and at every length; the
-    candidates are those `declared` (the store's profile) and any with runs."""
+    candidates are those `declared` (the store's profile) and any with runs; `rope` is the store's setting."""
     candidates = list(dict.fromkeys([*declared, *candidates_of(records)]))
     result: dict[Scope, dict[str, Verdict]] = {}
     for test_set in [None, *test_sets]:
         scored = {r.spec.run_id: (r.predictions if test_set is None else r.tests[test_set].predictions)
                   for r in records if test_set is None or test_set in r.tests}
         runs = [run_from(r.spec.names, r.spec.regime, r.spec.split.val_hash, r.spec.split.index,
-                         scored[r.spec.run_id]) for r in records if r.spec.run_id in scored]
-        result[(test_set, None)] = decide(runs, candidates)
+                         scored[r.spec.run_id], _sizes(r)) for r in records if r.spec.run_id in scored]
+        result[(test_set, None)] = decide(runs, candidates, rope)
         for epochs, view in at_lengths(records, scored).items():
-            result[(test_set, epochs)] = decide(view, candidates)
+            result[(test_set, epochs)] = decide(view, candidates, rope)
     return result
 
 
 def stated_verdicts(evidence: dict[str, Any]) -> dict[Scope, dict[str, dict[str, Any]]]:
     """What evidence.json states, by the same scopes and keys: each comparison's result as stored."""
     def comparisons(part: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        return {h["hypothesis"]: h for h in [*part["hypotheses"],
-                                             *(c for cand in part.get("candidates", []) for c in cand["comparisons"])]}
+        found = {h["hypothesis"]: h for h in [*part["hypotheses"],
+                                              *(c for cand in part.get("candidates", []) for c in cand["comparisons"])]}
+        found.update({f"{cand['name']} beats every control": cand for cand in part.get("candidates", [])})
+        return found
 
     stated: dict[Scope, dict[str, dict[str, Any]]] = {}
     for test_set, part in [(None, evidence), *((t["test_set"], t) for t in evidence.get("test_sets", []))]:
@@ -276,6 +356,10 @@ def disagreements(verdicts: dict[Scope, dict[str, Verdict]], stated: dict[Scope,
             mc = h.get("monte_carlo") or h.get("balanced_monte_carlo")
             if h["status"] != v.status:
                 problems.append(f"{where}: {key} is {h['status']!r}, the rules give {v.status!r}")
+            if v.p_values is not None:
+                for field, mine_p in zip(("p_value", "adjusted_p_value"), v.p_values, strict=True):
+                    if not _same(h.get(field), mine_p):
+                        problems.append(f"{where}: {key} has {field} {h.get(field)}, the rules give {mine_p}")
             c = v.comparison
             if (mc is None) != (c is None):
                 problems.append(f"{where}: {key} has {'no' if mc is None else 'a'} Monte Carlo comparison stored")
@@ -294,4 +378,24 @@ def disagreements(verdicts: dict[Scope, dict[str, Verdict]], stated: dict[Scope,
                 if (stored is None) != (mine_value is None) or (
                         stored is not None and not math.isclose(stored, mine_value, rel_tol=1e-9, abs_tol=1e-12)):
                     problems.append(f"{where}: {key} has {field} {stored}, the runs give {mine_value}")
+            problems += [f"{where}: {key} {p}" for p in _companion_problems(mc.get("companions"), c.companions)]
     return problems
+
+
+def _same(stored: float | None, mine: float | None) -> bool:
+    return (stored is None) == (mine is None) and (
+        stored is None or mine is None or math.isclose(stored, mine, rel_tol=1e-9, abs_tol=1e-9))
+
+
+def _companion_problems(stored: dict[str, Any] | None, mine: tuple[float | None, float, float, float] | None
+                        ) -> list[str]:
+    """Where evidence.json's companions differ from the ones recomputed here."""
+    if (stored is None) != (mine is None):
+        return [f"has {'no' if stored is None else 'a'} companion stored, the rules give {mine}"]
+    if stored is None or mine is None:
+        return []
+    given = (stored["corrected_t"]["p_value"], stored["bayesian"]["p_a_better"], stored["bayesian"]["p_equivalent"],
+             stored["bayesian"]["p_b_better"])
+    names = ("corrected t p", "P(A better)", "P(equivalent)", "P(B better)")
+    return [f"has {name} {g}, the rules give {m}" for name, g, m in zip(names, given, mine, strict=True)
+            if not _same(g, m)]

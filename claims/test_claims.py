@@ -225,7 +225,8 @@ def test_claim5_every_reported_number_recomputes_from_the_per_case_predictions(
 def verdicts(records: list[RunRecord], manifest: StoreManifest) -> dict[Scope, dict[str, Verdict]]:
     """Section 8 decided again by claims/section8.py (which imports nothing from benchmark.evidence) on the stored
     per-case predictions, for the validation cases and every test set, headline and every training length."""
-    return all_verdicts(records, [t.name for t in manifest.test_sets], _declared_candidates(manifest))
+    return all_verdicts(records, [t.name for t in manifest.test_sets], _declared_candidates(manifest),
+                        manifest.settings.evidence.rope)
 
 
 def _declared_candidates(manifest: StoreManifest) -> list[str]:

@@ -254,7 +254,8 @@ def evidence_on_test_set(records: Sequence[RunRecord], test_set: TestSet, eviden
     validation `evidence`: which statuses differ and why, and whether the ranking survives."""
     view = scored_view(records, test_set.name)
     unscored = unscored_configurations(records, test_set.name)
-    decided = decide_everything(view, estimator=effect_on_test_set, names=[c.name for c in evidence.candidates])
+    decided = decide_everything(view, estimator=effect_on_test_set, names=[c.name for c in evidence.candidates],
+                                rope=evidence.rope)
     hypotheses = _explain_unscored(decided.hypotheses, unscored)
     candidates = [c.model_copy(update={"comparisons": _explain_unscored(c.comparisons, unscored)})
                   for c in decided.candidates]

@@ -14,6 +14,11 @@ from pydantic import BaseModel, Field
 from benchmark.schemas import SupportCounts, TestSetKind
 
 ALPHA = 0.05
+MULTIPLICITY = ("H1-H5 are the study's pre-specified questions: their p-values are not adjusted. A candidate's "
+                "headline 'beats every control' is an intersection-union test (its p is the largest of its control "
+                "comparisons'), Holm-adjusted across the study's candidates; it is supported only when the adjusted "
+                f"p <= {ALPHA} and every control comparison is MC-confirmed. The companions (corrected resampled "
+                "t-test, Bayesian correlated t-test) are reported beside the sign-flip p and decide nothing.")
 
 
 class Status(StrEnum):
@@ -42,6 +47,35 @@ class ResampleDifference(BaseModel):
     b_collapsed: bool
 
 
+class CorrectedTTest(BaseModel):
+    """Nadeau-Bengio corrected resampled t-test of mean BA difference > 0 (a companion, never a decision rule)."""
+
+    t_statistic: float | None = Field(description="None when every difference is equal (no spread)")
+    degrees_of_freedom: int
+    variance_factor: float = Field(description="1/R + n_val/n_train, the splits' mean patient counts")
+    p_value: float | None = Field(description="one-sided; None when every difference is 0")
+
+
+class BayesianCorrelatedTTest(BaseModel):
+    """Benavoli et al.'s Bayesian correlated t-test: posterior probabilities around a ROPE (a companion)."""
+
+    correlation: float = Field(description="rho = n_val / (n_val + n_train)")
+    rope: float = Field(description="half-width of the region of practical equivalence, in BA")
+    p_a_better: float = Field(description="P(mean BA difference > rope)")
+    p_equivalent: float = Field(description="P(|mean BA difference| <= rope)")
+    p_b_better: float = Field(description="P(mean BA difference < -rope)")
+
+
+class Companions(BaseModel):
+    """What the resamples' overlap does to a comparison (PROTOCOL.md section 14): reported, never deciding."""
+
+    resamples: int = Field(description="defined per-resample differences used")
+    mean_train_patients: float
+    mean_val_patients: float
+    corrected_t: CorrectedTTest
+    bayesian: BayesianCorrelatedTTest
+
+
 class MonteCarloComparison(BaseModel):
     """MC-confirmed(A > B) with every number it was decided on."""
 
@@ -60,6 +94,8 @@ class MonteCarloComparison(BaseModel):
     collapsed_resamples: int = Field(default=0, description="resamples on which A's or B's run collapsed")
     degenerate: bool = Field(default=False, description="collapsed on more than half of the resamples")
     confirmed: bool
+    companions: Companions | None = Field(default=None, description="overlap-aware companions of the sign-flip p "
+                                          "(None: fewer than two defined differences)")
 
     @property
     def degenerate_tag(self) -> str | None:
@@ -150,10 +186,19 @@ class HypothesisResult(BaseModel):
 
 
 class CandidateEvidence(BaseModel):
-    """A candidate method (a configuration marked `candidate`) against each of the protocol's controls."""
+    """A candidate method against each of the protocol's controls, and its headline "beats every control": an
+    intersection-union test whose p is Holm-adjusted across the study's candidates (PROTOCOL.md section 14)."""
 
     name: str
     comparisons: list[HypothesisResult] = Field(description="candidate vs each control, by the MC-confirmed rule")
+    status: Status = Field(default=Status.NOT_EVALUABLE, description="the headline: supported iff every control "
+                           "comparison is MC-confirmed and the adjusted p <= alpha")
+    reason: str = ""
+    p_value: float | None = Field(default=None, description="raw intersection-union p: the largest of the control "
+                                  "comparisons' sign-flip p (None when one has no p)")
+    adjusted_p_value: float | None = Field(default=None, description="Holm-adjusted across the candidates of this "
+                                           "store (a candidate without p counts as p = 1 in the family)")
+    family: int = Field(default=1, description="m, the candidates the adjustment runs over")
 
 
 class LengthEvidence(BaseModel):
@@ -219,6 +264,8 @@ class Evidence(BaseModel):
     """Every hypothesis status of one results store, at the protocol's training length and at every other."""
 
     alpha: float = ALPHA
+    rope: float = Field(default=0.05, description="the Bayesian companion's ROPE (settings [evidence] rope)")
+    multiplicity: str = Field(default=MULTIPLICITY)
     runs: int
     hypotheses: list[HypothesisResult]
     training_lengths: list[LengthEvidence] = Field(default_factory=list)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm, permutation_test
 
+from benchmark.config import EvidenceSettings
 from benchmark.evidence.results import (
     ALPHA,
     CandidateEvidence,
@@ -50,6 +51,7 @@ from benchmark.evidence.results import (
     ResampleDifference,
     Status,
 )
+from benchmark.evidence.statistics import companions, holm_adjusted
 from benchmark.evidence.summary import runs_of
 from benchmark.experiment.matrix import CANDIDATE_BLOCK, Declaration
 from benchmark.experiment.store import RunRecord, StoreManifest
@@ -57,6 +59,7 @@ from benchmark.experiment.store import RunRecord, StoreManifest
 MONTE_CARLO = "paired-monte-carlo"
 FIXED = "paired-fixed"
 EXACT_LIMIT = 16  # resamples up to which every sign assignment is enumerated (2^16)
+DEFAULT_ROPE = EvidenceSettings().rope
 
 
 def sign_flip_p_value(differences: Sequence[float], seed: int = 0) -> tuple[float, str]:
@@ -106,9 +109,9 @@ def _defined_mean(values: Sequence[float | None]) -> float | None:
     return _mean(defined) if defined else None
 
 
-def monte_carlo_comparison(records: Sequence[RunRecord], a: str, b: str, regime: str = MONTE_CARLO
-                           ) -> MonteCarloComparison:
-    """Paired per-resample differences of A and B and whether MC-confirmed(A > B) holds."""
+def monte_carlo_comparison(records: Sequence[RunRecord], a: str, b: str, regime: str = MONTE_CARLO,
+                           rope: float = DEFAULT_ROPE) -> MonteCarloComparison:
+    """Paired per-resample differences of A and B, whether MC-confirmed(A > B) holds, and its companions."""
     runs_a, runs_b = _by_split(runs_of(records, a, regime)), _by_split(runs_of(records, b, regime))
     split_ids = {h: runs[0].spec.split.split_id for h, runs in (*runs_a.items(), *runs_b.items())}
     shared = [h for h in split_ids if h in runs_a and h in runs_b]
@@ -130,6 +133,7 @@ def monte_carlo_comparison(records: Sequence[RunRecord], a: str, b: str, regime:
         return MonteCarloComparison(a=a, b=b, resamples=[], missing=missing, mean_d_balanced_accuracy=None,
                                     mean_d_macro_f1=None, p_value=None, test="no paired resamples", confirmed=False)
     d_ba = [r.d_balanced_accuracy for r in resamples if r.d_balanced_accuracy is not None]
+    splits = [runs_a[r.val_hash][0].spec.split for r in resamples if r.d_balanced_accuracy is not None]
     undefined = [r.split_id for r in resamples if r.d_balanced_accuracy is None]
     mean_ba, mean_f1 = _defined_mean(d_ba), _mean([r.d_macro_f1 for r in resamples])
     p_value, test = (sign_flip_p_value(d_ba) if len(d_ba) >= 2 else  # scipy refuses one difference: no test
@@ -143,7 +147,9 @@ def monte_carlo_comparison(records: Sequence[RunRecord], a: str, b: str, regime:
         mean_d_macro_f1=mean_f1, p_value=p_value, test=test,
         a_collapsed=[r.split_id for r in resamples if r.a_collapsed],
         b_collapsed=[r.split_id for r in resamples if r.b_collapsed], collapsed_resamples=collapsed,
-        degenerate=degenerate, confirmed=confirmed)
+        degenerate=degenerate, confirmed=confirmed,
+        companions=companions(d_ba, [len(s.train_patients) for s in splits], [len(s.val_patients) for s in splits],
+                              rope))
 
 
 def fixed_split_comparison(records: Sequence[RunRecord], a: str, b: str) -> FixedSplitComparison:
@@ -327,11 +333,11 @@ Estimator = Callable[[Sequence[RunRecord], MonteCarloComparison], EffectEstimate
 
 def _decide(h: Hypothesis, records: Sequence[RunRecord], decided: dict[str, HypothesisResult],
             cohort: PairedCohort | None, power: PowerGrounding | None,
-            estimator: Estimator | None = None) -> HypothesisResult:
+            estimator: Estimator | None = None, rope: float = DEFAULT_ROPE) -> HypothesisResult:
     """One hypothesis's status by its rule, decided as far as the present runs decide it."""
     assert h.a is not None and h.b is not None
     absent_mc = _missing(records, [h.a, h.b], MONTE_CARLO)
-    mc = None if absent_mc else monte_carlo_comparison(records, h.a, h.b)
+    mc = None if absent_mc else monte_carlo_comparison(records, h.a, h.b, rope=rope)
     if h.key == "H5":
         return _decide_h5(h, records, decided["H1"], mc)
     uses_fixed = h.key in ("H1", "H4")
@@ -407,24 +413,61 @@ def declared_candidates(manifest: StoreManifest) -> list[str]:
 
 
 def decide_candidates(records: Sequence[RunRecord], names: Sequence[str], cohort: PairedCohort | None = None,
-                      estimator: Estimator | None = None) -> list[CandidateEvidence]:
+                      estimator: Estimator | None = None, rope: float = DEFAULT_ROPE) -> list[CandidateEvidence]:
     """Every candidate of `names` against every control, each by the rule of H2/H3: supported iff MC-confirmed (not
-    evaluable without its runs). `estimator` replaces the validation effect estimate (a test set's)."""
+    evaluable without its runs), and each candidate's headline over the family of `names` (`headlines`).
+    `estimator` replaces the validation effect estimate (a test set's)."""
     result = []
     for name in names:
         comparisons = [_decide(Hypothesis(f"{name} vs {control}", _CONTROL_STATEMENTS[control], name, control,
                                           f"supported iff {MC_RULE}; otherwise 'not supported'"),
-                               records, {}, cohort, None, estimator) for control in CONTROLS if control != name]
+                               records, {}, cohort, None, estimator, rope) for control in CONTROLS if control != name]
         result.append(CandidateEvidence(name=name, comparisons=comparisons))
-    return result
+    return headlines(result)
+
+
+def intersection_p_value(candidate: CandidateEvidence) -> float | None:
+    """The intersection-union p of "beats every control": the largest control comparison's p; None when one of them
+    has no p (no runs, or too few defined resamples)."""
+    p_values = [c.monte_carlo.p_value if c.monte_carlo is not None else None for c in candidate.comparisons]
+    return None if not p_values or any(p is None for p in p_values) else max(p for p in p_values if p is not None)
+
+
+def headlines(candidates: list[CandidateEvidence]) -> list[CandidateEvidence]:
+    """Each candidate's headline status: the intersection-union p, Holm-adjusted over the m candidates (one without a
+    p counts as p = 1, so the family is never shrunk), supported iff every control comparison is MC-confirmed and
+    the adjusted p <= alpha; not evaluable while a comparison is and none fails."""
+    raw = [intersection_p_value(c) for c in candidates]
+    adjusted = holm_adjusted([1.0 if p is None else p for p in raw])
+    decided = []
+    for candidate, p, p_adjusted in zip(candidates, raw, adjusted, strict=True):
+        statuses = [c.status for c in candidate.comparisons]
+        failing = [c.b for c in candidate.comparisons if c.status == Status.NOT_SUPPORTED]
+        if failing:
+            status, reason = Status.NOT_SUPPORTED, f"not MC-confirmed over {', '.join(map(str, failing))}"
+        elif Status.NOT_EVALUABLE in statuses or p is None:
+            status, reason = Status.NOT_EVALUABLE, "a control comparison is not evaluable"
+        elif p_adjusted > ALPHA:
+            status = Status.NOT_SUPPORTED
+            reason = (f"every control comparison is MC-confirmed, but the Holm-adjusted p = {p_adjusted:.4g} over "
+                      f"{len(candidates)} candidates exceeds {ALPHA} (raw p = {p:.4g})")
+        else:
+            status = Status.SUPPORTED
+            reason = (f"every control comparison is MC-confirmed and the Holm-adjusted p = {p_adjusted:.4g} over "
+                      f"{len(candidates)} candidate(s) is <= {ALPHA}")
+        decided.append(candidate.model_copy(update={
+            "status": status, "reason": reason, "p_value": p, "adjusted_p_value": p_adjusted,
+            "family": len(candidates)}))
+    return decided
 
 
 def decide_all(records: Sequence[RunRecord], cohort: PairedCohort | None = None,
-               power: PowerGrounding | None = None, estimator: Estimator | None = None) -> list[HypothesisResult]:
+               power: PowerGrounding | None = None, estimator: Estimator | None = None,
+               rope: float = DEFAULT_ROPE) -> list[HypothesisResult]:
     """H1-H5 on these runs, in order (H5 reads H1's status); `estimator` replaces the validation effect estimate."""
     decided: dict[str, HypothesisResult] = {}
     for hypothesis in HYPOTHESES:
-        decided[hypothesis.key] = _decide(hypothesis, records, decided, cohort, power, estimator)
+        decided[hypothesis.key] = _decide(hypothesis, records, decided, cohort, power, estimator, rope)
     return list(decided.values())
 
 
@@ -461,17 +504,17 @@ class Decided:
 
 def decide_everything(records: Sequence[RunRecord], cohort: PairedCohort | None = None,
                       power: PowerGrounding | None = None, estimator: Estimator | None = None,
-                      names: Sequence[str] | None = None) -> Decided:
+                      names: Sequence[str] | None = None, rope: float = DEFAULT_ROPE) -> Decided:
     """H1-H5 and the candidates (`names`, default: those of `records`) at the headline length and at every student
     training length of the training-length stress test, and which of them depend on training length."""
-    headline = decide_all(records, cohort, power, estimator)
+    headline = decide_all(records, cohort, power, estimator, rope)
     names = candidate_names(records) if names is None else names
-    candidates = decide_candidates(records, names, cohort, estimator)
+    candidates = decide_candidates(records, names, cohort, estimator, rope)
     lengths = []
     for epochs in training_lengths(records):
         view = runs_at_length(records, epochs)
-        lengths.append(LengthEvidence(epochs=epochs, hypotheses=decide_all(view, cohort, power, estimator),
-                                      candidates=decide_candidates(view, names, cohort, estimator)))
+        lengths.append(LengthEvidence(epochs=epochs, hypotheses=decide_all(view, cohort, power, estimator, rope),
+                                      candidates=decide_candidates(view, names, cohort, estimator, rope)))
 
     def at_lengths(key: str) -> set[Status]:
         return {h.status for length in lengths
@@ -484,13 +527,15 @@ def decide_everything(records: Sequence[RunRecord], cohort: PairedCohort | None 
 
 
 def evaluate_hypotheses(records: Sequence[RunRecord], cohort: PairedCohort | None = None,
-                        power: PowerGrounding | None = None, names: Sequence[str] | None = None) -> Evidence:
+                        power: PowerGrounding | None = None, names: Sequence[str] | None = None,
+                        rope: float = DEFAULT_ROPE) -> Evidence:
     """The status of H1-H5 on these runs (the headline, at the protocol's training length) and at every student
     training length of the training-length stress test, each with the numbers and the rule it was decided by.
 
     `cohort` and `power` let the effect estimates say in patients what a confirmation would need."""
-    decided = decide_everything(records, cohort, power, names=names)
-    return Evidence(runs=len(records), hypotheses=decided.hypotheses, training_lengths=decided.training_lengths,
+    decided = decide_everything(records, cohort, power, names=names, rope=rope)
+    return Evidence(runs=len(records), rope=rope, hypotheses=decided.hypotheses,
+                    training_lengths=decided.training_lengths,
                     depends_on_training_length=decided.depends_on_training_length, candidates=decided.candidates,
                     degenerate_headline=[h.hypothesis for h in decided.hypotheses
                                          if h.degenerate and h.hypothesis != "H5"])

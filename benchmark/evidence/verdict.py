@@ -14,6 +14,7 @@ def store_evidence(manifest: StoreManifest, records: Sequence[RunRecord],
                    power: PowerGrounding | None = None) -> Evidence:
     """The evidence of a store's runs (its statements of need in the store's cohort's patients) and, for each of its
     test sets, the same rules on the runs' scores there."""
-    evidence = evaluate_hypotheses(records, cohort_size(manifest), power, declared_candidates(manifest))
+    evidence = evaluate_hypotheses(records, cohort_size(manifest), power, declared_candidates(manifest),
+                                   manifest.settings.evidence.rope)
     return evidence.model_copy(update={"test_sets": [evidence_on_test_set(records, test_set, evidence)
                                                      for test_set in manifest.test_sets]})
