@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmark import __version__
-from benchmark.atomic import write_atomically
+from benchmark.atomic import ensure_writable_folder, write_atomically
 from benchmark.config import load_settings
 from benchmark.data.pipeline import cohort_summary, image_cache, prepare_data, resolve_cohort_file, resolve_data_root
 from benchmark.errors import ConfigError, CtxrayError, OutputError, describe_os_error
@@ -22,6 +22,8 @@ from benchmark.schemas import CohortSummary, SplitSupport, SupportCounts
 if TYPE_CHECKING:
     from benchmark.data.test_sets import ExternalSpec
     from benchmark.evidence.power import PowerResult, Rate
+    from benchmark.evidence.preregistration import PlanAdmission
+    from benchmark.experiment.runner import RunRequest
     from benchmark.experiment.store import StoreManifest
 
 
@@ -249,18 +251,24 @@ def _say_plugin_code(configurations_path: str | None) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.experiment.runner import RunRequest, run_profile
+    from benchmark.experiment.runner import run_profile
+    from benchmark.experiment.store import ResultsStore
     from benchmark.report.render import write_store_outputs
 
     _say_plugin_code(args.configurations)
     out = Path(args.out or f"results/{args.profile}")
-    request = RunRequest(
-        data_root=_cohort_of(args), profile=args.profile, out=out, workers=args.workers,
-        threads=args.threads, device=args.device, settings_path=args.config, configurations_path=args.configurations,
-        matrix_path=args.matrix, cache_root=args.cache, teacher_root=args.teachers,
-        progress=not args.quiet and sys.stderr.isatty(), executor=args.executor, ray_address=args.address,
-        externals=tuple(args.external))
-    outcome = run_profile(request)
+    admission = None
+    if args.plan:
+        from benchmark.evidence.preregistration import PlanAdmission, load_plan
+
+        plan, content = load_plan(Path(args.plan))
+        admission = PlanAdmission(plan, content, Path(args.plan))
+    outcome = run_profile(_run_request(args, out, admission))
+    stamp = ResultsStore(out).manifest().plan
+    if stamp is not None and admission is None and outcome.executed:
+        print(f"ctxray-bench: warning: {out} was pre-registered under plan {stamp.sha256[:12]}...; the "
+              f"{outcome.executed} run(s) made now without --plan are deviations from it, listed in the report",
+              file=sys.stderr)
     for path in outcome.set_aside:
         print(f"ctxray-bench: warning: {path.with_suffix('')}: not a valid run record; set aside as {path.name} "
               f"and computed again", file=sys.stderr)
@@ -282,6 +290,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"summary: {summary}")
     print(f"report: {report.resolve()}")
     return 1 if outcome.failures else 0
+
+
+def _run_request(args: argparse.Namespace, out: Path, admission: PlanAdmission | None = None) -> RunRequest:
+    """The RunRequest the options of `run` (and `plan`) describe."""
+    from benchmark.experiment.runner import RunRequest
+
+    return RunRequest(
+        data_root=_cohort_of(args), profile=args.profile, out=out, workers=args.workers,
+        threads=args.threads, device=args.device, settings_path=args.config, configurations_path=args.configurations,
+        matrix_path=args.matrix, cache_root=args.cache, teacher_root=args.teachers,
+        progress=not args.quiet and sys.stderr.isatty(), executor=args.executor, ray_address=args.address,
+        externals=tuple(args.external), plan=admission)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from benchmark.evidence.preregistration import plan_body, plugin_identities, write_plan
+    from benchmark.experiment.runner import plan
+
+    _say_plugin_code(args.configurations)
+    out = Path(args.out)
+    ensure_writable_folder(out.parent if str(out.parent) else Path("."))
+    _, specs, manifest, _ = plan(_run_request(args, Path(f"results/{args.profile}")))
+    written = write_plan(plan_body(manifest, specs, plugin_identities(specs)), out)
+    print(f"plan: {out} (sha256 {written.sha256}, {written.created_at}): {len(written.plan.run_ids)} runs of "
+          f"{len(written.plan.configurations)} configurations; run it with `ctxray-bench run --plan {out}` and the "
+          "same options")
+    return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -436,6 +471,31 @@ def _add_cohort_options(command: argparse.ArgumentParser) -> None:
                                       "(default: $CTXRAY_DATA)")
 
 
+def _add_run_options(command: argparse.ArgumentParser) -> None:
+    """The options of `run` that say what runs (shared by `plan`, whose plan fixes them)."""
+    _add_cohort_options(command)
+    command.add_argument("--profile", default="paper", help="profile of the matrix (default: paper)")
+    command.add_argument("--workers", type=_at_least_one, default=os.cpu_count() or 1,
+                         help="parallel local worker processes (default: one per CPU)")
+    command.add_argument("--threads", type=_at_least_one,
+                         help="torch threads per worker (default: CPUs / workers); part of what makes a run bit-exact")
+    command.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="default: cpu")
+    command.add_argument("--config", help="settings TOML (default: the packaged configs/default.toml)")
+    command.add_argument("--configurations", help="a TOML of configurations added to the packaged ones; those marked "
+                                                   "`candidate = true` join the matrix and are compared with the "
+                                                   "controls")
+    command.add_argument("--matrix", help="experiment matrix TOML (default: the packaged configs/matrix.toml)")
+    command.add_argument("--cache", help="image cache folder (default: $CTXRAY_CACHE or ~/.cache/ctxray-bench)")
+    command.add_argument("--teachers", help="teacher cache folder (default: OUT/teachers)")
+    command.add_argument("--executor", default="local", choices=["local", "ray"],
+                         help="local worker processes (default) or Ray tasks")
+    command.add_argument("--address", help="Ray cluster address (e.g. auto or ray://HEAD:10001; default: start a "
+                                           "local Ray instance)")
+    command.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_external_option(command, "every deployable run is scored on it; refused when it shares a patient or an "
+                                  "image with the cohort or another test set")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="ctxray-bench", description=__doc__)
@@ -473,28 +533,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", parents=[common],
                               help="run a profile of the experiment matrix into a results store")
-    _add_cohort_options(run)
-    run.add_argument("--profile", default="paper", help="profile of the matrix (default: paper)")
     run.add_argument("--out", help="output folder: store, summary, report (default: results/PROFILE)")
-    run.add_argument("--workers", type=_at_least_one, default=os.cpu_count() or 1,
-                     help="parallel local worker processes (default: one per CPU)")
-    run.add_argument("--threads", type=_at_least_one,
-                     help="torch threads per worker (default: CPUs / workers); part of what makes a run bit-exact")
-    run.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="default: cpu")
-    run.add_argument("--config", help="settings TOML (default: the packaged configs/default.toml)")
-    run.add_argument("--configurations", help="a TOML of configurations added to the packaged ones; those marked "
-                                               "`candidate = true` join the matrix and are compared with the controls")
-    run.add_argument("--matrix", help="experiment matrix TOML (default: the packaged configs/matrix.toml)")
-    run.add_argument("--cache", help="image cache folder (default: $CTXRAY_CACHE or ~/.cache/ctxray-bench)")
-    run.add_argument("--teachers", help="teacher cache folder (default: OUT/teachers)")
-    run.add_argument("--executor", default="local", choices=["local", "ray"],
-                     help="local worker processes (default) or Ray tasks")
-    run.add_argument("--address", help="Ray cluster address (e.g. auto or ray://HEAD:10001; default: start a "
-                                       "local Ray instance)")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_external_option(run, "every deployable run is scored on it; refused when it shares a patient or an image "
-                              "with the cohort or another test set")
+    run.add_argument("--plan", help="a pre-registration plan (`ctxray-bench plan`): refused in one line when this run "
+                                    "differs from it; stored with the runs, and the report says 'pre-registered'")
+    _add_run_options(run)
     run.set_defaults(handler=_cmd_run)
+
+    plan = commands.add_parser("plan", parents=[common],
+                               help="write the pre-registration plan of a run (same options as run) before any run")
+    plan.add_argument("--out", default="plan.json", help="plan file to write (default: plan.json)")
+    _add_run_options(plan)
+    plan.set_defaults(handler=_cmd_plan)
 
     power = commands.add_parser("power", parents=[common],
                                 help="measure the protocol's power and false-positive rate on synthetic "

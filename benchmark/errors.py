@@ -85,6 +85,10 @@ class StoreError(CtxrayError):
     """A results store is unreadable, incomplete, or belongs to other data."""
 
 
+class PlanError(CtxrayError):
+    """A pre-registration plan is unreadable, was edited after it was written, or differs from what a run would do."""
+
+
 class FetchError(CtxrayError):
     """The dataset could not be fetched, or what was fetched does not verify."""
 

@@ -177,7 +177,7 @@ def overlap_companions(d: Sequence[float], sizes: Sequence[tuple[int, int]], rop
     else:
         corrected_p = 0.0 if mean > 0 else 1.0 if mean < 0 else None
         a_better, b_better = float(mean > rope), float(mean < -rope)
-    return corrected_p, a_better, 1.0 - a_better - b_better, b_better
+    return corrected_p, a_better, max(0.0, 1.0 - a_better - b_better), b_better
 
 
 def fixed_advantage(runs: Sequence[Run], a: str, b: str) -> bool | None:

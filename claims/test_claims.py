@@ -251,22 +251,39 @@ def _report_agrees(verdicts: dict[Scope, dict[str, Verdict]], shown: dict[str, s
             if shown.get(status_key) != v.status:
                 problems.append(f"{status_key}: the report shows {shown.get(status_key)!r}, the rules {v.status!r}")
             c = v.comparison
+            expected = {}
+            if epochs is None and v.p_values is not None:  # a candidate's headline: raw and Holm-adjusted p
+                expected.update({field: _four(p) for field, p in zip(("p_value", "adjusted_p_value"), v.p_values,
+                                                                      strict=True)})
             if epochs is not None or c is None:
+                problems += _differently_shown(shown, prefix, expected)
                 continue
-            expected = {"collapsed_resamples": str(c.collapsed)}
+            expected["collapsed_resamples"] = str(c.collapsed)
+            if c.companions is not None:
+                corrected, a_better, equivalent, b_better = c.companions
+                expected.update({"corrected_p": _four(corrected), "p_a_better": f"{a_better:.3f}",
+                                 "p_equivalent": f"{equivalent:.3f}", "p_b_better": f"{b_better:.3f}"})
             if c.exact and c.p_value is not None:
                 expected["p_value"] = f"{c.p_value:.4f}"
             if c.mean_ba is not None:
                 expected["mean_d_balanced_accuracy"] = f"{c.mean_ba:.3f}"
             if test_set is None and c.tag is not None:
                 expected["degenerate"] = c.tag
-            for field, text in expected.items():
-                if f"{prefix}:{field}" in shown and shown[f"{prefix}:{field}"] != text:
-                    problems.append(f"{prefix}:{field}: the report shows {shown[f'{prefix}:{field}']!r}, the rules "
-                                    f"{text!r}")
+            problems += _differently_shown(shown, prefix, expected)
             if test_set is None and c.tag is not None and shown.get(f"{prefix}:degenerate") != c.tag:
                 problems.append(f"{prefix}: degenerate evidence not tagged in the report ({c.tag})")
     return problems
+
+
+def _four(p: float | None) -> str:
+    """How the report writes a p-value: four decimals, or an en dash when there is none."""
+    return "–" if p is None else f"{p:.4f}"
+
+
+def _differently_shown(shown: dict[str, str], prefix: str, expected: dict[str, str]) -> list[str]:
+    """The fields of `prefix` the report shows with another text than the rules give."""
+    return [f"{prefix}:{field}: the report shows {shown[f'{prefix}:{field}']!r}, the rules {text!r}"
+            for field, text in expected.items() if f"{prefix}:{field}" in shown and shown[f"{prefix}:{field}"] != text]
 
 
 def test_claim6_every_status_follows_its_rule_and_the_fixed_split_has_no_test(
@@ -531,3 +548,12 @@ def test_claim7_runs_reproduce_bit_for_bit(records: list[RunRecord], manifest: S
     record_property("statement", f"claim 7 reran {len(sample)} runs, one of each of the store's {len(configurations)} "
                                  f"configurations ({len(names)} names, candidates included) and of each regime, "
                                  f"teachers retrained, in {time.perf_counter() - start:.1f} s: all bit for bit")
+
+
+# PROTOCOL.md section 14: a pre-registered store follows its plan, and a report says whether it was pre-registered.
+
+def test_claim8_the_store_follows_its_plan_or_says_it_has_none(results_dir: Path, report_html: str) -> None:
+    from benchmark.claims.plan_check import plan_problems
+
+    problems = plan_problems(results_dir, report_html)
+    assert not problems, f"{len(problems)} deviation(s) from the plan: " + "; ".join(problems[:8])

@@ -46,7 +46,7 @@ def bayesian_correlated_t_test(differences: Sequence[float], n_train: float, n_v
     else:  # a point mass at the mean (baycomp's convention)
         a_better, b_better = float(mean > rope), float(mean < -rope)
     return BayesianCorrelatedTTest(correlation=rho, rope=rope, p_a_better=a_better,
-                                   p_equivalent=1.0 - a_better - b_better, p_b_better=b_better)
+                                   p_equivalent=max(0.0, 1.0 - a_better - b_better), p_b_better=b_better)
 
 
 def companions(differences: Sequence[float], train_sizes: Sequence[int], val_sizes: Sequence[int],

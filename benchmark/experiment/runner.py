@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from benchmark.atomic import ensure_writable_folder
 from benchmark.config import Settings, load_settings
@@ -27,6 +28,16 @@ from benchmark.experiment.store import ResultsStore, RunRecord, StoreManifest, c
 from benchmark.experiment.worker import WorkerContext, data_identity, failure_line, storage_stop
 from benchmark.methods.configurations import with_added_configurations
 from benchmark.schemas import PairMatch
+
+
+class Admission(Protocol):
+    """A pre-registration plan a run must follow (benchmark.evidence.preregistration.PlanAdmission)."""
+
+    content: bytes
+
+    def admit(self, manifest: StoreManifest, specs: list[RunSpec]) -> StoreManifest:
+        """`manifest` stamped with the plan; an error in one line when the runs differ from it."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,7 @@ class RunRequest:
     ray_address: str | None = None
     threads: int | None = None
     externals: tuple[ExternalSpec, ...] = ()  # external test sets (`--external NAME=FILE`)
+    plan: Admission | None = None  # `run --plan`: checks the runs against a pre-registration plan and stamps them
 
 
 @dataclass
@@ -172,10 +184,11 @@ class OpenedStore:
     stored_threads: set[int]
 
 
-def open_store(root: Path, manifest: StoreManifest, specs: list[RunSpec]) -> OpenedStore:
+def open_store(root: Path, manifest: StoreManifest, specs: list[RunSpec], plan_file: bytes | None = None
+               ) -> OpenedStore:
     """Open (or reopen) the store at `root`; unreadable records are set aside and their runs count as to do."""
     store = ResultsStore(root)
-    finished, set_aside = store.open(manifest)
+    finished, set_aside = store.open(manifest, plan_file)
     return OpenedStore(store, [s for s in specs if s.run_id not in finished], set_aside,
                        {record.threads for record in finished.values()})
 
@@ -332,7 +345,9 @@ def run_profile(request: RunRequest) -> RunOutcome:
     start = time.perf_counter()
     workers, threads = preflight(request.out, request.workers, request.threads, request.device)
     prepared, specs, manifest, settings = plan(request)
-    opened = open_store(request.out, manifest, specs)
+    if request.plan is not None:
+        manifest = request.plan.admit(manifest, specs)
+    opened = open_store(request.out, manifest, specs, request.plan.content if request.plan is not None else None)
     todo = opened.todo
     outcome = RunOutcome(out=request.out, total=len(specs), skipped=len(specs) - len(todo), executed=0,
                          set_aside=opened.set_aside, threads=threads, stored_threads=opened.stored_threads)

@@ -67,6 +67,13 @@ class DataIdentity(BaseModel):
         return "; ".join(parts) or "same hashes"
 
 
+class PlanStamp(BaseModel):
+    """The pre-registration plan a store and its runs were made under (PROTOCOL.md section 14)."""
+
+    sha256: str
+    created_at: str
+
+
 class TeacherProvenance(BaseModel):
     """The teacher a run distilled from and exactly which patients and images trained it."""
 
@@ -127,6 +134,8 @@ class RunRecord(BaseModel):
                                          description="test set name -> the run's scores on it (deployable runs of "
                                                      "the paired regimes; PROTOCOL.md section 13)")
     finished_at: str
+    plan: PlanStamp | None = Field(default=None, exclude_if=lambda plan: plan is None,
+                                   description="the plan this run was made under (`run --plan`)")
 
 
 class StoreManifest(BaseModel):
@@ -145,6 +154,8 @@ class StoreManifest(BaseModel):
                                    "and their offset gap (PROTOCOL.md section 2)")
     test_sets: list[TestSet] = Field(default_factory=list, description="the test sets every deployable run of the "
                                      "paired regimes is scored on, with their cases (PROTOCOL.md section 13)")
+    plan: PlanStamp | None = Field(default=None, exclude_if=lambda plan: plan is None,
+                                   description="the pre-registration plan the store was made under (plan.json)")
 
     def test_set(self, name: str) -> TestSet:
         """The test set called `name`; KeyError when the store has none of that name."""
@@ -196,10 +207,14 @@ class ResultsStore:
         self.root = Path(root)
         self.runs_dir = self.root / "runs"
         self.manifest_path = self.root / "store.json"
+        self.stamp: PlanStamp | None = None  # set by `open` under a plan: every record written carries it
 
-    def open(self, manifest: StoreManifest) -> tuple[dict[str, RunRecord], list[Path]]:
+    def open(self, manifest: StoreManifest, plan_file: bytes | None = None) -> tuple[dict[str, RunRecord], list[Path]]:
         """Create the store, or check that an existing one was computed on the same data and code schema.
 
+        With `plan_file` (the plan `manifest.plan` names) the plan is stored as plan.json and every record written
+        is stamped with it; a store that already holds runs made without it, or under another plan, is refused.
+        Without one, a store's earlier plan stays named (runs made now are deviations from it).
         Returns the finished runs' records by id and the records it set aside as unreadable (`load_finished`)."""
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         for partial in self.runs_dir.glob(".*.tmp"):
@@ -219,8 +234,25 @@ class ResultsStore:
                 raise StoreError(f"{self.manifest_path}: store schema {existing.schema_version}, "
                                  f"this code writes {manifest.schema_version}; use another --out")
             manifest = manifest.model_copy(update={"created_at": existing.created_at})
+            manifest = self._keep_plan(existing, manifest)
+        if plan_file is not None:
+            write_atomically(self.root / "plan.json", plan_file)
+            self.stamp = manifest.plan
         write_atomically(self.manifest_path, manifest.model_dump_json(indent=1).encode("utf-8"))
         return self.load_finished()
+
+    def _keep_plan(self, existing: StoreManifest, manifest: StoreManifest) -> StoreManifest:
+        """The manifest to write over `existing` as far as plans go; StoreError when a plan would come after runs."""
+        if manifest.plan is None:
+            return manifest.model_copy(update={"plan": existing.plan})
+        if existing.plan is not None and existing.plan.sha256 != manifest.plan.sha256:
+            raise StoreError(f"{self.manifest_path}: this store was made under plan {existing.plan.sha256[:12]}..., "
+                             f"this run names plan {manifest.plan.sha256[:12]}...; use another --out")
+        earlier = len(self.finished_ids()) if existing.plan is None else 0
+        if earlier:
+            raise StoreError(f"{self.manifest_path}: this store already holds {earlier} run(s) made without a plan, "
+                             "and a plan must come before its runs; use another --out")
+        return manifest
 
     def load_finished(self) -> tuple[dict[str, RunRecord], list[Path]]:
         """Every run record on disk that loads, by id; one that does not (truncated, edited, another schema) is
@@ -257,6 +289,8 @@ class ResultsStore:
     def write(self, record: RunRecord) -> Path:
         """Write one run's record atomically; returns its path."""
         path = self.run_path(record.spec.run_id)
+        if self.stamp is not None:
+            record = record.model_copy(update={"plan": self.stamp})
         write_atomically(path, record.model_dump_json().encode("utf-8"))
         return path
 

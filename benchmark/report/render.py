@@ -28,6 +28,7 @@ from benchmark.evidence.power import (
     read_power,
     store_power_grounding,
 )
+from benchmark.evidence.preregistration import PlanStatus, store_plan_status
 from benchmark.evidence.results import Evidence, TestEvidence
 from benchmark.evidence.rules import FIXED, MONTE_CARLO
 from benchmark.evidence.summary import AggregateRow, aggregate, runs_of, scored_view, write_summary
@@ -38,6 +39,7 @@ from benchmark.experiment.store import ResultsStore, RunRecord, StoreManifest, n
 from benchmark.methods.configurations import load_configurations
 from benchmark.outputs import csv_text
 from benchmark.report import figures
+from benchmark.report.checklist import load_checklist
 from benchmark.schemas import SkippedRow
 
 TEMPLATE_DIRS = (Path(__file__).parent.parent / "templates", Path(__file__).resolve().parents[2] / "templates")
@@ -96,6 +98,7 @@ class ReportData(BaseModel):
     figures: dict[str, str] = Field(default_factory=dict)
     figure_runs: dict[str, list[str]] = Field(default_factory=dict)
     power: PowerResult | None = None
+    preregistration: PlanStatus = Field(default_factory=lambda: PlanStatus(registered=False))
 
 
 def power_figure(power: PowerResult) -> str:
@@ -233,6 +236,7 @@ def build_report_data(store: ResultsStore) -> ReportData:
         exhaustive=_rows(records, list(dict.fromkeys(n for r in records if r.spec.regime == EXHAUSTIVE_REGIME
                                                      for n in r.spec.names)), (EXHAUSTIVE_REGIME,)),
         blocks=blocks, evidence=store_evidence(manifest, records, store_power_grounding(store.root)),
+        preregistration=store_plan_status(store.root, manifest, records),
         runs=[RunIndexRow(run_id=r.spec.run_id, names=list(r.spec.names), blocks=list(r.spec.blocks),
                           regime=r.spec.regime, split_id=r.spec.split.split_id, seed=r.spec.seed,
                           balanced_accuracy=r.metrics.balanced_accuracy,
@@ -337,7 +341,8 @@ def template_environment() -> Environment:
 
 def render_report(data: ReportData) -> str:
     """The report's HTML."""
-    return template_environment().get_template("report.html.j2").render(data=data, island=_json_island(data))
+    return template_environment().get_template("report.html.j2").render(data=data, island=_json_island(data),
+                                                                       checklist=load_checklist())
 
 
 def render_power_report(power: PowerResult) -> str:
