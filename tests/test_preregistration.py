@@ -91,6 +91,21 @@ def test_plan_then_run_with_it_gives_a_report_that_says_pre_registered(planned) 
     assert (store / PLAN_FILE).read_bytes() == plan_path.read_bytes()
 
 
+def test_a_smoke_run_with_two_candidates_shows_raw_and_holm_adjusted_p(planned) -> None:
+    from benchmark.report.render import numbers_in_report
+
+    _, _, store = planned
+    evidence = json.loads((store / "evidence.json").read_text())
+    assert [(c["name"], c["family"]) for c in evidence["candidates"]] == [("ct-kd-strong", 2), ("ct-dkd", 2)]
+    shown = {n.attributes["data-evidence"]: n.text for n in numbers_in_report((store / "report.html").read_text())
+             if "data-evidence" in n.attributes}
+    for candidate in evidence["candidates"]:
+        key = f"{candidate['name']} beats every control"
+        for field in ("p_value", "adjusted_p_value"):
+            value = candidate[field]
+            assert shown[f"{key}:{field}"] == ("–" if value is None else f"{value:.4f}")
+
+
 def test_every_run_made_under_the_plan_stores_its_hash_and_time(planned) -> None:
     _, plan_path, store = planned
     plan, _ = load_plan(plan_path)
