@@ -251,18 +251,24 @@ def _report_agrees(verdicts: dict[Scope, dict[str, Verdict]], shown: dict[str, s
             if shown.get(status_key) != v.status:
                 problems.append(f"{status_key}: the report shows {shown.get(status_key)!r}, the rules {v.status!r}")
             c = v.comparison
+            at = "" if epochs is None else f"@{epochs}"  # numbers at a training length carry its epochs
             expected = {}
             if epochs is None and v.p_values is not None:  # a candidate's headline: raw and Holm-adjusted p
                 expected.update({field: _four(p) for field, p in zip(("p_value", "adjusted_p_value"), v.p_values,
                                                                       strict=True)})
+            if c is not None and c.companions is not None:
+                corrected, a_better, equivalent, b_better = c.companions
+                expected.update({f"corrected_p{at}": _four(corrected), f"p_a_better{at}": f"{a_better:.3f}",
+                                 f"p_equivalent{at}": f"{equivalent:.3f}", f"p_b_better{at}": f"{b_better:.3f}"})
+            if c is not None and epochs is not None:
+                if c.exact and c.p_value is not None:
+                    expected[f"p_value{at}"] = f"{c.p_value:.4f}"
+                if c.mean_ba is not None:
+                    expected[f"mean_d_balanced_accuracy{at}"] = f"{c.mean_ba:.3f}"
             if epochs is not None or c is None:
                 problems += _differently_shown(shown, prefix, expected)
                 continue
             expected["collapsed_resamples"] = str(c.collapsed)
-            if c.companions is not None:
-                corrected, a_better, equivalent, b_better = c.companions
-                expected.update({"corrected_p": _four(corrected), "p_a_better": f"{a_better:.3f}",
-                                 "p_equivalent": f"{equivalent:.3f}", "p_b_better": f"{b_better:.3f}"})
             if c.exact and c.p_value is not None:
                 expected["p_value"] = f"{c.p_value:.4f}"
             if c.mean_ba is not None:

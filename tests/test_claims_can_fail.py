@@ -177,6 +177,29 @@ def _flip_a_status_at_a_training_length_in_the_report(store: Path) -> None:
     _flip_a_status_in_the_report(store, "H1:status@2")
 
 
+def _edit_a_number_the_report_shows(store: Path, key: str) -> None:
+    html = (store / "report.html").read_text()
+    match = re.compile(rf'(data-evidence="{re.escape(key)}">)([^<]+)').search(html)
+    assert match is not None
+    wrong = "0.777" if match.group(2) != "0.777" else "0.111"
+    (store / "report.html").write_text(html[:match.start(2)] + wrong + html[match.end(2):])
+
+
+def _edit_a_companion_in_the_report(store: Path) -> None:
+    _edit_a_number_the_report_shows(store, "H1:p_a_better")
+
+
+def _edit_a_companion_at_a_training_length_in_the_report(store: Path) -> None:
+    _edit_a_number_the_report_shows(store, "H1:corrected_p@2")
+
+
+def _edit_a_companion_in_evidence(store: Path) -> None:
+    evidence = json.loads((store / "evidence.json").read_text())
+    bayesian = evidence["hypotheses"][0]["monte_carlo"]["companions"]["bayesian"]
+    bayesian["p_equivalent"] = 0.5 if bayesian["p_equivalent"] != 0.5 else 0.25
+    (store / "evidence.json").write_text(json.dumps(evidence))
+
+
 def _hide_a_degenerate_tag_in_evidence(store: Path) -> None:
     evidence = json.loads((store / "evidence.json").read_text())
     comparison = evidence["hypotheses"][1]["monte_carlo"]
@@ -192,7 +215,10 @@ def _add_a_test_to_the_fixed_split(store: Path) -> None:
 
 @pytest.mark.parametrize("corrupt", [_flip_a_status_in_evidence, _flip_a_status_in_the_report,
                                      _flip_a_status_at_a_training_length_in_the_report,
-                                     _hide_a_degenerate_tag_in_evidence, _add_a_test_to_the_fixed_split])
+                                     _hide_a_degenerate_tag_in_evidence, _add_a_test_to_the_fixed_split,
+                                     _edit_a_companion_in_the_report,
+                                     _edit_a_companion_at_a_training_length_in_the_report,
+                                     _edit_a_companion_in_evidence])
 def test_claim6_catches_a_status_or_test_the_rules_do_not_give(clean_store: Path, tmp_path: Path, corrupt) -> None:
     assert_only_claim_fails(corrupted(clean_store, tmp_path, corrupt), "claim6")
 

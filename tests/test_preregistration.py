@@ -189,6 +189,16 @@ def test_another_plugin_version_is_refused_naming_the_plugin(planned, tmp_path, 
     assert "network cnn: ctxray-bench 0.1.0, the plan fixed ctxray-bench 0.0.1" in capsys.readouterr().err
 
 
+def test_another_cohort_is_refused_naming_its_hash(planned, tmp_path, capsys) -> None:
+    study, plan, _ = planned
+    other = write_synthetic_cohort(tmp_path / "data", size=48, seed=7)
+    options = study.options()
+    options[options.index("--data") + 1] = str(other)
+    assert main(["run", *options, "--out", str(tmp_path / "store"), "--plan", str(plan)]) == 2
+    error = capsys.readouterr().err
+    assert "cohort image_list_sha256: planned" in error  # same metadata.csv, other pixels
+
+
 def test_a_plan_edited_after_it_was_written_is_refused(planned, tmp_path) -> None:
     _, plan, _ = planned
     content = json.loads(plan.read_text())
