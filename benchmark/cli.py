@@ -310,7 +310,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     _say_plugin_code(args.configurations)
     out = Path(args.out)
-    ensure_writable_folder(out.parent if str(out.parent) else Path("."))
+    ensure_writable_folder(out.parent)
     _, specs, manifest, _ = plan(_run_request(args, Path(f"results/{args.profile}")))
     written = write_plan(plan_body(manifest, specs, plugin_identities(specs)), out)
     print(f"plan: {out} (sha256 {written.sha256}, {written.created_at}): {len(written.plan.run_ids)} runs of "

@@ -11,7 +11,7 @@ import inspect
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, distribution, entry_points
+from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,10 +22,10 @@ from benchmark.atomic import write_atomically
 from benchmark.errors import PlanError, RegistryError, describe_os_error
 from benchmark.evidence.results import ALPHA, MULTIPLICITY
 from benchmark.evidence.rules import HYPOTHESES, MC_RULE
-from benchmark.experiment.matrix import RunSpec
+from benchmark.experiment.matrix import RunSpec, flat_items
 from benchmark.experiment.store import PlanStamp, RunRecord, StoreManifest, now
 from benchmark.methods.configurations import Configuration
-from benchmark.methods.registry import NETWORKS, OBJECTIVES, Registry
+from benchmark.methods.registry import NETWORKS, OBJECTIVES, Registry, is_this_package
 
 PLAN_SCHEMA_VERSION = 1
 PLAN_FILE = "plan.json"
@@ -100,11 +100,15 @@ class Plan(BaseModel):
         return PlanStamp(sha256=self.sha256, created_at=self.created_at)
 
 
-def canonical_sha256(created_at: str, body: dict[str, Any]) -> str:
-    """sha256 of {"created_at", "plan"} as JSON with sorted keys and no spaces (UTF-8): a plan's identity."""
-    text = json.dumps({"created_at": created_at, "plan": body}, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False)
+def _json_sha256(value: Any) -> str:
+    """sha256 of `value` as JSON with sorted keys and no spaces (UTF-8): the same bytes on every machine."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def canonical_sha256(created_at: str, body: dict[str, Any]) -> str:
+    """A plan's identity: the canonical sha256 of {"created_at", "plan"}."""
+    return _json_sha256({"created_at": created_at, "plan": body})
 
 
 def _file_sha256(path: Path) -> str:
@@ -118,15 +122,13 @@ def plugin_identity(registry: Registry[Any], kind: Literal["objective", "network
     module = inspect.getmodule(factory)
     source = inspect.getsourcefile(module) if module is not None else None
     own = {module.__name__: _file_sha256(Path(source))} if module is not None and source else {}
-    for entry in entry_points(group=registry.group):
-        if entry.name == name and entry.dist is not None:
-            dist = entry.dist
-            if dist.metadata["Name"].replace("_", "-").lower() == "ctxray-bench":
-                break
-            files = {str(f): _file_sha256(Path(str(dist.locate_file(f)))) for f in dist.files or []
-                     if str(f).endswith(".py") and Path(str(dist.locate_file(f))).is_file()}
-            return PluginIdentity(kind=kind, name=name, distribution=dist.metadata["Name"], version=dist.version,
-                                  files=files or own)
+    entry = registry.entry_point(name)
+    dist = entry.dist if entry is not None else None
+    if dist is not None and not is_this_package(dist.metadata["Name"]):
+        files = {str(f): _file_sha256(Path(str(dist.locate_file(f)))) for f in dist.files or []
+                 if str(f).endswith(".py") and Path(str(dist.locate_file(f))).is_file()}
+        return PluginIdentity(kind=kind, name=name, distribution=dist.metadata["Name"], version=dist.version,
+                              files=files or own)
     if ":" in name and module is not None and not module.__name__.startswith("benchmark."):
         return PluginIdentity(kind=kind, name=name, distribution="(python path)", version="", files=own)
     return PluginIdentity(kind=kind, name=name, distribution="ctxray-bench", version=_own_version(), files=own)
@@ -148,9 +150,8 @@ def _names(configuration: Configuration) -> tuple[list[str], list[str]]:
 
 def planned_configuration(configuration: Configuration, name: str) -> PlannedConfiguration:
     """A configuration as the plan fixes it, under the name the matrix declared it by."""
-    content = json.dumps(configuration.content(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     objectives, networks = _names(configuration)
-    return PlannedConfiguration(name=name, content_sha256=hashlib.sha256(content.encode("utf-8")).hexdigest(),
+    return PlannedConfiguration(name=name, content_sha256=_json_sha256(configuration.content()),
                                 objectives=objectives, networks=networks, candidate=configuration.candidate)
 
 
@@ -188,7 +189,7 @@ def plan_body(manifest: StoreManifest, specs: Sequence[RunSpec], plugins: list[P
                 "image_list_sha256": manifest.data.image_list_sha256},
         configurations=_configurations(specs), plugins=plugins, run_ids=list(manifest.run_ids),
         rules=planned_rules(manifest.settings.evidence.rope),
-        settings=manifest.settings.model_dump(mode="json", exclude_defaults=False, exclude_none=False),
+        settings=manifest.settings.model_dump(mode="json"),
         test_sets=[PlannedTestSet(name=t.name, kind=t.kind, cases_sha256=t.cases_sha256, patients=t.support.patients,
                                   negative_patients=t.support.negative_patients) for t in manifest.test_sets],
         code_version=manifest.code_version)
@@ -224,12 +225,6 @@ def load_plan(path: Path) -> tuple[Plan, bytes]:
     except OSError as exc:
         raise PlanError(f"{path}: cannot read the plan: {describe_os_error(exc)}") from exc
     return parse_plan(content, path), content
-
-
-def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
-    return {prefix.rstrip("."): value}
 
 
 def differences(planned: PlanBody, now_body: PlanBody, *, plugins: bool = True) -> list[str]:
@@ -272,7 +267,7 @@ def differences(planned: PlanBody, now_body: PlanBody, *, plugins: bool = True) 
     if planned.rules != now_body.rules:
         changed = [f for f in PlannedRules.model_fields if getattr(planned.rules, f) != getattr(now_body.rules, f)]
         found.append(f"rules: {', '.join(changed)} differ from the plan")
-    old_settings, new_settings = _flat(planned.settings), _flat(now_body.settings)
+    old_settings, new_settings = dict(flat_items(planned.settings)), dict(flat_items(now_body.settings))
     for key in sorted(set(old_settings) | set(new_settings)):
         if old_settings.get(key) != new_settings.get(key):
             found.append(f"setting {key}: planned {_setting(old_settings, key)}, now {_setting(new_settings, key)}")

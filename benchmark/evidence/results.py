@@ -11,9 +11,11 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from benchmark.config import EvidenceSettings
 from benchmark.schemas import SupportCounts, TestSetKind
 
 ALPHA = 0.05
+DEFAULT_ROPE = EvidenceSettings().rope
 MULTIPLICITY = ("H1-H5 are the study's pre-specified questions: their p-values are not adjusted. A candidate's "
                 "headline 'beats every control' is an intersection-union test (its p is the largest of its control "
                 "comparisons'), Holm-adjusted across the study's candidates; it is supported only when the adjusted "
@@ -264,7 +266,7 @@ class Evidence(BaseModel):
     """Every hypothesis status of one results store, at the protocol's training length and at every other."""
 
     alpha: float = ALPHA
-    rope: float = Field(default=0.05, description="the Bayesian companion's ROPE (settings [evidence] rope)")
+    rope: float = Field(default=DEFAULT_ROPE, description="the Bayesian companion's ROPE (settings [evidence] rope)")
     multiplicity: str = Field(default=MULTIPLICITY)
     runs: int
     hypotheses: list[HypothesisResult]

@@ -35,9 +35,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm, permutation_test
 
-from benchmark.config import EvidenceSettings
 from benchmark.evidence.results import (
     ALPHA,
+    DEFAULT_ROPE,
     CandidateEvidence,
     EffectEstimate,
     Evidence,
@@ -59,7 +59,6 @@ from benchmark.experiment.store import RunRecord, StoreManifest
 MONTE_CARLO = "paired-monte-carlo"
 FIXED = "paired-fixed"
 EXACT_LIMIT = 16  # resamples up to which every sign assignment is enumerated (2^16)
-DEFAULT_ROPE = EvidenceSettings().rope
 
 
 def sign_flip_p_value(differences: Sequence[float], seed: int = 0) -> tuple[float, str]:

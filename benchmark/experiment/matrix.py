@@ -70,7 +70,7 @@ class Profile(BaseModel):
         try:
             return Settings.model_validate(merge_overrides(settings.model_dump(), self.settings))
         except ValidationError as exc:
-            sets = ", ".join(f"{key} = {value!r}" for key, value in _flat(self.settings)) or "nothing"
+            sets = ", ".join(f"{key} = {value!r}" for key, value in flat_items(self.settings)) or "nothing"
             raise ConfigError(f"{source} conflicts with profile {self.name!r} (which sets {sets}): "
                               f"{validation_problems(exc)}") from exc
 
@@ -257,12 +257,12 @@ def expand_profile(profile: Profile, configurations: dict[str, Configuration], r
     return list(specs.values())
 
 
-def _flat(table: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+def flat_items(table: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     """A nested table as (dotted.key, value) pairs."""
     pairs: list[tuple[str, Any]] = []
     for key, value in table.items():
         if isinstance(value, Mapping):
-            pairs += _flat(value, f"{prefix}{key}.")
+            pairs += flat_items(value, f"{prefix}{key}.")
         else:
             pairs.append((f"{prefix}{key}", value))
     return pairs

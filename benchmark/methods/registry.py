@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Generic, TypeVar
 
 from benchmark.errors import RegistryError
@@ -50,9 +50,9 @@ class Registry(Generic[F]):
         """The factory called `name`; RegistryError naming it when it is unknown or does not load."""
         if name in self._factories:
             return self._factories[name]
-        found = [e for e in entry_points(group=self.group) if e.name == name]
-        if found:
-            factory = self._load(name, found[0].value, found[0].load)
+        entry = self.entry_point(name)
+        if entry is not None:
+            factory = self._load(name, entry.value, entry.load)
         elif ":" in name:
             module, _, attribute = name.partition(":")
             factory = self._load(name, name, lambda: getattr(importlib.import_module(module), attribute))
@@ -67,14 +67,18 @@ class Registry(Generic[F]):
     def origin(self, name: str) -> str | None:
         """Where the code behind `name` comes from when it is not this package's (a plugin's entry point, or
         `module:attribute`); None for a built-in. Nothing is imported to tell."""
-        for entry in entry_points(group=self.group):
-            if entry.name == name:
-                dist = getattr(entry.dist, "name", None) or "?"
-                own = dist.replace("_", "-").lower() == "ctxray-bench" or name in self._registered
-                return None if own else f"{self.kind} {name!r} = {entry.value} (installed by {dist})"
+        entry = self.entry_point(name)
+        if entry is not None:
+            dist = getattr(entry.dist, "name", None) or "?"
+            own = is_this_package(dist) or name in self._registered
+            return None if own else f"{self.kind} {name!r} = {entry.value} (installed by {dist})"
         if name in self._registered:
             return None
         return f"{self.kind} {name!r} (imported from the Python path)" if ":" in name else None
+
+    def entry_point(self, name: str) -> EntryPoint | None:
+        """The installed entry point of this registry's group called `name`, if any (nothing is imported)."""
+        return next((e for e in entry_points(group=self.group) if e.name == name), None)
 
     def names(self) -> list[str]:
         """Every name this registry can resolve without importing: built-ins and installed entry points."""
@@ -88,6 +92,11 @@ class Registry(Generic[F]):
         if not callable(factory):
             raise RegistryError(f"{self.kind} {name!r} ({target}) is {type(factory).__name__}, not a factory")
         return factory  # type: ignore[return-value]
+
+
+def is_this_package(distribution: str) -> bool:
+    """True for this package's own distribution name, however it is spelled (ctxray_bench, CTXRAY-bench)."""
+    return distribution.replace("_", "-").lower() == "ctxray-bench"
 
 
 OBJECTIVES: Registry[Callable[..., object]] = Registry("objective", OBJECTIVES_GROUP)
