@@ -43,8 +43,9 @@ def _first_screen_line(report_html: str) -> str:
 def plan_problems(root: Path, report_html: str) -> list[str]:
     """Every way the store at `root` departs from its plan (or misstates having none), each named."""
     store = json.loads((root / "store.json").read_text(encoding="utf-8"))
+    declared = set(store["run_ids"])
     runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((root / "runs").glob("*.json"))]
-    runs = [r for r in runs if r["spec"]["run_id"] in set(store["run_ids"])]
+    runs = [r for r in runs if r["spec"]["run_id"] in declared]
     line = _first_screen_line(report_html)
     stamp = store.get("plan")
     if stamp is None:

@@ -37,6 +37,7 @@ import numpy as np
 from scipy import stats
 
 ALPHA = 0.05
+ROPE = 0.05  # section 14's default region of practical equivalence, +-0.05 BA (a store may set another)
 MONTE_CARLO, FIXED = "paired-monte-carlo", "paired-fixed"
 LENGTH_BLOCK, CANDIDATE_BLOCK = "training-length", "candidates"
 EXACT_UP_TO = 16
@@ -60,11 +61,11 @@ class Run:
     mf1: float
     collapsed: bool
     ppr: float
-    sizes: tuple[int, int] = (0, 0)  # training and validation patients of its split
+    sizes: tuple[int, int]  # training and validation patients of its split
 
 
 def run_from(names: Sequence[str], regime: str, split: str, index: int, cases: Iterable[Any],
-             sizes: tuple[int, int] = (0, 0)) -> Run:
+             sizes: tuple[int, int]) -> Run:
     """A run's numbers from its per-case predictions (objects with `label` and `score`)."""
     tp = fp = tn = fn = 0
     for case in cases:
@@ -128,7 +129,7 @@ def _named(runs: Sequence[Run], name: str, regime: str) -> list[Run]:
     return [r for r in runs if name in r.names and r.regime == regime]
 
 
-def compare(runs: Sequence[Run], a: str, b: str, rope: float = 0.05) -> Comparison | None:
+def compare(runs: Sequence[Run], a: str, b: str, rope: float) -> Comparison | None:
     """MC-confirmed(A > B); None when A or B has no Monte Carlo run."""
     by_a, by_b = defaultdict(list), defaultdict(list)
     for r in _named(runs, a, MONTE_CARLO):
@@ -206,7 +207,7 @@ def _mc_rule(runs: Sequence[Run], a: str, b: str, rope: float) -> Verdict:
     return Verdict(SUPPORTED if mc.confirmed else NOT_SUPPORTED, mc)
 
 
-def decide(runs: Sequence[Run], candidates: Sequence[str], rope: float = 0.05) -> dict[str, Verdict]:
+def decide(runs: Sequence[Run], candidates: Sequence[str], rope: float) -> dict[str, Verdict]:
     """Every hypothesis and candidate comparison the section 8 table defines, by key (H1..H5, `X vs control`), and
     each candidate's headline (`X beats every control`, section 14)."""
     verdicts: dict[str, Verdict] = {}
@@ -309,7 +310,7 @@ def _sizes(record: Any) -> tuple[int, int]:
 
 
 def all_verdicts(records: Sequence[Any], test_sets: Sequence[str],
-                 declared: Sequence[str] = (), rope: float = 0.05) -> dict[Scope, dict[str, Verdict]]:
+                 declared: Sequence[str] = (), rope: float = ROPE) -> dict[Scope, dict[str, Verdict]]:
     """Every verdict of a store: on the validation cases and on each test set, headline and at every length; the
     candidates are those `declared` (the store's profile) and any with runs; `rope` is the store's setting."""
     candidates = list(dict.fromkeys([*declared, *candidates_of(records)]))
