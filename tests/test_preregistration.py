@@ -54,9 +54,9 @@ class Study:
         self.candidates = root / "candidates.toml"
         self.candidates.write_text(CANDIDATES)
 
-    def options(self) -> list[str]:
+    def options(self, candidates: Path | None = None) -> list[str]:
         return ["--data", str(self.data), "--profile", "smoke", "--config", str(self.root / "settings.toml"),
-                "--configurations", str(self.candidates), "--cache", str(self.root / "cache"), "--quiet",
+                "--configurations", str(candidates or self.candidates), "--cache", str(self.root / "cache"), "--quiet",
                 "--workers", "2"]
 
     def plan(self, name: str = "plan.json") -> Path:
@@ -64,8 +64,8 @@ class Study:
         assert main(["plan", *self.options(), "--out", str(path)]) == 0
         return path
 
-    def run(self, out: Path, plan: Path | None = None) -> int:
-        return main(["run", *self.options(), "--out", str(out), *(["--plan", str(plan)] if plan else [])])
+    def run(self, out: Path, plan: Path | None = None, candidates: Path | None = None) -> int:
+        return main(["run", *self.options(candidates), "--out", str(out), *(["--plan", str(plan)] if plan else [])])
 
 
 @pytest.fixture(scope="module")
@@ -137,11 +137,9 @@ def test_claim8_passes_on_the_store_that_follows_its_plan(planned) -> None:
 
 def test_an_edited_configuration_is_refused_in_one_line_and_nothing_is_stored(planned, tmp_path, capsys) -> None:
     study, plan, _ = planned
-    edited = Study.__new__(Study)
-    edited.root, edited.data = study.root, study.data
-    edited.candidates = tmp_path / "candidates.toml"
-    edited.candidates.write_text(CANDIDATES.replace("beta = 8.0", "beta = 4.0"))
-    assert edited.run(tmp_path / "store", plan) == 2
+    edited = tmp_path / "candidates.toml"
+    edited.write_text(CANDIDATES.replace("beta = 8.0", "beta = 4.0"))
+    assert study.run(tmp_path / "store", plan, edited) == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "differs from its plan" in error
     assert "configuration ct-dkd: what it trains (content sha256" in error and "differs from the plan" in error
@@ -228,12 +226,10 @@ def deviating(planned, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
     study, _, store = planned
     copy = tmp_path_factory.mktemp("deviating") / "store"
     shutil.copytree(store, copy)
-    study.candidates.write_text(CANDIDATES.replace("beta = 8.0", "beta = 4.0"))
-    try:
-        with contextlib.redirect_stderr(io.StringIO()) as said:
-            assert study.run(copy) == 0
-    finally:
-        study.candidates.write_text(CANDIDATES)
+    edited = copy.parent / "candidates.toml"
+    edited.write_text(CANDIDATES.replace("beta = 8.0", "beta = 4.0"))
+    with contextlib.redirect_stderr(io.StringIO()) as said:
+        assert study.run(copy, candidates=edited) == 0
     return copy, said.getvalue()
 
 
