@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import tomllib
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -109,6 +110,13 @@ class TestSetSettings(BaseModel):
                            "paired cohort (teachers then train without them)")
 
 
+class TrainingPath(StrEnum):
+    """How a worker trains the runs of one job: each alone, or stacked into one batched module."""
+
+    PER_RUN = "per-run"
+    STACKED = "stacked"
+
+
 class EngineSettings(BaseModel):
     """How networks are trained: each run alone (`per-run`, the reference path), or `stacked`: runs that share the
     protocol's plain cnn network, a schedule and a training-set size train together as one batched module
@@ -116,7 +124,7 @@ class EngineSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: Literal["per-run", "stacked"] = "per-run"
+    path: TrainingPath = TrainingPath.PER_RUN
 
 
 class EvidenceSettings(BaseModel):

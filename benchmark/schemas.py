@@ -233,6 +233,16 @@ class SplitRole(StrEnum):
     EXHAUSTIVE = "exhaustive"
 
 
+class RegimeName(StrEnum):
+    """The regimes the splits module draws (PROTOCOL.md section 3), by the name profiles and reports use."""
+
+    REFERENCE_ALL_XRAY = "reference-all-xray"
+    REFERENCE_ALL_CT = "reference-all-ct"
+    PAIRED_FIXED = "paired-fixed"
+    PAIRED_MONTE_CARLO = "paired-monte-carlo"
+    PAIRED_EXHAUSTIVE = "paired-exhaustive"
+
+
 def validation_set_hash(val_patients: tuple[str, ...] | list[str]) -> str:
     """Stable sha256 of a validation set: independent of order, process and platform."""
     return hashlib.sha256("\n".join(sorted(val_patients)).encode("utf-8")).hexdigest()
@@ -278,7 +288,7 @@ class Split(BaseModel):
 class Regime(BaseModel):
     """A family of splits with one role in the evidence, and the training seeds each split is run with."""
 
-    name: str
+    name: RegimeName
     role: str = Field(description="what this regime's evidence is for, in words")
     manifest: ManifestName
     splits: list[Split]

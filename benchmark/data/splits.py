@@ -27,7 +27,7 @@ import numpy as np
 
 from benchmark.config import SplitSettings
 from benchmark.errors import SplitError
-from benchmark.schemas import Manifest, Regime, Split, SplitRole
+from benchmark.schemas import Manifest, Regime, RegimeName, Split, SplitRole
 
 
 def _by_class(labels: Mapping[str, int]) -> tuple[list[str], list[str]]:
@@ -159,7 +159,7 @@ def exhaustive_splits(manifest: Manifest, k: int, max_sets: int, seed: int, held
     return splits
 
 
-_RESAMPLED = ("paired-monte-carlo", "paired-exhaustive")
+_RESAMPLED = (RegimeName.PAIRED_MONTE_CARLO, RegimeName.PAIRED_EXHAUSTIVE)
 
 
 def default_regimes(manifests: Mapping[str, Manifest], settings: SplitSettings,
@@ -169,20 +169,21 @@ def default_regimes(manifests: Mapping[str, Manifest], settings: SplitSettings,
     k, n = s.monte_carlo_val_patients, s.validation_negatives
     each = "one negative each" if n == 1 else f"{n} negatives each"
     builders = [
-        ("reference-all-xray", "reference: all-X-ray cohort, 80/20 stratified", "all-xray", [s.reference_seed],
+        (RegimeName.REFERENCE_ALL_XRAY, "reference: all-X-ray cohort, 80/20 stratified", "all-xray", [s.reference_seed],
          lambda m: [stratified_split(m, s.val_fraction, s.reference_seed)]),
-        ("reference-all-ct", "data-availability reference: all-CT cohort, 80/20 stratified", "all-ct",
+        (RegimeName.REFERENCE_ALL_CT, "data-availability reference: all-CT cohort, 80/20 stratified", "all-ct",
          [s.reference_seed], lambda m: [stratified_split(m, s.val_fraction, s.reference_seed)]),
-        ("paired-fixed", f"feasibility screen: one paired 80/20 split, {'one negative' if n == 1 else f'{n} negatives'}"
-         f" held out, {len(s.training_seeds)} training seeds", "paired", list(s.training_seeds),
+        (RegimeName.PAIRED_FIXED, "feasibility screen: one paired 80/20 split, "
+         f"{'one negative' if n == 1 else f'{n} negatives'} held out, {len(s.training_seeds)} training seeds",
+         "paired", list(s.training_seeds),
          lambda m: [fixed_paired_split(m, s.val_fraction, s.fixed_seed, n)]),
-        ("paired-monte-carlo", f"primary same-case evidence: {s.monte_carlo_resamples} paired resamples of k = {k}, "
-         f"{each}", "paired", None,
+        (RegimeName.PAIRED_MONTE_CARLO,
+         f"primary same-case evidence: {s.monte_carlo_resamples} paired resamples of k = {k}, {each}", "paired", None,
          lambda m: monte_carlo_splits(m, s.monte_carlo_resamples, k, s.monte_carlo_seed_base, n)),
     ]
     if exhaustive:
         builders.append((
-            "paired-exhaustive", "", "paired", None,  # role written once the sample is known (_exhaustive_role)
+            RegimeName.PAIRED_EXHAUSTIVE, "", "paired", None,  # role written once the sample is known
             lambda m: exhaustive_splits(m, k, s.exhaustive_max_sets, s.exhaustive_seed, n)))
     regimes: list[Regime] = []
     errors: dict[str, str] = {}
@@ -195,7 +196,7 @@ def default_regimes(manifests: Mapping[str, Manifest], settings: SplitSettings,
             continue
         admissible = admissible_set_count(manifest, k, n) if name in _RESAMPLED else None
         sample_seed: int | None = None
-        if name == "paired-exhaustive":
+        if name == RegimeName.PAIRED_EXHAUSTIVE:
             assert admissible is not None
             sample_seed = s.exhaustive_seed if admissible > len(splits) else None
             role = _exhaustive_role(len(splits), admissible, k, sample_seed, each)
