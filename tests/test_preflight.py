@@ -14,9 +14,9 @@ from torch import Tensor, nn
 
 from benchmark.errors import ConfigError
 from benchmark.methods.configurations import load_configurations, with_added_configurations
-from benchmark.methods.engine import check_configuration
 from benchmark.methods.losses import DistillationTerm, TermContext
 from benchmark.methods.models import Classifier, ModelOutput, NetworkConfig, build_classifier
+from benchmark.methods.preflight import check_configuration
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -93,7 +93,7 @@ def test_a_plugin_term_named_module_attribute_trains_through_the_engine(engine_f
 
 
 def test_a_factory_that_builds_no_module_fails_the_preflight(plugin_module: str) -> None:
-    from benchmark.methods.engine import check_configuration
+    from benchmark.methods.preflight import check_configuration
 
     configuration = _with_term(load_configurations()["plain-ct-kd"],
                                TermSpec(objective=f"{plugin_module}:not_a_module"))

@@ -144,7 +144,7 @@ def plan(request: RunRequest) -> tuple[PreparedData, list[RunSpec], StoreManifes
 def check_configurations(specs: list[RunSpec], image_size: int) -> None:
     """Every distinct configuration of `specs` builds and takes one loss (engine.check_configuration), before any
     worker starts: an unknown objective or network, or a plugin that does not load, stops the run in one line."""
-    from benchmark.methods.engine import check_configuration
+    from benchmark.methods.preflight import check_configuration
 
     seen: set[str] = set()
     for spec in specs:

@@ -25,15 +25,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from benchmark.config import TrainingPath
 from benchmark.data.imaging import ImageBank
 from benchmark.data.pipeline import PreparedData
 from benchmark.errors import LeakageError
 from benchmark.methods.configurations import Configuration
 from benchmark.methods.losses import Objective, inverse_frequency_weights
-from benchmark.methods.models import ModelOutput, build_network, init_parameters
-from benchmark.methods.registry import NETWORKS
 from benchmark.methods.stacking import Trainee, fit_all
-from benchmark.methods.teachers import TeacherRequest, TeacherStore, TrainedTeacher, TrainingPath, check_no_leakage
+from benchmark.methods.teachers import TeacherRequest, TeacherStore, TrainedTeacher, check_no_leakage
+from benchmark.methods.trainable import configuration_trainable
 from benchmark.methods.training import FitLog, TrainingSet, derive_generator, forward_all, positive_scores
 from benchmark.schemas import CasePrediction, DeploymentProbe, ImageRecord, Modality, PairedRecord, Split, TestSet
 
@@ -50,7 +50,7 @@ class TeacherUse:
     train_seconds: float
     steps: int
     from_cache: bool
-    path: TrainingPath = "per-run"
+    path: TrainingPath = TrainingPath.PER_RUN
 
 
 @dataclass
@@ -64,7 +64,7 @@ class FittedRun:
     fit_log: FitLog
     teacher: TeacherUse | None
     train_patients: tuple[str, ...]
-    path: TrainingPath = "per-run"
+    path: TrainingPath = TrainingPath.PER_RUN
 
 
 @dataclass
@@ -123,7 +123,7 @@ class Engine:
     cnn network, a schedule and a training-set size train together, `benchmark.methods.stacking`)."""
 
     def __init__(self, prepared: PreparedData, bank: ImageBank, teachers: TeacherStore,
-                 device: torch.device | str = "cpu", path: TrainingPath = "per-run") -> None:
+                 device: torch.device | str = "cpu", path: TrainingPath = TrainingPath.PER_RUN) -> None:
         self.prepared = prepared
         self.bank = bank
         self.teachers = teachers
@@ -186,8 +186,8 @@ class Engine:
 
         teacher_use = None
         teacher_outputs = None
-        model, objective = build_trainable(configuration, inverse_frequency_weights(labels), init,
-                                           teacher.model if teacher is not None else None)
+        model, objective = configuration_trainable(configuration, inverse_frequency_weights(labels), init,
+                                                   teacher.model if teacher is not None else None)
         if teacher is not None and configuration.teacher is not None:
             teacher_use = TeacherUse(teacher.teacher_id, teacher.modality, teacher.seed, teacher.training_patients,
                                      len(teacher.training_images), teacher.train_seconds, teacher.steps,
@@ -212,9 +212,9 @@ class Engine:
         teachers = iter(self.teachers.get_many(requests, self.bank, self.device, self.path))
         planned = [self._plan(c, s, seed, next(teachers) if c.teacher is not None else None) for c, s, seed in runs]
         fitted = fit_all([Trainee(r.model, r.objective, r.data, r.configuration.training, r.seed) for r in planned],
-                         self.device, self.path == "stacked")
+                         self.device, self.path == TrainingPath.STACKED)
         return [FittedRun(r.configuration, r.split, r.seed, r.model, log, r.teacher, r.train_patients,
-                          "stacked" if stacked else "per-run")
+                          TrainingPath.STACKED if stacked else TrainingPath.PER_RUN)
                 for r, (log, stacked) in zip(planned, fitted, strict=True)]
 
     def run(self, configuration: Configuration, split: Split, seed: int) -> RunOutput:
@@ -296,112 +296,3 @@ def probe_ct_use(model: nn.Module, configuration: Configuration, inputs: dict[Mo
         removed = float((predict(model, configuration, {"xray": inputs["xray"]}) - scores).abs().max())
     return DeploymentProbe(reads_ct_declared=configuration.reads_ct_at_inference, ct_removed_max_abs_diff=removed,
                            ct_noise_max_abs_diff=float((with_noise - scores).abs().max()))
-
-
-def build_trainable(configuration: Configuration, class_weights: Tensor, generator: torch.Generator,
-                    teacher: nn.Module | None) -> tuple[nn.Module, Objective]:
-    """The configuration's network and objective (its terms sized by the teacher's features), both initialised from
-    `generator`, network first: what training and the preflight check both build."""
-    if configuration.kind == "late-fusion":
-        model: nn.Module = NETWORKS.get("late-fusion")(configuration.network, generator)  # type: ignore[assignment]
-        return model, Objective(configuration.loss, class_weights, has_teacher=False)
-    model = build_network(configuration.network, generator)
-    objective = Objective(configuration.loss, class_weights, has_teacher=teacher is not None,
-                          student_channels=model.stage_channels,  # type: ignore[arg-type]
-                          teacher_channels=teacher.stage_channels if teacher is not None else None)  # type: ignore[arg-type]
-    init_parameters(objective, generator)  # trainable parts of terms (a hint regressor), seeded like the model
-    return model, objective
-
-
-def _built_for_check(configuration: Configuration, image_size: int
-                     ) -> tuple[Tensor, nn.Module | None, nn.Module, Objective]:
-    """Two random images and the configuration's teacher network, network and objective, all from one generator
-    seeded 0: the same call gives the same parts, unless a part draws randomness from elsewhere."""
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randn(2, 1, image_size, image_size, generator=generator)
-    teacher = build_network(configuration.teacher.network, generator) if configuration.teacher else None
-    model, objective = build_trainable(configuration, torch.ones(2), generator, teacher)
-    return images, teacher, model, objective
-
-
-def _first_difference(a: nn.Module, b: nn.Module) -> str | None:
-    """The first parameter or buffer whose values differ between two modules of the same build, or None."""
-    left, right = a.state_dict(), b.state_dict()
-    if list(left) != list(right):
-        return f"other parameter names ({sorted(set(left) ^ set(right))[:3]})"
-    return next((name for name in left if not torch.equal(left[name], right[name])), None)
-
-
-def _outputs_differ(model: nn.Module, other: nn.Module, configuration: Configuration, images: Tensor) -> str | None:
-    """Where two eval-mode forward passes of `model`, and one of its twin `other`, on the same images disagree."""
-    def forward(network: nn.Module) -> ModelOutput:
-        network.eval()
-        with torch.no_grad():
-            return network(images, images) if configuration.kind == "late-fusion" else network(images)
-
-    first, second, twin = forward(model), forward(model), forward(other)
-    for label, output in (("a second forward pass", second), ("a second build", twin)):
-        if not torch.equal(first.logits, output.logits):
-            return f"{label} gives other logits for the same images"
-        for name, value in first.features.items():
-            if name in output.features and not torch.equal(value, output.features[name]):
-                return f"{label} gives another {name!r} feature map for the same images"
-    return None
-
-
-def check_determinism(configuration: Configuration, image_size: int) -> None:
-    """ConfigError (one line naming the configuration and the plugin) when building its network and objective twice
-    from the same generator gives other parameters, or one forward pass twice gives other outputs: a network or
-    objective that draws from the global RNG or the operating system would make runs irreproducible (claim 7)."""
-    from benchmark.errors import ConfigError
-
-    images, teacher, model, objective = _built_for_check(configuration, image_size)
-    _, teacher_twin, model_twin, objective_twin = _built_for_check(configuration, image_size)
-    network = f"network {configuration.network.architecture!r}"
-    terms = [t.objective for t in configuration.loss.distillation_terms()]
-    parts: list[tuple[str, nn.Module | None, nn.Module | None]] = [
-        (network, model, model_twin), (f"objective terms {', '.join(map(repr, terms))}", objective, objective_twin)]
-    if configuration.teacher is not None:
-        parts.append((f"teacher network {configuration.teacher.network.architecture!r}", teacher, teacher_twin))
-    advice = "; a plugin must draw every random number from the torch.Generator it is given"
-    for what, part, twin in parts:
-        assert part is not None and twin is not None
-        differs = _first_difference(part, twin)
-        if differs is not None:
-            raise ConfigError(f"configuration {configuration.name!r} is not deterministic: its {what} gets other "
-                              f"values of {differs} when built twice from the same generator{advice}")
-    differs = _outputs_differ(model, model_twin, configuration, images)
-    if differs is not None:
-        raise ConfigError(f"configuration {configuration.name!r} is not deterministic: for its {network}, {differs} "
-                          f"(in eval mode){advice}")
-
-
-def check_configuration(configuration: Configuration, image_size: int) -> None:
-    """Build the configuration's networks and objective and take one loss on two random images, so that an unknown
-    or broken network or objective (a plugin's too) fails before any training, then check that building and running
-    them is deterministic; ConfigError naming the configuration (and the plugin) otherwise."""
-    from benchmark.errors import ConfigError
-
-    labels = torch.tensor([0, 1])
-    try:
-        images, teacher, model, objective = _built_for_check(configuration, image_size)
-        teacher_output = None
-        if teacher is not None:
-            with torch.no_grad():
-                teacher_output = teacher(images)
-        output = model(images, images) if configuration.kind == "late-fusion" else model(images)
-        loss, _ = objective(output, labels, teacher_output)
-        if not torch.isfinite(loss):
-            raise ValueError(f"the loss on two random images is {float(loss)}")
-    except ConfigError as exc:
-        raise type(exc)(f"configuration {configuration.name!r}: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - a plugin can fail in any way; name the configuration and the cause
-        raise ConfigError(f"configuration {configuration.name!r} cannot be built or trained: "
-                          f"{type(exc).__name__}: {exc}") from exc
-    try:
-        check_determinism(configuration, image_size)
-    except ConfigError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - e.g. a plugin that builds once and fails the second time
-        raise ConfigError(f"configuration {configuration.name!r} cannot be built twice: "
-                          f"{type(exc).__name__}: {exc}") from exc

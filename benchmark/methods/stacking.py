@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from benchmark.errors import check_finite_loss
 from benchmark.methods.losses import Objective
 from benchmark.methods.models import Classifier, ModelOutput, NetworkConfig
-from benchmark.methods.training import FitLog, TrainingConfig, TrainingSet, derive_generator, epoch_order, fit
+from benchmark.methods.training import FitLog, TermMeans, TrainingConfig, TrainingSet, batch_schedule, fit
 
 
 def stackable_config(config: NetworkConfig) -> bool:
@@ -261,18 +261,15 @@ def _fit_stacked(models: Sequence[Classifier], objectives: Sequence[Objective], 
     parameters = [*stacked.parameters(), *(p for objective in objectives for p in objective.parameters())]
     optimiser = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay,
                                   fused=device.type in ("cpu", "cuda"))
-    generators = [derive_generator(seed, "order") for seed in seeds]
     images = torch.cat([d.inputs[:, 0] for d in data]).to(device)  # [K * n, H, W]
     labels = torch.cat([d.labels for d in data]).to(device)
     teachers = [_on_device(d.teacher, device) for d in data]
     offsets = torch.arange(count).unsqueeze(1) * n
     logs = [FitLog() for _ in models]
     steps = 0
-    for epoch in range(1, config.epochs + 1):
-        totals: list[dict[str, float]] = [{} for _ in models]
-        batches = 0
-        orders = torch.stack([epoch_order(d.labels, config.sampler, g) for d, g in zip(data, generators, strict=True)])
-        for own in orders.split(config.batch_size, dim=1):  # [K, B]: each model's own sample indices
+    for epoch, batches in batch_schedule([d.labels for d in data], config, seeds):
+        means = [TermMeans() for _ in models]
+        for own in batches:  # [K, B]: each model's own sample indices
             index = (own + offsets).t().reshape(-1).to(device)  # [B * K], batch-major
             size = own.shape[1]
             logits, maps = stacked(images[index].view(size, count, *images.shape[1:]))
@@ -282,20 +279,17 @@ def _fit_stacked(models: Sequence[Classifier], objectives: Sequence[Objective], 
             for k, (objective, output, teacher) in enumerate(zip(objectives, outputs, teachers, strict=True)):
                 loss, terms = objective(output, targets[:, k], _rows(teacher, own[k]) if teacher else None)
                 losses.append(loss)
-                for key, value in terms.items():
-                    totals[k][key] = totals[k].get(key, 0.0) + value
+                means[k].add(terms)
             values = torch.stack(losses)
             for k, value in enumerate(values.detach().tolist()):
-                check_finite_loss(value, epoch, batches + 1, f"run {k + 1} of {count}:" if count > 1 else "")
+                check_finite_loss(value, epoch, means[k].batches, f"run {k + 1} of {count}:" if count > 1 else "")
             optimiser.zero_grad(set_to_none=True)
             values.sum().backward()
             optimiser.step()
-            batches += 1
             steps += 1
-        for log, total in zip(logs, totals, strict=True):
-            log.epochs += 1
+        for log, mean in zip(logs, means, strict=True):
+            mean.close(log)
             log.steps = steps
-            log.epoch_terms.append({k: v / max(batches, 1) for k, v in total.items()})
     stacked.unstack_into(models, steps, dead_decay=1 - config.lr * config.weight_decay)
     seconds = time.perf_counter() - start
     for model, log in zip(models, logs, strict=True):

@@ -17,23 +17,23 @@ from collections.abc import Collection, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
 
 from benchmark.atomic import write_atomically
+from benchmark.config import TrainingPath
 from benchmark.data.imaging import ImageBank
 from benchmark.errors import LeakageError, OutputError, describe_os_error
 from benchmark.methods.configurations import TeacherConfig
-from benchmark.methods.losses import LossConfig, Objective, inverse_frequency_weights
+from benchmark.methods.losses import inverse_frequency_weights
 from benchmark.methods.models import build_network
 from benchmark.methods.stacking import Trainee, fit_all, stackable_config
+from benchmark.methods.trainable import teacher_trainable
 from benchmark.methods.training import TrainingSet, derive_generator
 from benchmark.schemas import ImageRecord
 
 MODEL_CODE_VERSION = 1  # bump when a change to models/losses/training alters trained weights
-TrainingPath = Literal["per-run", "stacked"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class TrainedTeacher:
     train_seconds: float
     steps: int
     from_cache: bool
-    path: TrainingPath = "per-run"
+    path: TrainingPath = TrainingPath.PER_RUN
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class TeacherRequest:
 
 
 def teacher_key(config: TeacherConfig, records: list[ImageRecord], seed: int, bank: ImageBank,
-                device: torch.device, path: TrainingPath = "per-run") -> str:
+                device: torch.device, path: TrainingPath = TrainingPath.PER_RUN) -> str:
     """sha256 of everything that determines the teacher's weights (the stacked path's teachers apart: other
     floating-point order; the per-run path's key is the one stores have always used)."""
     identity = {
@@ -73,7 +73,7 @@ def teacher_key(config: TeacherConfig, records: list[ImageRecord], seed: int, ba
         "images": sorted([r.image_id, r.cache_key, r.label] for r in records),
         "image_size": bank.cache.size, "normalise": [bank.mean, bank.std],
     }
-    if path != "per-run":
+    if path != TrainingPath.PER_RUN:
         identity["path"] = path
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()
 
@@ -95,12 +95,12 @@ class TeacherStore:
         self._memory: dict[str, TrainedTeacher] = {}
 
     def get(self, config: TeacherConfig, records: list[ImageRecord], val_patients: tuple[str, ...], seed: int,
-            bank: ImageBank, device: torch.device, path: TrainingPath = "per-run") -> TrainedTeacher:
+            bank: ImageBank, device: torch.device, path: TrainingPath = TrainingPath.PER_RUN) -> TrainedTeacher:
         """The frozen teacher trained on `records` with `seed`; refused if it would see a validation patient."""
         return self.get_many([TeacherRequest(config, records, val_patients, seed)], bank, device, path)[0]
 
     def get_many(self, requests: list[TeacherRequest], bank: ImageBank, device: torch.device,
-                 path: TrainingPath = "per-run") -> list[TrainedTeacher]:
+                 path: TrainingPath = TrainingPath.PER_RUN) -> list[TrainedTeacher]:
         """The frozen teachers of `requests`, each from memory, the disk cache, or trained; on the stacked path the
         missing ones that share a network, schedule and training-set size train together (`fit_stacked`)."""
         keys = []
@@ -110,7 +110,7 @@ class TeacherStore:
                 raise ValueError(f"a {config.modality} teacher was given images of another modality")
             check_no_leakage(f"{config.modality} teacher", {r.patient_id for r in request.records},
                              request.val_patients)
-            effective = path if stackable_config(config.network) else "per-run"
+            effective = path if stackable_config(config.network) else TrainingPath.PER_RUN
             keys.append(teacher_key(config, request.records, request.seed, bank, device, effective))
         wanted = {key: request for key, request in zip(keys, requests, strict=True) if key not in self._memory}
         with self._locked_all(sorted(wanted)):
@@ -132,17 +132,18 @@ class TeacherStore:
         built = {}
         for key, request in requests.items():
             labels = torch.tensor([r.label for r in request.records], dtype=torch.long)
-            model = build_network(request.config.network, derive_generator(request.seed, "init"))
-            objective = Objective(LossConfig(), inverse_frequency_weights(labels), has_teacher=False)
+            model, objective = teacher_trainable(request.config, inverse_frequency_weights(labels),
+                                                 derive_generator(request.seed, "init"))
             inputs = torch.from_numpy(bank.stack([r.cache_key for r in request.records]))
             built[key] = (model, objective, TrainingSet(inputs, labels))
         fitted = dict(zip(built, fit_all([Trainee(*built[key], requests[key].config.training, requests[key].seed)
-                                          for key in built], device, path == "stacked"), strict=True))
+                                          for key in built], device, path == TrainingPath.STACKED), strict=True))
         return {key: self._freeze(TrainedTeacher(
             teacher_id=key, model=built[key][0], modality=request.config.modality, seed=request.seed,
             training_patients=tuple(sorted({r.patient_id for r in request.records})),
             training_images=tuple(sorted(r.image_id for r in request.records)), train_seconds=fitted[key][0].seconds,
-            steps=fitted[key][0].steps, from_cache=False, path="stacked" if fitted[key][1] else "per-run"))
+            steps=fitted[key][0].steps, from_cache=False,
+            path=TrainingPath.STACKED if fitted[key][1] else TrainingPath.PER_RUN))
             for key, request in requests.items()}
 
     @staticmethod
@@ -188,7 +189,7 @@ class TeacherStore:
             teacher_id=key, model=model, modality=meta["modality"], seed=meta["seed"],
             training_patients=tuple(meta["training_patients"]), training_images=tuple(meta["training_images"]),
             train_seconds=meta["train_seconds"], steps=meta["steps"], from_cache=True,
-            path=meta.get("path", "per-run")))
+            path=TrainingPath(meta.get("path", TrainingPath.PER_RUN))))
 
     @contextmanager
     def _locked_all(self, keys: list[str]) -> Iterator[None]:

@@ -10,6 +10,7 @@ bit-identical predictions. No model selection: the model after the last epoch is
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -112,6 +113,35 @@ def _forward(model: nn.Module, inputs: Tensor, ct_inputs: Tensor | None) -> Mode
     return model(inputs)
 
 
+def batch_schedule(labels: Sequence[Tensor], config: TrainingConfig, seeds: Sequence[int]
+                   ) -> Iterator[tuple[int, Iterator[Tensor]]]:
+    """Per epoch, its number and its batches: each a [runs, batch] tensor of every run's own sample indices, drawn
+    from the run's own order generator. The one schedule of `fit` (one run) and `fit_stacked` (many)."""
+    generators = [derive_generator(seed, "order") for seed in seeds]
+    for epoch in range(1, config.epochs + 1):
+        orders = torch.stack([epoch_order(y, config.sampler, g) for y, g in zip(labels, generators, strict=True)])
+        yield epoch, iter(orders.split(config.batch_size, dim=1))
+
+
+class TermMeans:
+    """One epoch's loss terms, summed batch by batch, then averaged into the training log."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self.batches = 0
+
+    def add(self, terms: dict[str, float]) -> None:
+        """Count one batch's terms."""
+        for key, value in terms.items():
+            self.totals[key] = self.totals.get(key, 0.0) + value
+        self.batches += 1
+
+    def close(self, log: FitLog) -> None:
+        """Append the epoch's mean terms to `log`."""
+        log.epochs += 1
+        log.epoch_terms.append({k: v / max(self.batches, 1) for k, v in self.totals.items()})
+
+
 def fit(model: nn.Module, objective: Objective, data: TrainingSet, config: TrainingConfig,
         seed: int, device: torch.device) -> FitLog:
     """Train `model` (and the objective's own parameters) in place for `config.epochs` epochs."""
@@ -119,28 +149,23 @@ def fit(model: nn.Module, objective: Objective, data: TrainingSet, config: Train
     objective.to(device, memory_format=torch.channels_last).train()
     optimiser = torch.optim.AdamW([*model.parameters(), *objective.parameters()], lr=config.lr,
                                   weight_decay=config.weight_decay)
-    generator = derive_generator(seed, "order")
     log = FitLog()
     start = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
-        totals: dict[str, float] = {}
-        batches = 0
-        order = epoch_order(data.labels, config.sampler, generator)
-        for batch in order.split(config.batch_size):
+    for epoch, batches in batch_schedule([data.labels], config, [seed]):
+        means = TermMeans()
+        for own in batches:
+            batch = own[0]
             inputs = to_device(data.inputs[batch], device)
             ct = to_device(data.ct_inputs[batch], device) if data.ct_inputs is not None else None
             teacher = _slice(data.teacher, batch, device) if data.teacher is not None else None
             loss, terms = objective(_forward(model, inputs, ct), data.labels[batch].to(device), teacher)
-            check_finite_loss(float(loss.detach()), epoch, batches + 1)
+            check_finite_loss(float(loss.detach()), epoch, means.batches + 1)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            for key, value in terms.items():
-                totals[key] = totals.get(key, 0.0) + value
-            batches += 1
+            means.add(terms)
             log.steps += 1
-        log.epochs += 1
-        log.epoch_terms.append({k: v / max(batches, 1) for k, v in totals.items()})
+        means.close(log)
     log.seconds = time.perf_counter() - start
     model.eval()
     return log
