@@ -1,15 +1,6 @@
 """From a cohort's table to kept image records, the three manifests and the data audit (PROTOCOL.md section 2).
 
-A cohort's table is read by its adapter into `SourceRow`s: a cohort manifest CSV
-(`benchmark.data.cohort_manifest`) or the COVID-19 Image Data Collection's metadata.csv
-(`benchmark.data.collection`). Filtering then runs in the protocol's order and counts every dropped row
-with its reason:
-1. the row must be valid (the adapter's checks: required cells, label, offset) and its image a file under
-   the table's root that exists and is read by its reader (outside the root, volume not read, missing,
-   empty, duplicate, or the reader's reason: corrupt, not DICOM, no pixel data, 4-D, ...);
-2. the adapter's rule after reading, if any (collection: the finding must not be the placeholder `todo`);
-3. the modality must be the declared target (role `xray`) or privileged modality (role `ct`).
-Nothing in a bad row stops the build: it is skipped, counted and listed with its line number.
+Every source's adapter feeds this one filter, so each cohort is kept, counted and audited by the same rules.
 """
 
 from __future__ import annotations
@@ -39,6 +30,16 @@ from benchmark.schemas import (
     ReaderUse,
     SkippedRow,
 )
+
+# A cohort's table is read by its adapter into `SourceRow`s: a cohort manifest CSV (`benchmark.data.cohort_manifest`)
+# or the COVID-19 Image Data Collection's metadata.csv (`benchmark.data.collection`). Filtering then runs in the
+# protocol's order and counts every dropped row with its reason:
+# 1. the row must be valid (the adapter's checks: required cells, label, offset) and its image a file under the
+#    table's root that exists and is read by its reader (outside the root, volume not read, missing, empty,
+#    duplicate, or the reader's reason: corrupt, not DICOM, no pixel data, 4-D, ...);
+# 2. the adapter's rule after reading, if any (collection: the finding must not be the placeholder `todo`);
+# 3. the modality must be the declared target (role `xray`) or privileged modality (role `ct`).
+# Nothing in a bad row stops the build: it is skipped, counted and listed with its line number.
 
 MISSING_MARKERS = frozenset({"", "nan", "na", "n/a", "null", "none"})  # cells read as "no value" (case ignored)
 MAX_READER_GROUPS = 12  # distinct (reader, policy) wordings listed; the rest are summed into one line
@@ -82,14 +83,14 @@ class CohortTable:
 class Cohort:
     """Every kept image of one cohort, with the report of what was dropped and why and how files were read."""
 
-    data_root: Path  # the folder image paths are relative to (collection: its data root; manifest: its folder)
+    image_root: Path  # the folder image paths are relative to (collection: its clone; manifest: its folder)
     metadata_sha256: str  # of the cohort's table: the manifest CSV, or the collection's metadata.csv
     records: list[ImageRecord]
     filter_report: FilterReport
     source: CohortSourceInfo
     readers: dict[str, str] = field(default_factory=dict)  # image id -> the reader that read it
     pixels: dict[str, str] = field(default_factory=dict)  # image id -> sha256 of its decoded pixels (ReadInfo)
-    paths: dict[str, str] = field(default_factory=dict)  # image id -> its file, relative to data_root (posix)
+    paths: dict[str, str] = field(default_factory=dict)  # image id -> its file, relative to image_root (posix)
 
     @property
     def image_list_sha256(self) -> str:

@@ -1,21 +1,6 @@
 """The cohort manifest: a CSV that declares a paired cohort, one row per image file (README, "Your own cohort").
 
-Columns (a header row names them; order free, names case-sensitive):
-- required: `patient_id`, `modality`, `label`, `path`;
-- optional: `offset` (days, numeric; pairs each target image with its patient's closest privileged image),
-  `image_id` (unique; default: the path), `view`, `finding` (free text, shown in the audit).
-Other columns are ignored, with a warning naming them.
-
-`path` is relative to the manifest's own folder and may not leave it (no absolute paths, no `..` out);
-any file type `benchmark.data.readers` reads (PNG/JPEG/TIFF, DICOM, NIfTI 2-D or 3-D). `modality` names the
-target or the privileged modality declared in the settings (`[cohort]`, default `xray` and `ct`); a row
-of any other modality is skipped. `label` is 0 or 1 (`0.0`/`1.0` accepted).
-
-A manifest that cannot be read, or lacks a required column, is an error naming the file (and the row
-for a header problem). A bad row is skipped, counted by reason and listed with its line, the column and
-the value: an empty required cell or an offset that is not a number (`invalid_row`), a label other
-than 0/1 (`invalid_label`), a path that is absolute or leaves the folder (`outside_data_root`), then
-whatever the file itself has (missing, empty, unreadable, duplicate, ...), as for the collection.
+It lets any site's own images enter the pipeline without the collection's layout; bad rows are skipped and listed.
 """
 
 from __future__ import annotations
@@ -31,6 +16,21 @@ from benchmark.config import CohortSettings
 from benchmark.data.cohort import MISSING_MARKERS, CohortTable, SourceRow
 from benchmark.errors import MetadataError, describe_os_error
 from benchmark.schemas import CohortSource, FilterReason
+
+# Columns (a header row names them; order free, names case-sensitive):
+# - required: `patient_id`, `modality`, `label`, `path`;
+# - optional: `offset` (days, numeric; pairs each target image with its patient's closest privileged image),
+#   `image_id` (unique; default: the path), `view`, `finding` (free text, shown in the audit).
+# Other columns are ignored, with a warning naming them.
+# `path` is relative to the manifest's own folder and may not leave it (no absolute paths, no `..` out); any file
+# type `benchmark.data.readers` reads (PNG/JPEG/TIFF, DICOM, NIfTI 2-D or 3-D). `modality` names the target or the
+# privileged modality declared in the settings (`[cohort]`, default `xray` and `ct`); a row of any other modality is
+# skipped. `label` is 0 or 1 (`0.0`/`1.0` accepted).
+# A manifest that cannot be read, or lacks a required column, is an error naming the file (and the row for a header
+# problem). A bad row is skipped, counted by reason and listed with its line, the column and the value: an empty
+# required cell or an offset that is not a number (`invalid_row`), a label other than 0/1 (`invalid_label`), a path
+# that is absolute or leaves the folder (`outside_data_root`), then whatever the file itself has (missing, empty,
+# unreadable, duplicate, ...), as for the collection.
 
 REQUIRED = ("patient_id", "modality", "label", "path")
 OPTIONAL = ("offset", "image_id", "view", "finding")

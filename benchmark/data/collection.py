@@ -1,15 +1,6 @@
 """The COVID-19 Image Data Collection as a cohort source: its metadata.csv read into the rows of a cohort table.
 
-The collection is one adapter among the paths into the same pipeline (`benchmark.data.cohort`): it maps its
-columns to the cohort manifest's (patientid -> patient, folder/filename -> path, the finding -> label)
-and adds its own rules, in the protocol's order (PROTOCOL.md section 2):
-- a row with an empty patientid, folder or filename is invalid;
-- a 3-D volume (`.nii`, `.nii.gz`, `.mha`, `.mhd`, `.nrrd`) is skipped as `volume_not_2d`, unless the
-  settings include volumes, when a NIfTI is read by the reader policy (the `volumes/` CT of the upstream
-  collection, not in its git repository);
-- after the image is read: the placeholder finding `todo` (or `.../todo`) is dropped;
-- the label is 1 iff the finding mentions COVID-19; an offset that is not a number is read as unknown,
-  with a warning.
+It is one adapter into the shared pipeline (`benchmark.data.cohort`), mapping the collection's columns and rules.
 """
 
 from __future__ import annotations
@@ -24,6 +15,15 @@ from benchmark.config import CohortSettings
 from benchmark.data.cohort import MISSING_MARKERS, CohortTable, SourceRow
 from benchmark.errors import MetadataError
 from benchmark.schemas import CohortSource, FilterReason
+
+# The adapter maps the collection's columns to the cohort manifest's (patientid -> patient, folder/filename -> path,
+# the finding -> label) and adds its own rules, in the protocol's order (PROTOCOL.md section 2):
+# - a row with an empty patientid, folder or filename is invalid;
+# - a 3-D volume (`.nii`, `.nii.gz`, `.mha`, `.mhd`, `.nrrd`) is skipped as `volume_not_2d`, unless the settings
+#   include volumes, when a NIfTI is read by the reader policy (the `volumes/` CT of the upstream collection, not in
+#   its git repository);
+# - after the image is read: the placeholder finding `todo` (or `.../todo`) is dropped;
+# - the label is 1 iff the finding mentions COVID-19; an offset that is not a number is read as unknown, with a warning.
 
 REQUIRED_COLUMNS = ("patientid", "offset", "finding", "modality", "folder", "filename", "view")
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd")

@@ -1,10 +1,6 @@
 """`ctxray-bench data fetch`: the public collection at a pinned commit, verified, resumable, idempotent.
 
-The clone is made with git as `git init` + `git fetch --depth 1 origin COMMIT` + `git checkout`,
-so an interrupted fetch resumes by running the same command again (git keeps what it has), and a
-folder already at the commit and verified is left alone. Verification: metadata.csv's sha256
-(the pinned release's, or `--sha256` for another ref) and every image that metadata.csv places in
-`images/` present and non-empty; the counts come from metadata.csv itself.
+Pinning and verifying the download makes every study start from the same bytes of the upstream collection.
 """
 
 from __future__ import annotations
@@ -18,6 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmark.errors import FetchError
+
+# The clone is made with git as `git init` + `git fetch --depth 1 origin COMMIT` + `git checkout`, so an interrupted
+# fetch resumes by running the same command again (git keeps what it has), and a folder already at the commit and
+# verified is left alone. Verification: metadata.csv's sha256 (the pinned release's, or `--sha256` for another ref)
+# and every image that metadata.csv places in `images/` present and non-empty; the counts come from metadata.csv.
 
 UPSTREAM_URL = "https://github.com/ieee8023/covid-chestxray-dataset"
 PINNED_COMMIT = "6a4242344473ccb5ed0d2148d8c7bfb1691e4ed8"

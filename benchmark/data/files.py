@@ -1,18 +1,6 @@
 """Opening a cohort's image files: once, and checked for what was actually opened.
 
-A row's path is checked twice. Before anything is read, the path as written must resolve under the cohort's
-folder (`benchmark.data.cohort`). Then the file is opened once, and the file the descriptor holds is checked:
-its real path (Linux: `/proc/self/fd/N`; macOS: `F_GETPATH`; elsewhere: the resolved path, which must still be
-the same file, device and inode, as the descriptor's) must lie under the folder. Hashing and decoding then read
-from that descriptor only, so a folder swapped for a symbolic link between the check and the read cannot send
-the reader outside: the swap is either seen at open or it changes nothing that is read.
-
-Symbolic links inside the folder that stay inside it are followed (datasets managed by git-annex or DataLad are
-links into the folder's own object store). A hard link is the file itself, under the folder by name: it is read
-(making one requires write access to the folder and, on Linux with `protected_hardlinks`, ownership of or write
-access to the target), as stated in README's limitations.
-
-The file is opened without blocking (a FIFO named like an image cannot hang the build) and must be a regular file.
+It keeps every read inside the cohort's folder, even if the folder is swapped for a link between check and read.
 """
 
 from __future__ import annotations
@@ -26,6 +14,18 @@ from typing import BinaryIO
 
 from benchmark.errors import ImageDecodeError
 from benchmark.schemas import FilterReason
+
+# A row's path is checked twice. Before anything is read, the path as written must resolve under the cohort's folder
+# (`benchmark.data.cohort`). Then the file is opened once, and the file the descriptor holds is checked: its real
+# path (Linux: `/proc/self/fd/N`; macOS: `F_GETPATH`; elsewhere: the resolved path, which must still be the same
+# file, device and inode, as the descriptor's) must lie under the folder. Hashing and decoding then read from that
+# descriptor only, so a folder swapped for a symbolic link between the check and the read cannot send the reader
+# outside: the swap is either seen at open or it changes nothing that is read.
+# Symbolic links inside the folder that stay inside it are followed (datasets managed by git-annex or DataLad are
+# links into the folder's own object store). A hard link is the file itself, under the folder by name: it is read
+# (making one requires write access to the folder and, on Linux with `protected_hardlinks`, ownership of or write
+# access to the target), as stated in README's limitations.
+# The file is opened without blocking (a FIFO named like an image cannot hang the build) and must be a regular file.
 
 HASH_CHUNK = 1 << 20  # bytes read at a time when hashing: memory stays flat however large the file
 

@@ -1,22 +1,11 @@
 """The on-disk image cache and the in-memory image bank the engine trains from.
 
-Each image file is opened once (`benchmark.data.files`: under the cohort's folder, checked on the file
-actually opened), hashed as it streams, and read from that same descriptor by its reader
-(`benchmark.data.readers`: Pillow, pydicom or nibabel, by file type and the settings' reader policy) to a
-grayscale float32 array in [0, 1], resized to the configured size and stored under its key: the file's
-content hash and its reader (`schemas.image_cache_key`), in a folder per size and (when not the default) per
-reader policy. The cache is thus shared by runs, processes and data clones holding the same bytes, and
-identical bytes named as two file types (a `.png` and a `.dcm`) are two entries: what a cohort keeps never
-depends on what was cached before.
-Files that cannot be read are cached as failures too, so a corrupt file costs one attempt, not one per
-run; beside each array the reader's record of what it did is kept (`<sha>.read.json`).
-
-The result is resized to size x size (aspect ratio not kept) with Pillow's antialiased bilinear
-filter. Normalisation (mean/std) happens at training time, not here.
+Each file is read and decoded once, and its resized array is shared by every run through the cache.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -30,13 +19,19 @@ from pydantic import ValidationError
 
 from benchmark.atomic import write_atomically
 from benchmark.data.files import open_image_file, stream_sha256
-from benchmark.data.readers import ReadInfo, file_kind, read_image
+from benchmark.data.reader_common import ReadInfo
+from benchmark.data.readers import file_kind, read_image
 from benchmark.errors import CacheError, ImageDecodeError
 from benchmark.schemas import FilterReason, ReaderPolicy, image_cache_key
+
+# Each file is opened once (`benchmark.data.files`), its bytes read once, hashed and decoded by its reader
+# (`benchmark.data.readers`), and the resized array cached under the content hash and reader, shared by every run.
 
 DECODE_VERSION = 2  # bump when decoding changes: old entries are then ignored (2: 2-D NIfTI turned by its affine, NaN)
 
 
+# Resized to size x size (aspect ratio not kept) with Pillow's antialiased bilinear filter; normalisation (mean/std)
+# happens at training time, not here.
 def resize_unit(array: np.ndarray, size: int) -> np.ndarray:
     """A 2-D [0, 1] float32 array resized to (size, size) with antialiased bilinear filtering, kept in [0, 1]."""
     resized = Image.fromarray(np.asarray(array, dtype=np.float32)).resize((size, size), Image.Resampling.BILINEAR)
@@ -75,10 +70,49 @@ def default_cache_dir() -> Path:
     return base / "ctxray-bench"
 
 
+# A file of at most this many bytes (a 512^3 16-bit volume) is read into memory once, then hashed and decoded from
+# those bytes; a larger one is hashed in chunks and decoded from the open file, so memory stays bounded however large
+# the file (a gigabyte of holes named .png costs no gigabyte).
+READ_WHOLE_MAX_BYTES = 1 << 28
+
+
+class _FileBytes(io.BytesIO):
+    """An open file's bytes in memory, named and shown as that file, so decoders read and word them alike."""
+
+    def __init__(self, content: bytes, opened: BinaryIO) -> None:
+        super().__init__(content)
+        # Pillow quotes the file's repr, nibabel its name, and pydicom keeps the name: as the open file's, so results
+        # and messages stay those of decoding from the file itself
+        self.name = opened.name
+        self._shown = repr(opened)
+
+    def __repr__(self) -> str:
+        return self._shown
+
+
+def _read_once(opened: BinaryIO, limit: int) -> tuple[BinaryIO, str]:
+    """What to decode from and its sha256: the file's bytes read into memory when at most `limit` of them, else the
+    open file itself, hashed in chunks."""
+    if os.fstat(opened.fileno()).st_size <= limit:
+        opened.seek(0)
+        try:
+            content = opened.read()
+        except MemoryError:
+            pass  # more than this machine holds now: hashed in chunks and decoded from the file, as a larger one
+        else:
+            return _FileBytes(content, opened), hashlib.sha256(content).hexdigest()
+    return opened, stream_sha256(opened)
+
+
 # failures that depend on this machine or this moment (memory, permissions, I/O), not on the file's bytes
 _NOT_CACHED = frozenset({FilterReason.UNREADABLE_FILE, FilterReason.MISSING_FILE, FilterReason.OUTSIDE_DATA_ROOT})
 
 
+# Keyed by the file's content hash and its reader (`schemas.image_cache_key`), in a folder per size and (when not the
+# default) per reader policy: the cache is shared by runs, processes and data clones holding the same bytes, and
+# identical bytes named as two file types (a `.png` and a `.dcm`) are two entries, so what a cohort keeps never depends
+# on what was cached before. Files that cannot be read are cached as failures too, so a corrupt file costs one
+# attempt, not one per run; beside each array the reader's record of what it did is kept (`<sha>.read.json`).
 class ImageCache:
     """Decoded images on disk, keyed by (content sha256 and reader, size, reader policy); safe for concurrent
     writers."""
@@ -129,8 +163,8 @@ class ImageCache:
         with handle:
             return self._ensure_opened(path, handle)
 
-    def _ensure_opened(self, path: Path, handle: BinaryIO) -> CachedImage:
-        sha = stream_sha256(handle)
+    def _ensure_opened(self, path: Path, opened: BinaryIO) -> CachedImage:
+        handle, sha = _read_once(opened, READ_WHOLE_MAX_BYTES)
         reader = file_kind(path, handle) or "unknown"
         key = image_cache_key(sha, reader)
         if self._array_path(key).exists():

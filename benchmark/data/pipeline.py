@@ -1,7 +1,6 @@
 """The data half of the flow in one call: a cohort's table -> kept records -> manifests -> regimes, plus its summary.
 
-A cohort comes from a cohort manifest CSV (a file: `--cohort`) or a clone of the COVID-19 Image Data
-Collection (a folder: `--data`); each kind has its adapter, and everything after the adapter is shared.
+Each cohort kind has its own adapter; everything after the adapter is shared, so both kinds are treated alike.
 """
 
 from __future__ import annotations
@@ -32,6 +31,9 @@ from benchmark.schemas import (
     TestSet,
     TestSetSummary,
 )
+
+# A cohort comes from a cohort manifest CSV (a file: `--cohort`) or a clone of the COVID-19 Image Data Collection
+# (a folder: `--data`); each kind has its adapter, and everything after the adapter is shared.
 
 ADAPTERS: dict[str, Callable[[CohortSource, CohortSettings], CohortTable]] = {
     "collection": read_collection, "manifest": read_cohort_manifest}
@@ -144,7 +146,7 @@ def cohort_summary(prepared: PreparedData) -> CohortSummary:
                 val=SupportCounts.of(manifest.records_of(split.val_patients))))
     cohort = prepared.cohort
     return CohortSummary(
-        data_root=str(cohort.data_root), metadata_sha256=cohort.metadata_sha256,
+        image_root=str(cohort.image_root), metadata_sha256=cohort.metadata_sha256,
         image_list_sha256=cohort.image_list_sha256, image_size=prepared.image_size,
         filter_report=cohort.filter_report,
         manifests={name: m.support for name, m in prepared.manifests.items()},

@@ -1,21 +1,6 @@
 """Patient-level splits (PROTOCOL.md section 3): reference, paired fixed, Monte Carlo and exhaustive.
 
-Every split is drawn from the sorted patient ids with its own `numpy.random.Generator`, so it
-depends only on the cohort and the seed, never on global state, process or dict order.
-
-Choices where the protocol is silent (also stated in the report):
-- Stratified 80/20: each class sends floor(f * n_c + 1/2) of its n_c patients to validation, so a
-  class with a single patient stays in training (the all-ct cohort has one negative patient).
-- Paired fixed split: round(f * N) validation patients (at least 2), exactly one of them negative.
-- Monte Carlo: resample r draws one negative and k-1 positives with seed base + r; a draw that
-  repeats an earlier validation set is redrawn from the same generator, so the sets stay distinct
-  and the whole sequence remains a pure function of (cohort, R, k, base).
-- Exhaustive: every admissible validation set (one negative, k-1 positives) in lexicographic
-  order, or, when there are more than `max_sets`, a uniform sample of `max_sets` of them drawn
-  without replacement with `numpy.random.default_rng(exhaustive_seed)` and kept in lexicographic
-  order. Split i of the regime is trained (its teachers and its students) with seed
-  `exhaustive_seed + i`, as Monte Carlo resample r is with base + r. The regime records how many
-  sets are admissible, whether it sampled and with which seed, so the report can say so.
+Each split is a pure function of the cohort and the seed, so any run's data can be rebuilt exactly.
 """
 
 from __future__ import annotations
@@ -28,6 +13,21 @@ import numpy as np
 from benchmark.config import SplitSettings
 from benchmark.errors import SplitError
 from benchmark.schemas import Manifest, Regime, RegimeName, Split, SplitRole
+
+# Every split is drawn from the sorted patient ids with its own `numpy.random.Generator`, so it depends only on the
+# cohort and the seed, never on global state, process or dict order.
+# Choices where the protocol is silent (also stated in the report):
+# - Stratified 80/20: each class sends floor(f * n_c + 1/2) of its n_c patients to validation, so a class with a
+#   single patient stays in training (the all-ct cohort has one negative patient).
+# - Paired fixed split: round(f * N) validation patients (at least 2), exactly one of them negative.
+# - Monte Carlo: resample r draws one negative and k-1 positives with seed base + r; a draw that repeats an earlier
+#   validation set is redrawn from the same generator, so the sets stay distinct and the whole sequence remains a
+#   pure function of (cohort, R, k, base).
+# - Exhaustive: every admissible validation set (one negative, k-1 positives) in lexicographic order, or, when there
+#   are more than `max_sets`, a uniform sample of `max_sets` of them drawn without replacement with
+#   `numpy.random.default_rng(exhaustive_seed)` and kept in lexicographic order. Split i of the regime is trained
+#   (its teachers and its students) with seed `exhaustive_seed + i`, as Monte Carlo resample r is with base + r.
+#   The regime records how many sets are admissible, whether it sampled and with which seed, so the report can say so.
 
 
 def _by_class(labels: Mapping[str, int]) -> tuple[list[str], list[str]]:

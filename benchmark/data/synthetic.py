@@ -1,21 +1,6 @@
 """Synthetic paired cohorts, for power studies, tests and examples: in the collection's layout (metadata.csv and
-PNG images/) or as DICOM and NIfTI files with a cohort manifest (`write_medical_cohort`).
-
-Each patient has a latent disease state. A positive patient has a lesion (a bright blob at a
-patient-specific place), visible at its time points unless `hidden_fraction` says it was imaged
-before the lesion showed (finding still COVID-19, the diagnosis). Every time point has one X-ray and
-one CT at the same offset, so the paired matching pairs them exactly.
-
-- X-ray: the lesion, when visible, with the faint contrast `xray_signal` over noise; the X-ray read
-  misses a visible lesion with probability `xray_miss_rate` (finding "No Finding", label 0), as
-  faint X-ray findings are missed in practice.
-- `planted` mode: the CT shows the same lesion with the clear contrast `ct_signal` and its read is
-  correct. A CT teacher therefore knows which X-ray labels missed a lesion, which the X-ray labels
-  cannot say: a real cross-modal transfer effect for the student to pick up.
-- `null` mode: the CT image and its finding are copies of the X-ray's of the same time point, so
-  the CT carries nothing beyond what the X-ray has; any "transfer gain" found here is a false
-  positive.
-The real adapters, readers, splits, engine and runner read these files unchanged.
+PNG images/) or as DICOM and NIfTI files with a cohort manifest (`write_medical_cohort`); a planted or null effect
+lets the protocol's power and false-positive rate be measured on the real code path.
 """
 
 from __future__ import annotations
@@ -39,6 +24,20 @@ from pydicom.uid import (
 )
 
 from benchmark.data.collection import REQUIRED_COLUMNS
+
+# Each patient has a latent disease state. A positive patient has a lesion (a bright blob at a patient-specific
+# place), visible at its time points unless `hidden_fraction` says it was imaged before the lesion showed (finding
+# still COVID-19, the diagnosis). Every time point has one X-ray and one CT at the same offset, so the paired
+# matching pairs them exactly.
+# - X-ray: the lesion, when visible, with the faint contrast `xray_signal` over noise; the X-ray read misses a
+#   visible lesion with probability `xray_miss_rate` (finding "No Finding", label 0), as faint X-ray findings are
+#   missed in practice.
+# - `planted` mode: the CT shows the same lesion with the clear contrast `ct_signal` and its read is correct. A CT
+#   teacher therefore knows which X-ray labels missed a lesion, which the X-ray labels cannot say: a real cross-modal
+#   transfer effect for the student to pick up.
+# - `null` mode: the CT image and its finding are copies of the X-ray's of the same time point, so the CT carries
+#   nothing beyond what the X-ray has; any "transfer gain" found here is a false positive.
+# The real adapters, readers, splits, engine and runner read these files unchanged.
 
 COVID = "Pneumonia/Viral/COVID-19"
 NEGATIVE = "No Finding"

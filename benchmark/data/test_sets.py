@@ -1,16 +1,6 @@
 """Held-out and external test sets (PROTOCOL.md section 13): target-modality images no model of the study sees.
 
-- **held-out**: the cohort's target-modality patients outside the paired cohort (the collection: the X-ray
-  patients without a kept CT image; a cohort manifest: its unpaired target-modality patients). An image of
-  theirs that shows the same decoded picture (`pixels_sha256`) as any other image of the cohort, which some
-  model or teacher trains on, is left out and listed with the image it repeats.
-- **external**: a cohort manifest named with `--external NAME=FILE`, read by the same adapter, readers and
-  filter as the cohort; only its target-modality rows are kept (a row of the privileged modality is skipped
-  as `other_modality`). It is refused, in one line naming the file, the row and the value, when it keeps no
-  row, or when it shares a patient id or an image's decoded pixels with the cohort or another test set.
-  Patient ids are compared across sources too: two sites that number patients alike must prefix theirs
-  (e.g. `SITE2-P001`), because a shared id cannot be told from a shared patient.
-Nothing here chooses anything: test sets are only scored (at the protocol's threshold 0.5).
+They show whether a result generalises beyond validation; nothing here chooses anything, test sets are only scored.
 """
 
 from __future__ import annotations
@@ -38,6 +28,18 @@ from benchmark.schemas import (
     TestExclusion,
     TestSet,
 )
+
+# - held-out: the cohort's target-modality patients outside the paired cohort (the collection: the X-ray patients
+#   without a kept CT image; a cohort manifest: its unpaired target-modality patients). An image of theirs that shows
+#   the same decoded picture (`pixels_sha256`) as any other image of the cohort, which some model or teacher trains
+#   on, is left out and listed with the image it repeats.
+# - external: a cohort manifest named with `--external NAME=FILE`, read by the same adapter, readers and filter as
+#   the cohort; only its target-modality rows are kept (a row of the privileged modality is skipped as
+#   `other_modality`). It is refused, in one line naming the file, the row and the value, when it keeps no row, or
+#   when it shares a patient id or an image's decoded pixels with the cohort or another test set. Patient ids are
+#   compared across sources too: two sites that number patients alike must prefix theirs (e.g. `SITE2-P001`),
+#   because a shared id cannot be told from a shared patient.
+# Nothing here chooses anything: test sets are only scored (at the protocol's threshold 0.5).
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -101,7 +103,7 @@ def held_out_set(cohort: Cohort, manifests: dict[ManifestName, Manifest]) -> Tes
     return TestSet(
         name=HELD_OUT, kind="held-out",
         description="the cohort's target-modality patients outside the paired cohort (no kept privileged image)",
-        table=cohort.filter_report.metadata_path, table_sha256=cohort.metadata_sha256, root=str(cohort.data_root),
+        table=cohort.filter_report.metadata_path, table_sha256=cohort.metadata_sha256, root=str(cohort.image_root),
         cases=cases, excluded=excluded)
 
 
@@ -145,7 +147,7 @@ def external_set(spec: ExternalSpec, settings: Settings, cache: ImageCache) -> T
                            f"{settings.cohort.target_modality!r} ({reasons or 'no data rows'})")
     return TestSet(name=spec.name, kind="external",
                    description=f"external cohort manifest of the target modality ({settings.cohort.target_modality})",
-                   table=source.path, table_sha256=cohort.metadata_sha256, root=str(cohort.data_root), cases=cases,
+                   table=source.path, table_sha256=cohort.metadata_sha256, root=str(cohort.image_root), cases=cases,
                    filter_report=report)
 
 

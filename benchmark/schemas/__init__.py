@@ -1,0 +1,98 @@
+"""Pydantic schemas of the data layer: cohort sources, image records, manifests, pairs, splits, regimes, reports.
+
+Every model can be written to JSON and read back; each is importable from here, whichever module defines it.
+"""
+
+from __future__ import annotations
+
+from benchmark.schemas.cohort_summary import (
+    DEFAULT_MAX_PIXELS,
+    CohortSourceInfo,
+    CohortSummary,
+    DataAudit,
+    LabelDefinitionSupport,
+    PatientLabelDisagreement,
+    ReaderPolicy,
+    ReaderUse,
+)
+from benchmark.schemas.evaluation import (
+    HELD_OUT,
+    CasePrediction,
+    DeploymentProbe,
+    HypothesisKey,
+    PairMatch,
+    TestCase,
+    TestExclusion,
+    TestSet,
+    TestSetKind,
+    TestSetSummary,
+)
+from benchmark.schemas.records import (
+    CohortSource,
+    FilterReason,
+    FilterReport,
+    ImageReader,
+    ImageRecord,
+    Labelled,
+    Manifest,
+    ManifestName,
+    Modality,
+    PairedRecord,
+    SkippedRow,
+    SourceKind,
+    SupportCounts,
+    image_cache_key,
+    patient_labels,
+)
+from benchmark.schemas.splits import (
+    Regime,
+    RegimeName,
+    RegimeSummary,
+    Split,
+    SplitRole,
+    SplitSupport,
+    validation_set_hash,
+)
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "HELD_OUT",
+    "CasePrediction",
+    "CohortSource",
+    "CohortSourceInfo",
+    "CohortSummary",
+    "DataAudit",
+    "DeploymentProbe",
+    "FilterReason",
+    "FilterReport",
+    "HypothesisKey",
+    "ImageReader",
+    "ImageRecord",
+    "LabelDefinitionSupport",
+    "Labelled",
+    "Manifest",
+    "ManifestName",
+    "Modality",
+    "PairMatch",
+    "PairedRecord",
+    "PatientLabelDisagreement",
+    "ReaderPolicy",
+    "ReaderUse",
+    "Regime",
+    "RegimeName",
+    "RegimeSummary",
+    "SkippedRow",
+    "SourceKind",
+    "Split",
+    "SplitRole",
+    "SplitSupport",
+    "SupportCounts",
+    "TestCase",
+    "TestExclusion",
+    "TestSet",
+    "TestSetKind",
+    "TestSetSummary",
+    "image_cache_key",
+    "patient_labels",
+    "validation_set_hash",
+]
