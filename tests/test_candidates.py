@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.errors import ConfigError
-from benchmark.evidence.rules import CONTROLS
+from benchmark.evidence.candidates import CONTROLS
 from benchmark.experiment.matrix import CANDIDATE_BLOCK, load_profile, run_id, with_candidates
 from benchmark.methods.configurations import load_configurations, with_added_configurations
 

@@ -8,15 +8,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from benchmark.evidence.rules import (
-    PairedCohort,
-    PowerGrounding,
-    Status,
-    effect_estimate,
-    evaluate_hypotheses,
-    monte_carlo_comparison,
-    sign_flip_p_value,
-)
+from benchmark.evidence.results import PairedCohort, PowerGrounding, Status
+from benchmark.evidence.rules import evaluate_hypotheses, monte_carlo_comparison
+from benchmark.evidence.statistics import effect_estimate, sign_flip_p_value
 from benchmark.experiment.matrix import Declaration, RunSpec
 from benchmark.experiment.metrics import compute_metrics
 from benchmark.experiment.store import ResultsStore, RunRecord

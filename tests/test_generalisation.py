@@ -11,7 +11,8 @@ from scipy.stats import kendalltau
 
 from benchmark.evidence.generalisation import evidence_on_test_set, ranking, shared_patient_bootstrap
 from benchmark.evidence.results import Status
-from benchmark.evidence.rules import evaluate_hypotheses, monte_carlo_comparison, patient_bootstrap
+from benchmark.evidence.rules import evaluate_hypotheses, monte_carlo_comparison
+from benchmark.evidence.statistics import patient_bootstrap
 from benchmark.evidence.summary import scored_view
 from benchmark.experiment.metrics import compute_metrics
 from benchmark.experiment.store import ResultsStore, RunRecord, TestScores

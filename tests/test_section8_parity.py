@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmark.claims.section8 import all_verdicts, disagreements, sign_flip, stated_verdicts
-from benchmark.evidence.rules import evaluate_hypotheses, exact_sign_flip_p_value
+from benchmark.evidence.rules import evaluate_hypotheses
+from benchmark.evidence.statistics import exact_sign_flip_p_value
 from benchmark.experiment.store import ResultsStore, RunRecord
 from tests.test_evidence import NAMES, table
 

@@ -154,12 +154,8 @@ def _without_negatives(record: RunRecord) -> RunRecord:
 
 
 def test_a_resample_whose_ba_is_undefined_is_reported_as_such_and_never_confirms(synthetic_store: Path) -> None:
-    from benchmark.evidence.rules import (
-        effect_estimate,
-        evaluate_hypotheses,
-        fixed_split_comparison,
-        monte_carlo_comparison,
-    )
+    from benchmark.evidence.rules import evaluate_hypotheses, fixed_split_comparison, monte_carlo_comparison
+    from benchmark.evidence.statistics import effect_estimate
     from tests.test_evidence import BAD, GOOD, table
 
     template = ResultsStore(synthetic_store).load_all()[0]

@@ -1,22 +1,5 @@
-"""Evidence on test sets (PROTOCOL.md section 13): the section 8 rules decided again on held-out and external scores.
-
-A test view of a store's runs puts each scored run's predictions and metrics on one test set in place of its
-validation ones, so `benchmark.evidence.rules` applies unchanged: per-resample differences of test BA and
-macro-F1 (both models of a resample scored on the same test cases), their means, the exact one-sided sign-flip
-p over resamples, collapse counted on the test cases, degenerate evidence, the fixed-split advantage and H5's
-positive prediction rate, all at the protocol's threshold 0.5. Nothing is chosen on a test set.
-
-What differs is the effect estimate: every resample's models are scored on the same test patients, so the
-two-level bootstrap draws the resamples and, once per replicate, the test patients by class, and that one draw
-of patients serves every resample (drawing them anew per resample would treat the same patients as new ones
-and narrow the interval). A test set sizes nothing, so no statement of what a confirmation would need is made
-from it.
-
-Beside the statuses: which configurations are not scored and why (late fusion and the all-CT reference read
-CT; the all-X-ray reference trains on held-out patients and is no run of the paired regimes), every comparison
-whose test status differs from its validation status with both sides' numbers, and whether the ranking
-survives: configurations ordered by mean validation BA and by mean test BA over their Monte Carlo runs, with
-Kendall's tau-b (scipy) and the collapse counts on both.
+"""Evidence on test sets (PROTOCOL.md section 13): the section 8 rules decided again on held-out and external scores,
+beside which statuses differ from validation and why, and whether the configurations' ranking survives.
 """
 
 from __future__ import annotations
@@ -39,16 +22,16 @@ from benchmark.evidence.results import (
     StatusDifference,
     TestEvidence,
 )
-from benchmark.evidence.rules import (
+from benchmark.evidence.rules import decide_everything
+from benchmark.evidence.statistics import (
     BOOTSTRAP_REPLICATES,
-    MONTE_CARLO,
     balanced_accuracy_of_totals,
-    decide_everything,
     patient_counts,
+    percentile_interval,
 )
 from benchmark.evidence.summary import runs_of, scored_view
 from benchmark.experiment.store import RunRecord
-from benchmark.schemas import TestSet
+from benchmark.schemas import RegimeName, TestSet
 
 TEST_BOOTSTRAP_METHOD = ("percentile interval over the resamples resampled with replacement and the test patients "
                          "resampled with replacement by class, one draw of patients per replicate shared by every "
@@ -58,8 +41,10 @@ TEST_BOOTSTRAP_METHOD = ("percentile interval over the resamples resampled with 
 def shared_patient_bootstrap(records: Sequence[RunRecord], comparison: MonteCarloComparison,
                              replicates: int = BOOTSTRAP_REPLICATES, level: float = 0.95,
                              seed: int = 0) -> tuple[float, float] | None:
-    """Percentile interval of the mean test BA difference: resamples drawn with replacement, and the test patients
-    drawn with replacement by class once per replicate for all resamples; None without two defined resamples."""
+    """Percentile interval of the mean test BA difference, test patients drawn once per replicate for every resample."""
+    # resamples are drawn with replacement, and the test patients with replacement by class: every resample's models
+    # are scored on the same test patients, so one draw of them serves every resample (drawing them anew per
+    # resample would treat the same patients as new ones and narrow the interval); None without two defined resamples
     by_id = {r.spec.run_id: r for r in records}
     defined = [r for r in comparison.resamples if r.d_balanced_accuracy is not None]
     if len(defined) < 2:
@@ -84,14 +69,12 @@ def shared_patient_bootstrap(records: Sequence[RunRecord], comparison: MonteCarl
             weights[:, group] = rng.multinomial(len(group), np.full(len(group), 1 / len(group)), size=replicates)
     differences = np.array([balanced_accuracy_of_totals(weights @ a) - balanced_accuracy_of_totals(weights @ b)
                             for a, b in sides])  # (resamples, replicates)
-    chosen = rng.integers(0, len(differences), size=(replicates, len(differences)))
-    means = differences[chosen, np.arange(replicates)[:, None]].mean(axis=1)
-    tail = (1 - level) / 2
-    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+    return percentile_interval(differences, rng, replicates, level)
 
 
 def effect_on_test_set(records: Sequence[RunRecord], comparison: MonteCarloComparison) -> EffectEstimate | None:
-    """The mean test BA difference with its two-level bootstrap interval (no statement of need: see the module)."""
+    """The mean test BA difference with its two-level bootstrap interval, and no statement of need."""
+    # a test set sizes nothing, so no statement of what a confirmation would need is made from it
     d = np.array([r.d_balanced_accuracy for r in comparison.resamples if r.d_balanced_accuracy is not None])
     interval = shared_patient_bootstrap(records, comparison)
     if interval is None:
@@ -104,9 +87,9 @@ def effect_on_test_set(records: Sequence[RunRecord], comparison: MonteCarloCompa
               "would need is stated from the validation evidence and the power study)")
 
 
-
 def unscored_configurations(records: Sequence[RunRecord], name: str) -> dict[str, str]:
     """Every configuration name of the store whose runs are not scored on test set `name`, with why."""
+    # late fusion and the all-CT reference read CT; the all-X-ray reference trains on held-out patients
     reasons: dict[str, str] = {}
     for record in records:
         if name in record.tests:
@@ -159,11 +142,12 @@ def explain_difference(validation: HypothesisResult, test: HypothesisResult, tes
 def _differences(evidence: Evidence, decided_hypotheses: list[HypothesisResult],
                  decided_candidates: list[CandidateEvidence], lengths: dict[int, list[HypothesisResult]],
                  test_set: TestSet, unscored: dict[str, str]) -> list[StatusDifference]:
-    """Every comparison (headline and each training length) whose test status differs from its validation one; one
-    not evaluable on test sets because a side is not scored is listed at the headline only (the reason is the same at
-    every length)."""
+    """Every comparison (headline and each training length) whose test status differs from its validation one."""
+    # one not evaluable on test sets because a side is not scored is listed at the headline only (the reason is the
+    # same at every length)
     def comparisons(hypotheses: list[HypothesisResult], candidates: list[CandidateEvidence]
                     ) -> dict[str, HypothesisResult]:
+        """Every comparison decided, by its key."""
         return {h.hypothesis: h for h in [*hypotheses, *(c for cand in candidates for c in cand.comparisons)]}
 
     pairs: list[tuple[int | None, dict[str, HypothesisResult], dict[str, HypothesisResult]]] = [
@@ -184,24 +168,26 @@ def _differences(evidence: Evidence, decided_hypotheses: list[HypothesisResult],
 
 
 def ranking(records: Sequence[RunRecord], view: Sequence[RunRecord], name: str) -> Ranking:
-    """Configurations ordered by mean validation BA and by mean test BA over their Monte Carlo runs, Kendall's tau-b
-    between the two orders, and the runs that collapsed on each."""
+    """Configurations by mean validation and mean test BA over their Monte Carlo runs, and Kendall's tau-b between."""
+    # with the runs that collapsed on each (scipy's kendalltau and rankdata)
+    regime = RegimeName.PAIRED_MONTE_CARLO
     scored = {r.spec.run_id for r in view}
     names, seen = [], set()
-    for candidate in dict.fromkeys(n for r in view if r.spec.regime == MONTE_CARLO for n in r.spec.names):
-        runs = frozenset(r.spec.run_id for r in runs_of(view, candidate, MONTE_CARLO))
+    for candidate in dict.fromkeys(n for r in view if r.spec.regime == regime for n in r.spec.names):
+        runs = frozenset(r.spec.run_id for r in runs_of(view, candidate, regime))
         if runs not in seen:  # a run set declared under two names (student-only, student-only@epochs=5) ranks once
             seen.add(runs)
             names.append(candidate)
 
     def mean_ba(runs: list[RunRecord]) -> float | None:
+        """The mean of the runs' defined BA; None when none is defined."""
         values = [r.metrics.balanced_accuracy for r in runs if r.metrics.balanced_accuracy is not None]
         return float(np.mean(values)) if values else None
 
     rows = []
     for configuration in names:
-        validation = [r for r in runs_of(records, configuration, MONTE_CARLO) if r.spec.run_id in scored]
-        test = runs_of(view, configuration, MONTE_CARLO)
+        validation = [r for r in runs_of(records, configuration, regime) if r.spec.run_id in scored]
+        test = runs_of(view, configuration, regime)
         rows.append(RankingRow(
             configuration=configuration, run_ids=[r.spec.run_id for r in test],
             validation_balanced_accuracy=mean_ba(validation), test_balanced_accuracy=mean_ba(test),
@@ -218,7 +204,7 @@ def ranking(records: Sequence[RunRecord], view: Sequence[RunRecord], name: str) 
         value = kendalltau([r.validation_balanced_accuracy for r in both], [r.test_balanced_accuracy for r in both])
         tau = None if math.isnan(value.statistic) else float(value.statistic)
     rows.sort(key=lambda r: (r.test_rank is None, r.test_rank or 0, r.configuration))
-    return Ranking(regime=MONTE_CARLO, rows=rows, kendall_tau=tau, statement=_ranking_statement(rows, both, tau, name))
+    return Ranking(regime=regime, rows=rows, kendall_tau=tau, statement=_ranking_statement(rows, both, tau, name))
 
 
 def _ranking_statement(rows: list[RankingRow], both: list[RankingRow], tau: float | None, name: str) -> str:
@@ -250,8 +236,10 @@ def _explain_unscored(results: list[HypothesisResult], unscored: dict[str, str])
 
 
 def evidence_on_test_set(records: Sequence[RunRecord], test_set: TestSet, evidence: Evidence) -> TestEvidence:
-    """H1-H5 and every candidate decided on `test_set`'s scores (headline and training lengths), beside the
-    validation `evidence`: which statuses differ and why, and whether the ranking survives."""
+    """H1-H5 and every candidate decided on `test_set`'s scores, beside the validation `evidence`."""
+    # at the headline and every training length, with which statuses differ and why, and whether the ranking survives;
+    # the view puts each scored run's test predictions and metrics in place of its validation ones, so the rules apply
+    # unchanged at the protocol's threshold 0.5, and nothing is chosen on a test set
     view = scored_view(records, test_set.name)
     unscored = unscored_configurations(records, test_set.name)
     decided = decide_everything(view, estimator=effect_on_test_set, names=[c.name for c in evidence.candidates],

@@ -1,7 +1,6 @@
 """Pre-registration (PROTOCOL.md section 14): a plan fixes cohort, matrix, plugins, rules and settings before any run.
 
-`ctxray-bench plan` writes it with its sha256 and time; `run --plan` refuses a run that would differ from it and
-stamps every run it stores; the report lists, by name, every way the store departs from its plan.
+`plan` writes it; `run --plan` refuses a run that differs from it; the report lists every deviation by name.
 """
 
 from __future__ import annotations
@@ -116,8 +115,9 @@ def _file_sha256(path: Path) -> str:
 
 
 def plugin_identity(registry: Registry[Any], kind: Literal["objective", "network"], name: str) -> PluginIdentity:
-    """Which distribution and source files provide `name`: an entry point's distribution (every .py file it
-    installs), this package for a built-in, or the module file of a `module:attribute`."""
+    """Which distribution and source files provide `name`, with their sha256."""
+    # an entry point's distribution (every .py file it installs), this package for a built-in, or the module file of a
+    # `module:attribute`
     factory = registry.get(name)
     module = inspect.getmodule(factory)
     source = inspect.getsourcefile(module) if module is not None else None
@@ -178,7 +178,7 @@ def plugin_identities(specs: Iterable[RunSpec]) -> list[PluginIdentity]:
 def planned_rules(rope: float) -> PlannedRules:
     """The section 8 rules and section 14 multiplicity rule, as the code that decides them states them."""
     return PlannedRules(alpha=ALPHA, rope=rope, monte_carlo_rule=MC_RULE, multiplicity=MULTIPLICITY,
-                        hypotheses=[{"key": h.key, "a": h.a, "b": h.b, "rule": h.rule} for h in HYPOTHESES])
+                        hypotheses=[{"key": h.key, "a": h.a, "b": h.b, "rule": h.rule_text} for h in HYPOTHESES])
 
 
 def plan_body(manifest: StoreManifest, specs: Sequence[RunSpec], plugins: list[PluginIdentity]) -> PlanBody:
@@ -330,8 +330,9 @@ class PlanStatus(BaseModel):
 
 
 def store_plan_status(root: Path, manifest: StoreManifest, records: Sequence[RunRecord]) -> PlanStatus:
-    """Whether a store was pre-registered and how it departs from its plan: the plan file, the store's cohort,
-    configurations, run ids, rules, settings and test sets against it, and every run not made under it."""
+    """Whether a store was pre-registered, and every way it departs from its plan."""
+    # the plan file, the store's cohort, configurations, run ids, rules, settings and test sets against it, and every
+    # run not made under it
     if manifest.plan is None:
         return PlanStatus(registered=False)
     status = PlanStatus(registered=True, sha256=manifest.plan.sha256, created_at=manifest.plan.created_at)

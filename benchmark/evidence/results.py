@@ -1,12 +1,11 @@
-"""The evidence's result models (PROTOCOL.md sections 8 and 13): statuses, comparisons, estimates, test-set verdicts.
+"""The evidence's result models (PROTOCOL.md sections 8 and 13): pure data, written to evidence.json and the report.
 
-Pure data, written to evidence.json and embedded in the report; `benchmark.evidence.rules` decides them on
-validation cases, `benchmark.evidence.generalisation` on each test set, and `benchmark.evidence.verdict` puts both
-together for a store.
+`benchmark.evidence.rules` decides them on validation cases, `benchmark.evidence.generalisation` on each test set.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 from pydantic import BaseModel, Field
@@ -171,7 +170,7 @@ class EffectEstimate(BaseModel):
 class HypothesisResult(BaseModel):
     """One hypothesis: its rule, status, why, and the comparisons that decided it."""
 
-    hypothesis: str
+    hypothesis: str = Field(description="a HypothesisKey, or `candidate vs control` for a candidate's comparison")
     statement: str
     a: str | None
     b: str | None
@@ -188,8 +187,9 @@ class HypothesisResult(BaseModel):
 
 
 class CandidateEvidence(BaseModel):
-    """A candidate method against each of the protocol's controls, and its headline "beats every control": an
-    intersection-union test whose p is Holm-adjusted across the study's candidates (PROTOCOL.md section 14)."""
+    """A candidate method against each of the protocol's controls, and its headline "beats every control"."""
+
+    # the headline is an intersection-union test whose p is Holm-adjusted across the study's candidates (section 14)
 
     name: str
     comparisons: list[HypothesisResult] = Field(description="candidate vs each control, by the MC-confirmed rule")
@@ -209,6 +209,16 @@ class LengthEvidence(BaseModel):
     epochs: int
     hypotheses: list[HypothesisResult]
     candidates: list[CandidateEvidence] = Field(default_factory=list, exclude_if=lambda c: not c)
+
+
+@dataclass(frozen=True)
+class Decided:
+    """H1-H5 and every candidate decided on one set of runs: at the headline length and at every other."""
+
+    hypotheses: list[HypothesisResult]
+    candidates: list[CandidateEvidence]
+    training_lengths: list[LengthEvidence]
+    depends_on_training_length: list[str]
 
 
 class StatusDifference(BaseModel):

@@ -1,11 +1,5 @@
-"""Aggregates over runs: one row per configuration name x regime, mean and sd over runs, with support.
-
-The summary CSV and every results table of the report are built from `aggregate`, so both show
-the same numbers, each traceable to the run ids it was computed from. A metric undefined on a run
-(a class its validation cases lack, PROTOCOL section 6) is left out of the mean and sd: `Stat.n`
-counts the runs it is defined on and `Stat.undefined` says why it is undefined on the others. The
-CSV carries the mean, sd and n: a mean left empty with n = 0 is undefined on every run (the
-support columns say which class is absent).
+"""Aggregates over runs (one row per configuration name x regime, mean and sd over runs, with support), and the
+views of runs the rules apply to unchanged: a test set's scores, one training length's runs.
 """
 
 from __future__ import annotations
@@ -18,6 +12,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from benchmark.atomic import write_atomically
+from benchmark.experiment.matrix import Declaration
 from benchmark.experiment.metrics import Metrics
 from benchmark.experiment.store import RunRecord
 from benchmark.outputs import csv_text
@@ -26,6 +21,10 @@ SUMMARY_METRICS = ("balanced_accuracy", "macro_f1", "accuracy", "sensitivity", "
                    "roc_auc", "positive_prediction_rate")
 
 
+# A metric undefined on a run (a class its validation cases lack, PROTOCOL section 6) is left out of the mean and sd:
+# `Stat.n` counts the runs it is defined on and `Stat.undefined` says why it is undefined on the others. The CSV
+# carries the mean, sd and n: a mean left empty with n = 0 is undefined on every run (the support columns say which
+# class is absent).
 class Stat(BaseModel):
     """Mean and sample sd (n - 1) of one metric over runs; n counts runs where the metric is defined."""
 
@@ -55,6 +54,7 @@ class AggregateRow(BaseModel):
 
 
 def _span(values: Sequence[int]) -> str:
+    """`low-high`, or the one value when all are equal."""
     low, high = min(values), max(values)
     return str(low) if low == high else f"{low}-{high}"
 
@@ -80,14 +80,37 @@ def runs_of(records: Sequence[RunRecord], name: str, regime: str) -> list[RunRec
 
 
 def scored_view(records: Sequence[RunRecord], name: str) -> list[RunRecord]:
-    """The runs scored on test set `name`, each with its predictions and metrics on that set in place of its
-    validation ones, so that the section 8 rules apply to test scores unchanged."""
+    """The runs scored on test set `name`, each with its scores there in place of its validation ones."""
+    # predictions and metrics both, so that the section 8 rules apply to test scores unchanged
     return [r.model_copy(update={"predictions": scores.predictions, "metrics": scores.metrics})
             for r in records if (scores := r.tests.get(name)) is not None]
 
 
+TRAINING_LENGTH_BLOCK = "training-length"
+
+
+def training_lengths(records: Sequence[RunRecord]) -> list[int]:
+    """The student epochs of the training-length stress test's runs, ascending."""
+    return sorted({r.spec.configuration.training.epochs for r in records
+                   if TRAINING_LENGTH_BLOCK in r.spec.blocks})
+
+
+def runs_at_length(records: Sequence[RunRecord], epochs: int) -> list[RunRecord]:
+    """The training-length block's runs at `epochs` student epochs, under their base configuration names."""
+    # `plain-ct-kd@epochs=20` is `plain-ct-kd` here, so the hypothesis rules apply to these runs unchanged
+    view = []
+    for run in records:
+        names = [d.name for d in run.spec.declarations if d.block == TRAINING_LENGTH_BLOCK]
+        if names and run.spec.configuration.training.epochs == epochs:
+            base = Declaration(block=TRAINING_LENGTH_BLOCK, name=names[0].rsplit("@epochs=", 1)[0])
+            view.append(run.model_copy(update={"spec": run.spec.model_copy(update={"declarations": (base,)})}))
+    return view
+
+
 def aggregate(records: Sequence[RunRecord], name: str, regime: str) -> AggregateRow | None:
     """Statistics of `name` in `regime` over its runs; None when it has no run there."""
+    # the summary CSV and every results table of the report are built from here, so both show the same numbers, each
+    # traceable to the run ids it was computed from
     runs = runs_of(records, name, regime)
     if not runs:
         return None
@@ -124,8 +147,8 @@ def summary_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
 
 
 def scored_summary_frame(records: Sequence[RunRecord], test_sets: Sequence[str]) -> pd.DataFrame:
-    """The same table on each test set's scores: one row per test set x configuration name x regime (support
-    columns name the test cases: `test_images_total`, ...)."""
+    """The same table on each test set's scores: one row per test set x configuration name x regime."""
+    # the support columns name the test cases: `test_images_total`, ...
     frames = []
     for name in test_sets:
         frame = summary_frame(scored_view(records, name))
@@ -137,8 +160,8 @@ def scored_summary_frame(records: Sequence[RunRecord], test_sets: Sequence[str])
 
 
 def write_summary(records: Sequence[RunRecord], path: Path, test_sets: Sequence[str] = ()) -> Path:
-    """Write the summary CSV atomically, and beside it `test_summary.csv` when the store has test sets (text cells
-    spreadsheet-safe: a configuration named like a formula is not run by a spreadsheet)."""
+    """Write the summary CSV atomically, and beside it `test_summary.csv` when the store has test sets."""
+    # text cells spreadsheet-safe: a configuration named like a formula is not run by a spreadsheet
     write_atomically(path, csv_text(summary_frame(records), float_format="%.6g"))
     if test_sets:
         write_atomically(path.with_name("test_summary.csv"),

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from benchmark.evidence.candidates import declared_candidates
 from benchmark.evidence.generalisation import evidence_on_test_set
-from benchmark.evidence.results import Evidence, PowerGrounding
-from benchmark.evidence.rules import cohort_size, declared_candidates, evaluate_hypotheses
+from benchmark.evidence.results import Evidence, PairedCohort, PowerGrounding
+from benchmark.evidence.rules import evaluate_hypotheses
 from benchmark.experiment.store import RunRecord, StoreManifest
+
+
+def cohort_size(manifest: StoreManifest) -> PairedCohort | None:
+    """The paired cohort's size and the Monte Carlo k of a store."""
+    paired = manifest.cohort.manifests.get("paired")  # type: ignore[call-overload]
+    if paired is None:
+        return None
+    splits = manifest.settings.splits
+    return PairedCohort(paired_patients=paired.patients, negative_patients=paired.negative_patients,
+                        val_patients=splits.monte_carlo_val_patients, val_negatives=splits.validation_negatives)
 
 
 def store_evidence(manifest: StoreManifest, records: Sequence[RunRecord],
                    power: PowerGrounding | None = None) -> Evidence:
-    """The evidence of a store's runs (its statements of need in the store's cohort's patients) and, for each of its
-    test sets, the same rules on the runs' scores there."""
+    """The evidence of a store's runs, and for each of its test sets the same rules on the runs' scores there."""
+    # the statements of need are in the store's cohort's patients
     evidence = evaluate_hypotheses(records, cohort_size(manifest), power, declared_candidates(manifest),
                                    manifest.settings.evidence.rope)
     return evidence.model_copy(update={"test_sets": [evidence_on_test_set(records, test_set, evidence)
