@@ -1,12 +1,6 @@
 """Outputs that stay inert: CSV cells a spreadsheet would run, and terminal text that would drive the terminal.
 
-Ids, paths and names come from other people's files (a manifest, a plugin's configuration), so every CSV the tool
-writes passes through `csv_text`, and every line it prints through `terminal_safe`:
-- a text cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return (a formula to Excel, LibreOffice and
-  Google Sheets; OWASP's "CSV injection") is written with a leading `'`, which those programs show as text;
-  numbers stay numbers (a negative difference is not text);
-- control and format characters (ANSI escapes, newlines inside an id, bidirectional overrides) are printed as
-  Python escapes (`\\x1b`, `\\n`, `\\u202e`), so an id can neither recolour, rewrite nor reorder the terminal.
+Ids, paths and names come from other people's files, so every CSV goes through `csv_text`, every line `terminal_safe`.
 """
 
 from __future__ import annotations
@@ -15,6 +9,14 @@ import unicodedata
 from typing import Any
 
 import pandas as pd
+
+# Ids, paths and names come from other people's files (a manifest, a plugin's configuration), so every CSV the tool
+# writes passes through `csv_text`, and every line it prints through `terminal_safe`:
+# - a text cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return (a formula to Excel, LibreOffice and
+#   Google Sheets; OWASP's "CSV injection") is written with a leading `'`, which those programs show as text;
+#   numbers stay numbers (a negative difference is not text);
+# - control and format characters (ANSI escapes, newlines inside an id, bidirectional overrides) are printed as
+#   Python escapes (`\x1b`, `\n`, `\u202e`), so an id can neither recolour, rewrite nor reorder the terminal.
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 

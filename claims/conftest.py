@@ -26,11 +26,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _produce_paper_store(data: Path | None, externals: list[ExternalSpec]) -> Path:
-    from benchmark.experiment.runner import RunRequest, run_profile
+    from benchmark.experiment.study import RunRequest, run_profile
     from benchmark.report.render import write_store_outputs
 
     out = Path(os.environ.get("CTXRAY_CLAIMS_OUT", "results/paper"))
-    outcome = run_profile(RunRequest(data_root=resolve_data_root(data), profile="paper", out=out,
+    outcome = run_profile(RunRequest(cohort=resolve_data_root(data), profile="paper", out=out,
                                      workers=os.cpu_count() or 1, progress=False, externals=tuple(externals)))
     if outcome.failures:
         raise StoreError(f"{len(outcome.failures)} paper run(s) failed: {next(iter(outcome.failures.values()))}")
@@ -70,11 +70,11 @@ def report_html(results_dir: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def data_root(pytestconfig: pytest.Config, manifest: StoreManifest) -> Path:
+def cohort_location(pytestconfig: pytest.Config, manifest: StoreManifest) -> Path:
     """The cohort the store was computed on: a cohort manifest, or a collection data root, whose table (the manifest,
     or metadata.csv) has the stored hash; where the store says, else where --data / $CTXRAY_DATA says."""
     named = named_data_root(pytestconfig)
-    candidates = [manifest.data.data_root, str(named) if named else None]
+    candidates = [manifest.data.location, str(named) if named else None]
     for candidate in filter(None, candidates):
         table = Path(cohort_source(candidate).table)
         if table.is_file() and hashlib.sha256(table.read_bytes()).hexdigest() == manifest.data.metadata_sha256:

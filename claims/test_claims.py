@@ -24,8 +24,9 @@ from benchmark.experiment.metrics import compute_metrics
 from benchmark.experiment.store import RunRecord, StoreManifest
 from benchmark.outputs import spreadsheet_safe_frame
 from benchmark.report.render import numbers_in_report, report_data_from_html
+from benchmark.schemas import RegimeName
 
-FIXED = "paired-fixed"
+FIXED = RegimeName.PAIRED_FIXED
 # PROTOCOL section 6, read here on its own: the classes each metric needs, and the words for an absent one.
 NEEDS_CLASSES = {"specificity": (0,), "sensitivity": (1,), "pr_auc": (1,), "balanced_accuracy": (0, 1),
                  "mcc": (0, 1), "roc_auc": (0, 1)}
@@ -350,11 +351,11 @@ def _decoded_sha256(path: Path, manifest: StoreManifest) -> str:
     return digest.hexdigest()
 
 
-def _test_roots(manifest: StoreManifest, external_files: dict[str, Path], data_root: Path) -> dict[str, Path]:
+def _test_roots(manifest: StoreManifest, external_files: dict[str, Path], cohort_location: Path) -> dict[str, Path]:
     """The folder each test set's case paths are relative to, where it lies now."""
     from benchmark.data.pipeline import cohort_source
 
-    cohort_folder = Path(cohort_source(data_root).path)
+    cohort_folder = Path(cohort_source(cohort_location).path)
     cohort_folder = cohort_folder if cohort_folder.is_dir() else cohort_folder.parent
     return {t.name: (external_files[t.name].parent if t.kind == "external" else cohort_folder)
             for t in manifest.test_sets}
@@ -370,14 +371,14 @@ def _teacher_images(results_dir: Path, record: RunRecord) -> set[str]:
 
 
 def test_claim1_no_test_patient_or_picture_in_any_scored_runs_lineage(
-        records: list[RunRecord], manifest: StoreManifest, results_dir: Path, data_root: Path,
+        records: list[RunRecord], manifest: StoreManifest, results_dir: Path, cohort_location: Path,
         external_files: dict[str, Path]) -> None:
     from benchmark.config import CohortSettings
     from benchmark.data.pipeline import image_cache, load_cohort
 
     if not manifest.test_sets:
         return
-    roots = _test_roots(manifest, external_files, data_root)
+    roots = _test_roots(manifest, external_files, cohort_location)
     test_pixels: dict[str, str] = {}
     test_patients: dict[str, str] = {}
     paired = {p for regime in manifest.regimes if regime.manifest == "paired" for split in regime.splits
@@ -393,9 +394,9 @@ def test_claim1_no_test_patient_or_picture_in_any_scored_runs_lineage(
         leaked = sorted(paired & {c.patient_id for c in test_set.cases})
         assert not leaked, f"{test_set.name}: paired patients {leaked} are test patients"
 
-    cohort = load_cohort(data_root, image_cache(manifest.settings, None), CohortSettings.model_validate(
+    cohort = load_cohort(cohort_location, image_cache(manifest.settings, None), CohortSettings.model_validate(
         manifest.settings.cohort.model_dump()))
-    folder = cohort.data_root
+    folder = cohort.image_root
     patients_of = {r.image_id: r.patient_id for r in cohort.records}
     images_of: dict[str, list[str]] = defaultdict(list)
     for r in cohort.records:
@@ -482,7 +483,7 @@ def test_claim5_every_test_number_recomputes_from_the_per_case_test_predictions(
     assert 'data-test=' in report_html, "the report shows no test-set number"
 
 
-REGIME_ORDER = {FIXED: 0, MONTE_CARLO: 1, "paired-exhaustive": 2}  # then the reference regimes
+REGIME_ORDER = {FIXED: 0, MONTE_CARLO: 1, RegimeName.PAIRED_EXHAUSTIVE: 2}  # then the reference regimes
 
 
 def _configuration_key(record: RunRecord) -> str:
@@ -507,38 +508,34 @@ def _sample(records: list[RunRecord]) -> list[RunRecord]:
     return sample
 
 
-def test_claim7_runs_reproduce_bit_for_bit(records: list[RunRecord], manifest: StoreManifest, data_root: Path,
+def test_claim7_runs_reproduce_bit_for_bit(records: list[RunRecord], manifest: StoreManifest, cohort_location: Path,
                                            external_files: dict[str, Path], record_property) -> None:  # noqa: ANN001
     import torch
 
-    from benchmark.data.imaging import ImageBank
-    from benchmark.data.pipeline import image_cache, prepare_data
+    from benchmark.data.test_sets import ExternalSpec, scoring_identity
+    from benchmark.experiment.study import Study
     from benchmark.experiment.worker import data_identity
     from benchmark.methods.engine import Engine
-    from benchmark.methods.teachers import TeacherStore
 
-    settings = manifest.settings
-    cache = image_cache(settings, None)
-    from benchmark.data.test_sets import ExternalSpec, scoring_identity
-
-    prepared = prepare_data(data_root, settings, cache,
+    study = Study.of_cohort(cohort_location, manifest.settings, None,
                             externals=[ExternalSpec(name, path) for name, path in external_files.items()])
-    assert data_identity(prepared).same_data(manifest.data), f"{data_root}: not the data of this store"
+    prepared = study.prepared
+    assert data_identity(prepared).same_data(manifest.data), f"{cohort_location}: not the data of this store"
     assert scoring_identity(prepared.test_sets) == scoring_identity(manifest.test_sets), "other test sets now"
-    bank = ImageBank(cache, settings.data.normalise_mean, settings.data.normalise_std)
     sample = _sample(records)
     assert sample, "no run to reproduce"
     configurations = {_configuration_key(r) for r in records}
     assert {_configuration_key(r) for r in sample} == configurations, "the sample misses a configuration"
     threads = torch.get_num_threads()
-    teachers: dict[tuple[int, str], TeacherStore] = {}  # retrained too, once per thread count and device
+    engines: dict[tuple[int, str], Engine] = {}  # teachers retrained too, once per thread count and device
     start = time.perf_counter()
     try:
         for record in sample:
             torch.set_num_threads(record.threads)
-            store = teachers.setdefault((record.threads, record.device), TeacherStore(None))
-            engine = Engine(prepared, bank, store, record.device,  # on the store's training path (stacked: alone,
-                            path=settings.engine.path)  # same bits)
+            # on the store's training path (stacked: alone, same bits), with a teacher store in memory
+            if (record.threads, record.device) not in engines:
+                engines[(record.threads, record.device)] = study.engine(None, record.device)
+            engine = engines[(record.threads, record.device)]
             output = engine.run(record.spec.configuration, record.spec.split, record.spec.seed)
             again = [(p.image_id, p.score) for p in output.predictions]
             before = [(p.image_id, p.score) for p in record.predictions]

@@ -156,13 +156,13 @@ def write_smoke_store(root: Path, settings: str = "[data]\nimage_size = 32\n", *
     """Run the smoke profile on a synthetic cohort (48 px images, `cohort` overrides) under `root` with these
     settings (TOML text) and publish its summary, evidence and report; returns the store folder."""
     from benchmark.data.synthetic import write_synthetic_cohort
-    from benchmark.experiment.runner import RunRequest, run_profile
+    from benchmark.experiment.study import RunRequest, run_profile
     from benchmark.report.render import write_store_outputs
 
     data = write_synthetic_cohort(root / "data", size=48, **cohort)
     (root / "settings.toml").write_text(settings)
     out = root / "store"
-    outcome = run_profile(RunRequest(data_root=data, profile="smoke", out=out, workers=2,
+    outcome = run_profile(RunRequest(cohort=data, profile="smoke", out=out, workers=2,
                                      settings_path=root / "settings.toml", cache_root=root / "cache", progress=False))
     assert not outcome.failures, outcome.failures
     write_store_outputs(out)
@@ -178,7 +178,8 @@ def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_power(tmp_path_factory: pytest.TempPathFactory):
     """The packaged `tiny` power grid, computed once: (its PowerResult, its output folder)."""
-    from benchmark.evidence.power import load_grid, run_power
+    from benchmark.experiment.power_study import load_grid
+    from tests.power_run import run_power
 
     out = tmp_path_factory.mktemp("power")
     return run_power(load_grid("tiny"), out, workers=2, progress=False), out

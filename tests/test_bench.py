@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 
 from benchmark.bench import _flops_per_sample, cpu_name, write_grid
-from benchmark.evidence.power import DEFAULT_GRIDS, load_grid
+from benchmark.experiment.power_study import DEFAULT_GRIDS, load_grid
 from benchmark.methods.configurations import load_configurations
 
 

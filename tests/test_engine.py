@@ -77,7 +77,7 @@ def test_predictions_are_bit_identical_in_another_process(engine_factory, small_
         settings = Settings.model_validate({{"data": {{"image_size": 32}},
             "splits": {{"monte_carlo_resamples": 2, "monte_carlo_val_patients": 3}}}})
         cache = ImageCache({str(cache.root)!r}, 32)
-        prepared = prepare_data(Path({str(prepared.cohort.data_root)!r}), settings, cache)
+        prepared = prepare_data(Path({str(prepared.cohort.image_root)!r}), settings, cache)
         engine = Engine(prepared, ImageBank(cache), TeacherStore())
         split = next(r for r in prepared.regimes if r.name == "paired-fixed").splits[0]
         out = engine.run(fast(load_configurations()["plain-ct-kd"]), split, 7)

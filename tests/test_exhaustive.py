@@ -16,13 +16,12 @@ from benchmark.config import Settings
 from benchmark.data.imaging import ImageCache
 from benchmark.data.pipeline import prepare_data
 from benchmark.data.synthetic import write_synthetic_cohort
-from benchmark.data.test_sets import scoring_identity
 from benchmark.errors import ConfigError
 from benchmark.evidence.summary import aggregate
 from benchmark.experiment.matrix import EXHAUSTIVE_REGIME, load_profile, uses_exhaustive
-from benchmark.experiment.runner import RunRequest, plan, run_profile
 from benchmark.experiment.store import ResultsStore
-from benchmark.experiment.worker import WorkerContext, ensure_worker
+from benchmark.experiment.study import RunRequest, Study, run_profile
+from benchmark.experiment.worker import ensure_worker
 from benchmark.schemas import CohortSummary
 
 # The synthetic cohort has 6 positive and 3 negative paired patients: 3 x C(6, 2) = 45 admissible sets of k = 3.
@@ -50,7 +49,7 @@ def exhaustive_run(tmp_path_factory: pytest.TempPathFactory):
     settings.write_text("[data]\nimage_size = 32\n")
     matrix = root / "matrix.toml"
     matrix.write_text(MATRIX)
-    request = RunRequest(data_root=data, profile="exh", out=root / "store", workers=2, settings_path=settings,
+    request = RunRequest(cohort=data, profile="exh", out=root / "store", workers=2, settings_path=settings,
                          matrix_path=matrix, cache_root=root / "cache", progress=False)
     return request, run_profile(request)
 
@@ -94,25 +93,23 @@ def test_every_admissible_set_is_run_when_there_are_few(exhaustive_run, tmp_path
     request, _ = exhaustive_run
     matrix = tmp_path / "matrix.toml"
     matrix.write_text(MATRIX.replace(f"exhaustive_max_sets = {SAMPLE}", "exhaustive_max_sets = 100"))
-    prepared, specs, manifest, _ = plan(dataclasses.replace(request, matrix_path=matrix))
-    regime = next(r for r in manifest.regimes if r.name == EXHAUSTIVE_REGIME)
+    study = Study.plan(dataclasses.replace(request, matrix_path=matrix))
+    specs = study.specs
+    regime = next(r for r in study.manifest().regimes if r.name == EXHAUSTIVE_REGIME)
     assert (len(regime.splits), regime.sampled, regime.sample_seed) == (ADMISSIBLE, False, None)
     assert len({s.val_hash for s in regime.splits}) == ADMISSIBLE and len(specs) == 3 * ADMISSIBLE
 
 
-def test_workers_rebuild_the_drivers_exhaustive_regime(exhaustive_run) -> None:
+def test_workers_train_on_the_drivers_exhaustive_regime_without_preparing_the_cohort(exhaustive_run) -> None:
     request, _ = exhaustive_run
-    manifest = ResultsStore(request.out).manifest()
-    context = WorkerContext(data_root=str(request.data_root), settings=manifest.settings,
-                            cache_root=str(request.cache_root), teacher_root=str(request.out / "teachers"),
-                            device="cpu", threads=1, code_version=manifest.code_version, data=manifest.data,
-                            exhaustive=True, test_sets=scoring_identity(manifest.test_sets))
-    plain = dataclasses.replace(context, exhaustive=False)
-    assert context.key != plain.key and pickle.loads(pickle.dumps(context)).exhaustive  # what Ray ships
-    engine = ensure_worker(context)
+    study = Study.plan(request)
+    context = study.worker_context(study.manifest(), request.out / "teachers", "cpu", 1)
+    shipped = pickle.loads(pickle.dumps(context))  # what a local worker receives
+    engine = ensure_worker(shipped)
     rebuilt = next(r for r in engine.prepared.regimes if r.name == EXHAUSTIVE_REGIME)  # type: ignore[attr-defined]
     assert rebuilt == _regime(request)
-    assert EXHAUSTIVE_REGIME not in {r.name for r in ensure_worker(plain).prepared.regimes}  # type: ignore[attr-defined]
+    assert pickle.loads(pickle.dumps(dataclasses.replace(context, cohort=context.cohort.with_payload()))).cohort.load(
+        ).regimes == study.prepared.regimes  # what Ray ships: the bytes themselves
 
 
 def test_the_report_renders_the_exhaustive_table(exhaustive_run) -> None:
@@ -144,7 +141,7 @@ def test_a_block_on_an_exhaustive_regime_that_cannot_be_drawn_says_why(exhaustiv
     matrix = tmp_path / "matrix.toml"
     matrix.write_text(MATRIX.replace("monte_carlo_val_patients = 3", "monte_carlo_val_patients = 7"))
     with pytest.raises(ConfigError, match="regime 'paired-exhaustive' .* not available on this cohort: .*k = 7"):
-        plan(dataclasses.replace(request, matrix_path=matrix))
+        Study.plan(dataclasses.replace(request, matrix_path=matrix))
 
 
 def test_the_packaged_exhaustive_profile_is_tier_1_on_a_stated_sample() -> None:
@@ -160,7 +157,7 @@ def test_cohorts_exhaustive_still_lists_the_regime(exhaustive_run, tmp_path: Pat
                                                    capsys: pytest.CaptureFixture) -> None:
     request, _ = exhaustive_run
     target = tmp_path / "cohorts.json"
-    assert main(["cohorts", "--data", str(request.data_root), "--config", str(request.settings_path), "--cache",
+    assert main(["cohorts", "--data", str(request.cohort), "--config", str(request.settings_path), "--cache",
                  str(request.cache_root), "--exhaustive", "--json", str(target)]) == 0
     assert "paired-exhaustive" in capsys.readouterr().out
     summary = CohortSummary.model_validate(json.loads(target.read_text()))
@@ -173,5 +170,5 @@ def test_cohorts_exhaustive_still_lists_the_regime(exhaustive_run, tmp_path: Pat
 def test_prepare_data_without_exhaustive_has_no_exhaustive_regime(exhaustive_run) -> None:
     request, _ = exhaustive_run
     settings = Settings.model_validate({"data": {"image_size": 32}})
-    prepared = prepare_data(request.data_root, settings, ImageCache(request.cache_root, 32))
+    prepared = prepare_data(request.cohort, settings, ImageCache(request.cache_root, 32))
     assert EXHAUSTIVE_REGIME not in {r.name for r in prepared.regimes}

@@ -18,7 +18,7 @@ import torch
 
 from benchmark.cli import main
 from benchmark.errors import CtxrayError, OutputError, TrainingError
-from benchmark.experiment import runner
+from benchmark.experiment import study
 from benchmark.experiment.worker import run_job
 from benchmark.methods.losses import LossConfig, Objective, inverse_frequency_weights
 from benchmark.methods.stacking import fit_stacked
@@ -69,7 +69,7 @@ class _InProcess:
 
 @pytest.fixture
 def in_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "make_executor", lambda *args, **kwargs: _InProcess())
+    monkeypatch.setattr(study, "make_executor", lambda *args, **kwargs: _InProcess())
 
 
 def _run(tmp_path: Path, settings: str = "[data]\nimage_size = 32\n", *extra: str) -> int:
@@ -194,7 +194,7 @@ def test_a_run_whose_loss_becomes_nan_fails_in_one_line_saying_where(
         return loss * float("nan"), terms
 
     monkeypatch.setattr(Objective, "forward", diverged)
-    monkeypatch.setattr(runner, "check_configurations", lambda *args: None)  # diverges in training, not on the
+    monkeypatch.setattr(study, "check_configurations", lambda *args: None)  # diverges in training, not on the
     assert _run(tmp_path, f"[data]\nimage_size = 32\n[engine]\npath = \"{path}\"\n") == 1
     err = capsys.readouterr().err
     failed = [line for line in err.splitlines() if "FAILED" in line]
@@ -204,23 +204,34 @@ def test_a_run_whose_loss_becomes_nan_fails_in_one_line_saying_where(
 
 def test_a_worker_that_cannot_start_names_its_cause_instead_of_breaking_the_pool(tmp_path: Path) -> None:
     from benchmark.config import Settings
-    from benchmark.errors import MetadataError
+    from benchmark.errors import StoreError
     from benchmark.experiment.executors import LocalExecutor
     from benchmark.experiment.store import DataIdentity
-    from benchmark.experiment.worker import WorkerContext
+    from benchmark.experiment.worker import CohortShipment, WorkerContext
 
-    gone = tmp_path / "cohort-removed-since-the-driver-read-it"
-    context = WorkerContext(data_root=str(gone), settings=Settings(), cache_root=str(tmp_path / "cache"),
-                            teacher_root=str(tmp_path / "teachers"), device="cpu", threads=1, code_version="test",
-                            data=DataIdentity(data_root=str(gone), metadata_sha256="0" * 64,
+    gone = tmp_path / "prepared" / "removed-since-the-driver-wrote-it.pickle"
+    context = WorkerContext(cohort=CohortShipment("0" * 64, str(gone)), settings=Settings(),
+                            cache_root=str(tmp_path / "cache"), teacher_root=str(tmp_path / "teachers"), device="cpu",
+                            threads=1, code_version="test",
+                            data=DataIdentity(location=str(tmp_path), metadata_sha256="0" * 64,
                                               image_list_sha256="0" * 64))
     executor = LocalExecutor(1, warm=context)  # the worker warms its engine on this context, and cannot
     try:
         error = executor.submit(context, "run", ()).exception(timeout=120)
     finally:
         executor.shutdown()
-    assert isinstance(error, MetadataError), repr(error)
-    assert str(error) == f"{gone / 'metadata.csv'}: metadata file not found"
+    assert isinstance(error, StoreError), repr(error)
+    assert str(error).startswith(f"{gone}: the driver's prepared cohort cannot be read: ")
+
+
+def test_a_worker_refuses_a_prepared_cohort_that_is_not_the_drivers(tmp_path: Path) -> None:
+    from benchmark.errors import StoreError
+    from benchmark.experiment.worker import CohortShipment
+
+    path = tmp_path / "prepared.pickle"
+    path.write_bytes(pickle.dumps({"not": "the driver's"}))
+    with pytest.raises(StoreError, match="not the prepared cohort the driver shipped"):
+        CohortShipment("0" * 64, str(path)).load()
 
 
 @pytest.fixture(params=["no-blocks", "no-inodes"])

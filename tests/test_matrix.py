@@ -112,7 +112,7 @@ def test_run_ids_are_stable_across_processes(small_prepared) -> None:
         "from benchmark.data.pipeline import prepare_data\n"
         "s = Settings.model_validate({'data': {'image_size': 32}, 'splits': {'monte_carlo_resamples': 2, "
         "'monte_carlo_val_patients': 3}})\n"
-        f"p = prepare_data(Path({str(prepared.cohort.data_root)!r}), s, ImageCache({str(cache.root)!r}, 32))\n"
+        f"p = prepare_data(Path({str(prepared.cohort.image_root)!r}), s, ImageCache({str(cache.root)!r}, 32))\n"
         "print(json.dumps([x.run_id for x in expand_profile(load_profile('paper'), load_configurations(), "
         "p.regimes)]))\n")
     other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,

@@ -88,7 +88,7 @@ def test_cohorts_names_the_manifest_its_hash_and_the_readers(medical_store: tupl
 def test_run_on_a_cohort_manifest_stores_its_source_and_skips_bad_files(medical_store: tuple[Path, Path]) -> None:
     manifest, out = medical_store
     stored = ResultsStore(out).manifest()
-    assert stored.data.source == "manifest" and stored.data.data_root == str(manifest.resolve())
+    assert stored.data.source == "manifest" and stored.data.location == str(manifest.resolve())
     source = stored.cohort.source
     assert source is not None and source.kind == "manifest" and source.reader_policy == ReaderPolicy()
     counts = stored.cohort.filter_report.counts

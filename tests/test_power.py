@@ -9,7 +9,9 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.errors import ConfigError
-from benchmark.evidence.power import PowerCell, Rate, load_grid, minimum_decisive_experiment, read_power, run_power
+from benchmark.evidence.power import PowerCell, Rate, minimum_decisive_experiment, read_power
+from benchmark.experiment.power_study import load_grid
+from tests.power_run import run_power
 
 
 def test_a_strong_planted_effect_on_a_large_cohort_is_detected_in_most_replicates(tiny_power) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.experiment.runner import RunRequest, run_profile
+from benchmark.experiment.study import RunRequest, run_profile
 
 ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
@@ -42,7 +42,7 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pat
 
 def request(synthetic, out: Path, executor: str, profile: str = "smoke") -> RunRequest:
     data, settings, matrix = synthetic
-    return RunRequest(data_root=data, profile=profile, out=out, workers=2, settings_path=settings,
+    return RunRequest(cohort=data, profile=profile, out=out, workers=2, settings_path=settings,
                       matrix_path=matrix if profile == "slow" else None, cache_root=out.parent / "cache",
                       progress=False, executor=executor)
 

@@ -43,7 +43,7 @@ candidate = true
 def candidate_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A smoke store on a synthetic cohort with the candidate, made while the plugin was deterministic."""
     from benchmark.data.synthetic import write_synthetic_cohort
-    from benchmark.experiment.runner import RunRequest, run_profile
+    from benchmark.experiment.study import RunRequest, run_profile
     from benchmark.report.render import write_store_outputs
 
     root = tmp_path_factory.mktemp("candidate-store")
@@ -51,7 +51,7 @@ def candidate_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "settings.toml").write_text("[data]\nimage_size = 32\n")
     (root / "configurations.toml").write_text(CANDIDATE)
     out = root / "store"
-    outcome = run_profile(RunRequest(data_root=data, profile="smoke", out=out, workers=2, progress=False,
+    outcome = run_profile(RunRequest(cohort=data, profile="smoke", out=out, workers=2, progress=False,
                                      settings_path=root / "settings.toml", cache_root=root / "cache",
                                      configurations_path=root / "configurations.toml"))
     assert not outcome.failures, outcome.failures

@@ -20,8 +20,8 @@ from benchmark.data.synthetic import write_synthetic_cohort
 from benchmark.errors import ConfigError, StoreError
 from benchmark.evidence.summary import summary_frame
 from benchmark.experiment.metrics import compute_metrics
-from benchmark.experiment.runner import RunRequest, parallelism, run_profile
 from benchmark.experiment.store import ResultsStore
+from benchmark.experiment.study import RunRequest, parallelism, run_profile
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def small_settings(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def smoke_store(synthetic_root: Path, small_settings: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("smoke-out")
     cache = tmp_path_factory.mktemp("cache")
-    request = RunRequest(data_root=synthetic_root, profile="smoke", out=out, workers=2, settings_path=small_settings,
+    request = RunRequest(cohort=synthetic_root, profile="smoke", out=out, workers=2, settings_path=small_settings,
                          cache_root=cache, progress=False)
     return request, run_profile(request)
 
@@ -89,7 +89,7 @@ def test_a_store_of_other_data_is_refused(smoke_store, tmp_path: Path, small_set
     request, _ = smoke_store
     other = write_synthetic_cohort(tmp_path / "other", size=48, seed=5)
     with pytest.raises(StoreError, match="computed on other data"):
-        run_profile(RunRequest(data_root=other, profile="smoke", out=request.out, settings_path=small_settings,
+        run_profile(RunRequest(cohort=other, profile="smoke", out=request.out, settings_path=small_settings,
                                cache_root=tmp_path / "cache", progress=False))
 
 
@@ -199,7 +199,7 @@ def test_a_full_disk_lists_every_run_not_stored_and_keeps_what_was_stored(
         return real_mkstemp(*args, **kwargs)
 
     monkeypatch.setattr(benchmark.atomic.tempfile, "mkstemp", filling_disk)
-    code = main(["run", "--data", str(copied_store.data_root), "--profile", "smoke", "--out", str(copied_store.out),
+    code = main(["run", "--data", str(copied_store.cohort), "--profile", "smoke", "--out", str(copied_store.out),
                  "--config", str(copied_store.settings_path), "--cache", str(copied_store.cache_root),
                  "--workers", "1", "--quiet"])
     err = capsys.readouterr().err
@@ -221,7 +221,7 @@ def test_a_store_of_other_images_names_the_hash_that_differs(smoke_store, tmp_pa
     image = sorted((other / "images").iterdir())[0]
     image.write_bytes((sorted((other / "images").iterdir())[1]).read_bytes())
     with pytest.raises(StoreError, match=r"kept-image list sha256 \w+\.\.\. stored, \w+\.\.\. now\)") as caught:
-        run_profile(dataclasses.replace(request, data_root=other, cache_root=tmp_path / "cache"))
+        run_profile(dataclasses.replace(request, cohort=other, cache_root=tmp_path / "cache"))
     assert "metadata.csv sha256" not in str(caught.value)
 
 
@@ -230,7 +230,7 @@ def test_a_resume_with_another_thread_count_says_its_bits_can_differ(copied_stor
     store = ResultsStore(copied_store.out)
     stored_threads = store.load(sorted(store.finished_ids())[0]).threads
     store.run_path(sorted(store.finished_ids())[0]).unlink()
-    code = main(["run", "--data", str(copied_store.data_root), "--profile", "smoke", "--out", str(copied_store.out),
+    code = main(["run", "--data", str(copied_store.cohort), "--profile", "smoke", "--out", str(copied_store.out),
                  "--config", str(copied_store.settings_path), "--cache", str(copied_store.cache_root),
                  "--workers", "1", "--threads", str(stored_threads + 1), "--quiet"])
     assert code == 0

@@ -13,13 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.evidence.power import load_grid, run_power
+from benchmark.experiment.power_study import load_grid
 from benchmark.experiment.store import ResultsStore
 from benchmark.methods.configurations import merge_overrides
 from benchmark.methods.losses import LossConfig, Objective, inverse_frequency_weights
 from benchmark.methods.models import NetworkConfig, build_network
 from benchmark.methods.stacking import StackedClassifier, fit_stacked, stack_key, stackable
 from benchmark.methods.training import TrainingConfig, TrainingSet, derive_generator, fit
+from tests.power_run import run_power
 
 STUDENT = NetworkConfig()
 CPU = torch.device("cpu")

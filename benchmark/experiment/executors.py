@@ -1,16 +1,13 @@
 """Where jobs run: local worker processes, or Ray tasks on a local or remote Ray cluster.
 
-Both executors take (kind, specs) jobs and return `concurrent.futures.Future`s of lists of `JobResult`s,
-so the runner's scheduling is the same for both. Ray retries a task whose worker died
-(`max_retries`); since workers only return records and the driver writes them atomically,
-a retried run is never half-written.
-"""
+Both hand back futures of each job's results, so scheduling is one; workers only return records, so a retry is safe."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import replace
 from typing import Protocol
 
 from benchmark.errors import ConfigError
@@ -67,8 +64,8 @@ class RayExecutor:
 
     def submit(self, context: WorkerContext, kind: str, specs: tuple[RunSpec, ...]) -> Future[list[JobResult]]:
         """Submit a Ray task; its ObjectRef as a future (each context is put in the object store once)."""
-        if context.key not in self._contexts:
-            self._contexts[context.key] = self._ray.put(context)
+        if context.key not in self._contexts:  # its cohort travels with it: a node may not see this machine's cache
+            self._contexts[context.key] = self._ray.put(replace(context, cohort=context.cohort.with_payload()))
         return self._task.remote(self._contexts[context.key], kind, specs).future()
 
     def shutdown(self) -> None:

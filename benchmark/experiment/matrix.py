@@ -1,10 +1,6 @@
 """The experiment matrix as data (benchmark/configs/matrix.toml) and its expansion into run specifications.
 
-Expansion order for each block: configuration (with the profile's training overrides) -> variant
-overrides -> grid values -> every split of every regime -> every seed. A run specification's id
-is the sha256 of its configuration content (name and role excluded), split and seed, so the same
-run declared by two blocks (e.g. `progressive-plain` and `plain-ct-kd`) is one run that carries
-both names and both blocks.
+Keeping the matrix as data makes every run declared, reviewable and identified by its content, not by its block.
 """
 
 from __future__ import annotations
@@ -16,16 +12,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from benchmark.config import Settings, read_toml, validation_problems
 from benchmark.errors import ConfigError
 from benchmark.methods.configurations import Configuration, merge_overrides
-from benchmark.schemas import Regime, Split
+from benchmark.schemas import Regime, RegimeName, Split
+
+# Expansion order for each block: configuration (with the profile's training overrides) -> variant overrides -> grid
+# values -> every split of every regime -> every seed. A run specification's id is the sha256 of its configuration
+# content (name and role excluded), split and seed, so the same run declared by two blocks (e.g. `progressive-plain`
+# and `plain-ct-kd`) is one run that carries both names and both blocks.
 
 DEFAULT_MATRIX = Path(__file__).parent.parent / "configs" / "matrix.toml"
-RegimeName = Literal["reference", "paired-fixed", "paired-monte-carlo", "paired-exhaustive"]
-_REFERENCE_REGIME = {"all-xray": "reference-all-xray", "all-ct": "reference-all-ct"}
+REFERENCE = "reference"  # a block's word for each configuration's own reference regime (by its manifest)
+BlockRegime = Literal["reference"] | RegimeName
+_REFERENCE_REGIME = {"all-xray": RegimeName.REFERENCE_ALL_XRAY, "all-ct": RegimeName.REFERENCE_ALL_CT}
 
 
 class Variant(BaseModel):
@@ -47,9 +49,17 @@ class Block(BaseModel):
     purpose: str
     configurations: list[str] = Field(default_factory=list)
     variants: list[Variant] = Field(default_factory=list)
-    regimes: list[RegimeName] = Field(min_length=1)
+    regimes: list[BlockRegime] = Field(min_length=1, description="'reference' or a paired regime")
     seeds: list[int] | None = Field(default=None, description="replaces each regime's training seeds")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted path -> values, crossed")
+
+    @field_validator("regimes")
+    @classmethod
+    def _reference_by_its_word(cls, regimes: list[BlockRegime]) -> list[BlockRegime]:
+        named = [r for r in regimes if r in _REFERENCE_REGIME.values()]
+        if named:
+            raise ValueError(f"{named[0]!r}: a block names a configuration's reference regime as 'reference'")
+        return regimes
 
 
 class Profile(BaseModel):
@@ -119,11 +129,11 @@ def run_id(configuration: Configuration, split: Split, seed: int) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:20]
 
 
-EXHAUSTIVE_REGIME = "paired-exhaustive"
+EXHAUSTIVE_REGIME = RegimeName.PAIRED_EXHAUSTIVE
 
 
 CANDIDATE_BLOCK = "candidates"
-CANDIDATE_REGIMES: list[RegimeName] = ["paired-fixed", "paired-monte-carlo"]
+CANDIDATE_REGIMES: list[BlockRegime] = [RegimeName.PAIRED_FIXED, RegimeName.PAIRED_MONTE_CARLO]
 
 
 def with_candidates(profile: Profile, configurations: Mapping[str, Configuration]) -> Profile:
@@ -233,7 +243,7 @@ def expand_profile(profile: Profile, configurations: dict[str, Configuration], r
     for block in profile.blocks:
         for config in _block_configurations(block, profile, configurations):
             for regime_name in block.regimes:
-                actual = _REFERENCE_REGIME.get(config.manifest, "") if regime_name == "reference" else regime_name
+                actual = _REFERENCE_REGIME.get(config.manifest, "") if regime_name == REFERENCE else regime_name
                 regime = by_name.get(actual)
                 if regime is None:
                     reason = why_not.get(actual)

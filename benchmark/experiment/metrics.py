@@ -1,23 +1,6 @@
 """Per-run metrics from stored per-case predictions (PROTOCOL.md section 6), computed with scikit-learn.
 
-A case is predicted positive iff its score >= the threshold (0.5 by default). Edge cases follow
-Metrics Reloaded's advice to decide and state what happens when a metric is undefined:
-- a metric that needs a class the validation cases lack is undefined, None, never a number
-  (PROTOCOL section 6): with no negative case, specificity, balanced accuracy, MCC and ROC-AUC;
-  with no positive case, sensitivity, balanced accuracy, MCC, PR-AUC and ROC-AUC; flagged
-  `no_negative_cases` / `no_positive_cases`, and `Metrics.undefined_reason(metric)` says why
-  ("no negative case" / "no positive case"). The threshold sweep follows the same rule;
-- MCC with a zero denominator while both classes are present (every case predicted in one class:
-  a collapsed run) is 0, flagged `mcc_undefined`; balanced accuracy is then 0.5, as defined;
-- macro-F1 always averages both classes, an F1 with a zero denominator counting 0
-  (`zero_division=0`), flagged `f1_zero_division` when that happens;
-- all predictions in one class: flags `all_predicted_positive` / `all_predicted_negative`.
-No metric is ever NaN: every value is a number or an explicit None with a flag and a reason.
-ROC-AUC and PR-AUC come from scikit-learn (its input validation skipped: the scores are checked here);
-the threshold metrics (accuracy, macro-F1, MCC, and the 21-point sweep) are computed from the
-confusion counts with scikit-learn's formulas, bit-identical to its functions (tests check it):
-scikit-learn's per-call validation cost about 3 ms a call, 16 ms a run, which a power study of
-thousands of tiny runs paid more than its training.
+Every edge case is decided and stated: no metric is ever NaN, only a number or an explicit None with a reason.
 """
 
 from __future__ import annotations
@@ -32,6 +15,24 @@ from sklearn import config_context
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from benchmark.schemas import CasePrediction
+
+# A case is predicted positive iff its score >= the threshold (0.5 by default). Edge cases follow Metrics Reloaded's
+# advice to decide and state what happens when a metric is undefined:
+# - a metric that needs a class the validation cases lack is undefined, None, never a number (PROTOCOL section 6):
+#   with no negative case, specificity, balanced accuracy, MCC and ROC-AUC; with no positive case, sensitivity,
+#   balanced accuracy, MCC, PR-AUC and ROC-AUC; flagged `no_negative_cases` / `no_positive_cases`, and
+#   `Metrics.undefined_reason(metric)` says why ("no negative case" / "no positive case"). The threshold sweep
+#   follows the same rule;
+# - MCC with a zero denominator while both classes are present (every case predicted in one class: a collapsed run)
+#   is 0, flagged `mcc_undefined`; balanced accuracy is then 0.5, as defined;
+# - macro-F1 always averages both classes, an F1 with a zero denominator counting 0 (`zero_division=0`), flagged
+#   `f1_zero_division` when that happens;
+# - all predictions in one class: flags `all_predicted_positive` / `all_predicted_negative`.
+# No metric is ever NaN: every value is a number or an explicit None with a flag and a reason.
+# ROC-AUC and PR-AUC come from scikit-learn (its input validation skipped: the scores are checked here); the
+# threshold metrics (accuracy, macro-F1, MCC, and the 21-point sweep) are computed from the confusion counts with
+# scikit-learn's formulas, bit-identical to its functions (tests check it): scikit-learn's per-call validation cost
+# about 3 ms a call, 16 ms a run, which a power study of thousands of tiny runs paid more than its training.
 
 SWEEP_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
 NO_NEGATIVE_CASE = "no negative case"

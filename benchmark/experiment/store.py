@@ -1,13 +1,6 @@
 """The results store: one JSON file per finished run, written atomically, plus the store's manifest.
 
-Layout of an output folder:
-    store.json            what the store holds: profile, settings, data identity, cohort summary,
-                          regimes (every split), the expanded run ids, code version
-    runs/<run_id>.json    one finished run: its specification, split hash, data hash, code version,
-                          seed, teacher provenance, timings, per-case predictions and metrics
-    teachers/             the teacher cache used by the runs
-A run file exists only once the run has finished (temp file + rename), so an interrupted run
-loses at most the runs in flight, and a rerun skips every run whose file exists.
+An interrupted study loses at most the runs in flight, and a rerun resumes by skipping every finished run.
 """
 
 from __future__ import annotations
@@ -18,13 +11,12 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, Field, ValidationError
 
 from benchmark import __version__
 from benchmark.atomic import write_atomically
-from benchmark.config import Settings
+from benchmark.config import Settings, TrainingPath
 from benchmark.errors import StoreError, describe_os_error
 from benchmark.experiment.matrix import Profile, RunSpec
 from benchmark.experiment.metrics import Metrics
@@ -38,13 +30,23 @@ from benchmark.schemas import (
     TestSet,
 )
 
+# Layout of an output folder:
+#     store.json            what the store holds: profile, settings, data identity, cohort summary,
+#                           regimes (every split), the expanded run ids, code version
+#     runs/<run_id>.json    one finished run: its specification, split hash, data hash, code version,
+#                           seed, teacher provenance, timings, per-case predictions and metrics
+#     teachers/             the teacher cache used by the runs
+# A run file exists only once the run has finished (temp file + rename), so an interrupted run loses at most the
+# runs in flight, and a rerun skips every run whose file exists.
+
 STORE_SCHEMA_VERSION = 1
 
 
 class DataIdentity(BaseModel):
     """Which data a store was computed on: the cohort's table and its kept images."""
 
-    data_root: str = Field(description="the cohort manifest CSV, or the collection's data root")
+    location: str = Field(validation_alias=AliasChoices("location", "data_root"),  # data_root: stores before 0.2
+                          description="the cohort manifest CSV, or the collection's folder")
     metadata_sha256: str = Field(description="sha256 of the cohort manifest CSV (collection: of metadata.csv)")
     image_list_sha256: str
     source: SourceKind = "collection"
@@ -84,7 +86,7 @@ class TeacherProvenance(BaseModel):
     training_images: int
     steps: int
     train_seconds: float
-    path: Literal["per-run", "stacked"] = Field(default="per-run", description="how the teacher was trained")
+    path: TrainingPath = Field(default=TrainingPath.PER_RUN, description="how the teacher was trained")
 
 
 class FitSummary(BaseModel):
@@ -120,9 +122,10 @@ class RunRecord(BaseModel):
     torch_version: str
     device: str
     threads: int
-    training_path: Literal["per-run", "stacked"] = Field(
-        default="per-run", description="per-run: trained alone (the reference); stacked: trained in one batched "
-                                       "module with other runs of its stack key (another floating-point order)")
+    training_path: TrainingPath = Field(
+        default=TrainingPath.PER_RUN, description="per-run: trained alone (the reference); stacked: trained in one "
+                                                  "batched module with other runs of its stack key (another "
+                                                  "floating-point order)")
     teacher: TeacherProvenance | None
     fit: FitSummary
     timings: dict[str, float]

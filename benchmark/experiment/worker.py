@@ -1,35 +1,71 @@
-"""What runs inside a worker process (local or Ray): rebuild the engine once, then train teachers and runs.
+"""What runs inside a worker process (local or Ray): the engine built once from the driver's prepared cohort.
 
-A worker returns each finished run's record as JSON to the driver, which writes it to the store:
-the store has one writer whichever executor is used, and a worker on another machine needs no
-access to the output folder.
-"""
+A worker returns each finished run's record to the driver, the store's one writer, so it needs no output folder."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
 import threading
 import time
 import traceback
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmark.atomic import write_atomically
 from benchmark.config import Settings
-from benchmark.data.imaging import ImageBank
-from benchmark.data.pipeline import PreparedData, image_cache, prepare_data
-from benchmark.data.test_sets import ExternalSpec, scoring_identity
-from benchmark.errors import OutputError, StoreError
+from benchmark.data.pipeline import PreparedData, image_cache
+from benchmark.errors import OutputError, StoreError, describe_os_error
 from benchmark.experiment.matrix import RunSpec
 from benchmark.experiment.metrics import compute_metrics
 from benchmark.experiment.store import DataIdentity, FitSummary, RunRecord, TeacherProvenance, TestScores, now
 
 
 @dataclass(frozen=True)
-class WorkerContext:
-    """What a worker needs to rebuild the same cohort and engine as the driver."""
+class CohortShipment:
+    """The driver's prepared cohort for its workers, content-addressed: a file beside the image cache, or its bytes
+    (`payload`) where workers may run on other machines (Ray)."""
 
-    data_root: str
+    digest: str
+    path: str
+    payload: bytes | None = field(default=None, repr=False, compare=False)
+
+    def with_payload(self) -> CohortShipment:
+        """The same shipment carrying its bytes, for workers that may not see this machine's cache."""
+        return CohortShipment(self.digest, self.path, _read_shipment(Path(self.path)))
+
+    def load(self) -> PreparedData:
+        """The prepared cohort, checked to be the driver's (same sha256)."""
+        data = self.payload if self.payload is not None else _read_shipment(Path(self.path))
+        if hashlib.sha256(data).hexdigest() != self.digest:
+            raise StoreError(f"{self.path}: not the prepared cohort the driver shipped (sha256 differs)")
+        return pickle.loads(data)  # noqa: S301 - our own file, its sha256 checked against the driver's
+
+
+def _read_shipment(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise StoreError(f"{path}: the driver's prepared cohort cannot be read: {describe_os_error(exc)}") from exc
+
+
+def ship_cohort(prepared: PreparedData, cache_root: Path) -> CohortShipment:
+    """Write the prepared cohort once, named by its sha256, under `cache_root`/prepared, for the workers to load."""
+    data = pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL)
+    digest = hashlib.sha256(data).hexdigest()
+    path = cache_root / "prepared" / f"{digest}.pickle"
+    if not path.is_file():
+        write_atomically(path, data)
+    return CohortShipment(digest, str(path))
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """What a worker needs to build the driver's engine: the shipped cohort, settings, caches and device."""
+
+    cohort: CohortShipment
     settings: Settings
     cache_root: str | None
     teacher_root: str
@@ -37,16 +73,12 @@ class WorkerContext:
     threads: int
     code_version: str
     data: DataIdentity
-    exhaustive: bool = False  # build the paired-exhaustive regime too, as the driver did (its profile uses it)
-    externals: tuple[tuple[str, str], ...] = ()  # (name, manifest path) of each external test set
-    test_sets: str = ""  # scoring_identity of the driver's test sets: the worker must score on the same cases
 
     @property
     def key(self) -> str:
         """A string identifying everything in this context (pydantic fields are not hashable)."""
-        return "|".join([self.data_root, self.settings.model_dump_json(), str(self.cache_root), self.teacher_root,
-                         self.device, str(self.threads), self.code_version, self.data.model_dump_json(),
-                         f"exhaustive={self.exhaustive}", repr(self.externals), self.test_sets])
+        return "|".join([self.cohort.digest, self.settings.model_dump_json(), str(self.cache_root), self.teacher_root,
+                         self.device, str(self.threads), self.code_version, self.data.model_dump_json()])
 
 
 @dataclass(frozen=True)
@@ -80,7 +112,7 @@ _MAX_ENGINES = 16  # a power study interleaves many small cohorts; keep their en
 def data_identity(prepared: PreparedData) -> DataIdentity:
     """The data hashes of a prepared cohort."""
     cohort = prepared.cohort
-    return DataIdentity(data_root=cohort.source.path, metadata_sha256=cohort.metadata_sha256,
+    return DataIdentity(location=cohort.source.path, metadata_sha256=cohort.metadata_sha256,
                         image_list_sha256=cohort.image_list_sha256, source=cohort.source.kind)
 
 
@@ -91,27 +123,15 @@ def ensure_worker(context: WorkerContext) -> object:
         return _ENGINES[context.key]
     import torch
 
-    from benchmark.methods.engine import Engine
-    from benchmark.methods.teachers import TeacherStore
-    from benchmark.methods.training import resolve_device
+    from benchmark.experiment.study import build_engine
 
     torch.set_num_threads(context.threads)
     if context.device != "cpu":  # deterministic cuDNN/cuBLAS kernels: same run, same predictions on one GPU
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
-    cache = image_cache(context.settings, context.cache_root)
-    prepared = prepare_data(Path(context.data_root), context.settings, cache, exhaustive=context.exhaustive,
-                            externals=[ExternalSpec(name, Path(path)) for name, path in context.externals])
-    if not data_identity(prepared).same_data(context.data):
-        raise StoreError(f"{context.data_root}: this worker sees other data than the driver "
-                         f"(metadata sha256 {prepared.cohort.metadata_sha256[:12]}...)")
-    if scoring_identity(prepared.test_sets) != context.test_sets:
-        raise StoreError(f"{context.data_root}: this worker sees other test sets than the driver "
-                         f"({', '.join(t.name for t in prepared.test_sets) or 'none'})")
-    bank = ImageBank(cache, context.settings.data.normalise_mean, context.settings.data.normalise_std)
-    engine = Engine(prepared, bank, TeacherStore(context.teacher_root), resolve_device(context.device),
-                    path=context.settings.engine.path)
+    engine = build_engine(context.cohort.load(), context.settings, image_cache(context.settings, context.cache_root),
+                          context.teacher_root, context.device)
     _ENGINES[context.key] = engine
     while len(_ENGINES) > _MAX_ENGINES:
         _ENGINES.popitem(last=False)

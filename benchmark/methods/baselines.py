@@ -1,20 +1,6 @@
 """Two modern distillation baselines as objectives of the registry: Decoupled KD and Relational KD.
 
-Both are written from their papers and checked term by term against mdistiller's implementations
-(tests/test_baselines.py, reference formulas transcribed from megvii-research/mdistiller, MIT licence):
-
-- DKD (Zhao et al., CVPR 2022): KD split into target-class KD (TCKD: the binary distribution
-  [p_target, 1 - p_target]) and non-target-class KD (NCKD: the distribution over the other classes),
-  L = alpha T^2 KL(b_t || b_s) + beta T^2 KL(q_t || q_s), each KL summed over classes and averaged over the
-  batch. mdistiller adds CE with weight 1 and a linear warm-up of the DKD term over the first epochs; here CE
-  is the objective's (set `kd_alpha = 0` for CE weight 1) and there is no warm-up. With two classes there is
-  one non-target class, whose distribution is always [1]: NCKD is identically zero and DKD is alpha x TCKD,
-  which for two classes is alpha x the logit-KD term. It is shipped for cohorts with more classes and as the
-  worked example of the interface; on this benchmark's binary task it is KD with another weight.
-- RKD (Park et al., CVPR 2019): the student's pairwise distances (normalised by their mean) and the
-  angles of its triplets should match the teacher's, on a named embedding (default the pooled `embedding`):
-  L = distance_weight smooth_l1(psi_D(s), psi_D(t)) + angle_weight smooth_l1(psi_A(s), psi_A(t)).
-  Student and teacher embeddings may have different widths. A batch of one image has no pairs: 0.
+They set the benchmark's methods beside current distillation methods, and show how a term plugs into the registry.
 """
 
 from __future__ import annotations
@@ -26,6 +12,21 @@ from torch import Tensor
 
 from benchmark.methods.losses import DistillationTerm, TermContext
 from benchmark.methods.models import ModelOutput
+
+# Both are written from their papers and checked term by term against mdistiller's implementations
+# (tests/test_baselines.py, reference formulas transcribed from megvii-research/mdistiller, MIT licence):
+# - DKD (Zhao et al., CVPR 2022): KD split into target-class KD (TCKD: the binary distribution
+#   [p_target, 1 - p_target]) and non-target-class KD (NCKD: the distribution over the other classes),
+#   L = alpha T^2 KL(b_t || b_s) + beta T^2 KL(q_t || q_s), each KL summed over classes and averaged over the batch.
+#   mdistiller adds CE with weight 1 and a linear warm-up of the DKD term over the first epochs; here CE is the
+#   objective's (set `kd_alpha = 0` for CE weight 1) and there is no warm-up. With two classes there is one
+#   non-target class, whose distribution is always [1]: NCKD is identically zero and DKD is alpha x TCKD, which for
+#   two classes is alpha x the logit-KD term. It is shipped for cohorts with more classes and as the worked example
+#   of the interface; on this benchmark's binary task it is KD with another weight.
+# - RKD (Park et al., CVPR 2019): the student's pairwise distances (normalised by their mean) and the angles of its
+#   triplets should match the teacher's, on a named embedding (default the pooled `embedding`):
+#   L = distance_weight smooth_l1(psi_D(s), psi_D(t)) + angle_weight smooth_l1(psi_A(s), psi_A(t)).
+#   Student and teacher embeddings may have different widths. A batch of one image has no pairs: 0.
 
 
 def dkd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, alpha: float, beta: float,

@@ -1,20 +1,6 @@
 """Train one configuration on one split with one seed, and predict its validation cases.
 
-This is the single code path of every configuration (PROTOCOL.md section 5):
-1. the split's training and validation records come from the configuration's manifest;
-2. a teacher, if any, is trained first on its modality's manifest minus every validation
-   patient (any modality) and minus every test set's patients and pictures, frozen, and run once
-   over the student's training samples (the matched CT for cross-modal teachers, the X-ray itself
-   for the same-modality teacher) - inputs are never augmented, so its outputs are computed once,
-   not per step;
-3. the student (or late-fusion model) is trained with its objective;
-4. validation cases are predicted through `predict`, which hands the model only the modalities
-   the configuration declares in `inference_inputs`: X-ray-only models never receive CT;
-5. a deployable run (X-ray only, paired manifest) also predicts every test set's cases
-   (PROTOCOL.md section 13), once its lineage is checked to hold no test patient.
-The teacher is seeded with the split's seed, the student with the run's seed. On the stacked path
-(settings.engine.path) `run_many` trains the teachers, then the runs, that share a stack key together
-(benchmark.methods.stacking); each run still gets its own data, batches, objective and teacher.
+The single code path of every configuration (PROTOCOL.md section 5): they differ in what they declare, never in code.
 """
 
 from __future__ import annotations
@@ -36,6 +22,21 @@ from benchmark.methods.teachers import TeacherRequest, TeacherStore, TrainedTeac
 from benchmark.methods.trainable import configuration_trainable
 from benchmark.methods.training import FitLog, TrainingSet, derive_generator, forward_all, positive_scores
 from benchmark.schemas import CasePrediction, DeploymentProbe, ImageRecord, Modality, PairedRecord, Split, TestSet
+
+# Steps of every run:
+# 1. the split's training and validation records come from the configuration's manifest;
+# 2. a teacher, if any, is trained first on its modality's manifest minus every validation patient (any modality)
+#    and minus every test set's patients and pictures, frozen, and run once over the student's training samples
+#    (the matched CT for cross-modal teachers, the X-ray itself for the same-modality teacher) - inputs are never
+#    augmented, so its outputs are computed once, not per step;
+# 3. the student (or late-fusion model) is trained with its objective;
+# 4. validation cases are predicted through `predict`, which hands the model only the modalities the configuration
+#    declares in `inference_inputs`: X-ray-only models never receive CT;
+# 5. a deployable run (X-ray only, paired manifest) also predicts every test set's cases (PROTOCOL.md section 13),
+#    once its lineage is checked to hold no test patient.
+# The teacher is seeded with the split's seed, the student with the run's seed. On the stacked path
+# (settings.engine.path) `run_many` trains the teachers, then the runs, that share a stack key together
+# (benchmark.methods.stacking); each run still gets its own data, batches, objective and teacher.
 
 
 @dataclass(frozen=True)

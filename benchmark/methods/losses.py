@@ -1,19 +1,6 @@
 """Losses (PROTOCOL.md section 5): weighted cross-entropy, logit KD, attention transfer, FitNets hints.
 
-- Class weights are inverse frequency, w_c = N / (C * n_c), over the classes present in the
-  training set (an absent class gets weight 0: no sample of it can contribute anyway).
-- KD: L = (1 - a) CE(s, y) + a T^2 KL(softmax(t / T) || softmax(s / T)), KL averaged over the batch.
-- Attention transfer follows the authors' code (torchdistill's mode='code', also mdistiller):
-  a(f) = normalise(mean_c f^2) flattened; loss = mean((a(s) - a(t))^2), summed over the tapped
-  stages after average-pooling the larger map to the smaller one's size; weight beta (1000 in
-  the authors' code) multiplies it.
-- FitNets hint: MSE between a 1x1-conv regression of the student's map and the teacher's map,
-  both average-pooled to the smaller of the two sizes.
-Teacher tensors enter every loss detached: no gradient ever reaches a teacher.
-
-Every distillation term (KD, attention transfer, hint, the baselines of `benchmark.methods.baselines`, a plugin's)
-is a `DistillationTerm` found by name in the objectives registry (`benchmark.methods.registry`); `Objective`
-builds a configuration's terms from its `LossConfig` and sums them, with no term known to it by name.
+Every distillation term is found by name in the objectives registry, so `Objective` knows no term by name.
 """
 
 from __future__ import annotations
@@ -30,6 +17,19 @@ from benchmark.config import validation_problems
 from benchmark.errors import ConfigError, RegistryError
 from benchmark.methods.models import NUM_CLASSES, ModelOutput
 from benchmark.methods.registry import OBJECTIVES
+
+# - Class weights are inverse frequency, w_c = N / (C * n_c), over the classes present in the training set (an
+#   absent class gets weight 0: no sample of it can contribute anyway).
+# - KD: L = (1 - a) CE(s, y) + a T^2 KL(softmax(t / T) || softmax(s / T)), KL averaged over the batch.
+# - Attention transfer follows the authors' code (torchdistill's mode='code', also mdistiller):
+#   a(f) = normalise(mean_c f^2) flattened; loss = mean((a(s) - a(t))^2), summed over the tapped stages after
+#   average-pooling the larger map to the smaller one's size; weight beta (1000 in the authors' code) multiplies it.
+# - FitNets hint: MSE between a 1x1-conv regression of the student's map and the teacher's map, both average-pooled
+#   to the smaller of the two sizes.
+# Teacher tensors enter every loss detached: no gradient ever reaches a teacher.
+# Every distillation term (KD, attention transfer, hint, the baselines of `benchmark.methods.baselines`, a plugin's)
+# is a `DistillationTerm` found by name in the objectives registry (`benchmark.methods.registry`); `Objective` builds
+# a configuration's terms from its `LossConfig` and sums them, with no term known to it by name.
 
 Stage = Literal["stage1", "stage2", "stage3", "stage4"]
 

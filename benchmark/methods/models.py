@@ -1,21 +1,6 @@
 """Networks (PROTOCOL.md section 4): small CNN backbones, DPE, MHRA, DFPN and late fusion.
 
-Every network is an `nn.Module` built from a `NetworkConfig`; `forward` returns a `ModelOutput`
-holding the logits and the named intermediate features that attention transfer, hints and DFPN
-read. Parameters are initialised from an explicit `torch.Generator` (`init_parameters`), never
-from the global random state.
-
-Architecture choices (also in the report's method section):
-- Backbone: one stage per width, each stage a 3x3 convolution with stride 2, batch norm and ReLU;
-  128 x 128 input gives maps of 64, 32, 16 and 8 pixels. Teacher widths 32-64-128-256, student
-  16-32-64-128 (`convs_per_stage` adds stride-1 convolutions per stage).
-- DPE: a 1x1 convolution to one channel, a sigmoid saliency map, features multiplied by it.
-- MHRA: multi-head self-attention over the final map's tokens; a learned gate
-  g = sigmoid(W [attended; original] + b) retains g * attended + (1 - g) * original.
-- DFPN: lateral 1x1 convolutions of the last three stages to a common width, a top-down pathway
-  (nearest upsampling and addition), 3x3 smoothing, and the three levels' global averages
-  concatenated before the head.
-- Late fusion: an X-ray and a CT backbone (student widths); pooled features concatenated; one head.
+Each is built from a `NetworkConfig` and seeded from an explicit generator, so every architecture is reproducible.
 """
 
 from __future__ import annotations
@@ -31,6 +16,20 @@ from torch import Tensor, nn
 
 from benchmark.errors import RegistryError
 from benchmark.methods.registry import NETWORKS
+
+# Every network is an `nn.Module` built from a `NetworkConfig`; `forward` returns a `ModelOutput` holding the logits
+# and the named intermediate features that attention transfer, hints and DFPN read. Parameters are initialised from
+# an explicit `torch.Generator` (`init_parameters`), never from the global random state.
+# Architecture choices (also in the report's method section):
+# - Backbone: one stage per width, each stage a 3x3 convolution with stride 2, batch norm and ReLU; 128 x 128 input
+#   gives maps of 64, 32, 16 and 8 pixels. Teacher widths 32-64-128-256, student 16-32-64-128 (`convs_per_stage`
+#   adds stride-1 convolutions per stage).
+# - DPE: a 1x1 convolution to one channel, a sigmoid saliency map, features multiplied by it.
+# - MHRA: multi-head self-attention over the final map's tokens; a learned gate g = sigmoid(W [attended; original] +
+#   b) retains g * attended + (1 - g) * original.
+# - DFPN: lateral 1x1 convolutions of the last three stages to a common width, a top-down pathway (nearest
+#   upsampling and addition), 3x3 smoothing, and the three levels' global averages concatenated before the head.
+# - Late fusion: an X-ray and a CT backbone (student widths); pooled features concatenated; one head.
 
 NUM_CLASSES = 2
 

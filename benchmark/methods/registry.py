@@ -1,13 +1,6 @@
 """Extension points found by name: distillation objectives and networks (README, "Your own method").
 
-A registry maps a name to a factory. Names resolve, in order, to:
-1. a factory registered in this process (the built-in methods register themselves this way);
-2. an installed Python entry point of the registry's group (`ctxray_bench.objectives`,
-   `ctxray_bench.networks`): a plugin package declares e.g.
-   `[project.entry-points."ctxray_bench.objectives"] my-term = "my_package.terms:MyTerm"`;
-3. `module:attribute`, imported as written (a module on the Python path, no packaging needed).
-An unknown name, or an entry that fails to import, is a RegistryError naming it and what is known;
-`check_configurations` resolves every name a matrix uses before any training starts.
+A new method plugs in by name, registered, installed or imported, without any change to the benchmark's code.
 """
 
 from __future__ import annotations
@@ -18,6 +11,15 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Generic, TypeVar
 
 from benchmark.errors import RegistryError
+
+# A registry maps a name to a factory. Names resolve, in order, to:
+# 1. a factory registered in this process (the built-in methods register themselves this way);
+# 2. an installed Python entry point of the registry's group (`ctxray_bench.objectives`, `ctxray_bench.networks`):
+#    a plugin package declares e.g.
+#    `[project.entry-points."ctxray_bench.objectives"] my-term = "my_package.terms:MyTerm"`;
+# 3. `module:attribute`, imported as written (a module on the Python path, no packaging needed).
+# An unknown name, or an entry that fails to import, is a RegistryError naming it and what is known;
+# `check_configurations` resolves every name a matrix uses before any training starts.
 
 F = TypeVar("F", bound=Callable[..., object])
 

@@ -1,16 +1,6 @@
 """Many small networks of one architecture trained as one module: the `stacked` training path.
 
-A power study trains thousands of tiny networks (16 x 16 images), where a training step is almost all
-per-operation overhead. `StackedClassifier` holds K copies of the protocol's plain `cnn` classifier
-(same widths, no DPE/MHRA/DFPN) and runs them together: each convolution gathers its 3 x 3 taps from
-a model-major channels-last map [K, B, H, W, C] and multiplies them per model with one batched
-matrix product (taps that only ever read zero padding are left out), batch norm runs over K x C
-channels at once, and the head is one batched product. Every model keeps its own parameters, batch-norm statistics
-and data; the models only share the kernel calls. Arithmetic per model is that of the plain
-network, in a different floating-point order, so a run records which path computed it.
-
-`stack` copies K initialised classifiers in; `unstack` writes the trained parameters and running
-statistics back, so prediction, the teacher store and everything downstream see ordinary networks.
+A power study trains thousands of tiny networks, where per-operation overhead dominates; stacking shares the calls.
 """
 
 from __future__ import annotations
@@ -27,6 +17,17 @@ from benchmark.errors import check_finite_loss
 from benchmark.methods.losses import Objective
 from benchmark.methods.models import Classifier, ModelOutput, NetworkConfig
 from benchmark.methods.training import FitLog, TermMeans, TrainingConfig, TrainingSet, batch_schedule, fit
+
+# A power study trains thousands of tiny networks (16 x 16 images), where a training step is almost all per-operation
+# overhead. `StackedClassifier` holds K copies of the protocol's plain `cnn` classifier (same widths, no
+# DPE/MHRA/DFPN) and runs them together: each convolution gathers its 3 x 3 taps from a model-major channels-last map
+# [K, B, H, W, C] and multiplies them per model with one batched matrix product (taps that only ever read zero
+# padding are left out), batch norm runs over K x C channels at once, and the head is one batched product. Every
+# model keeps its own parameters, batch-norm statistics and data; the models only share the kernel calls.
+# Arithmetic per model is that of the plain network, in a different floating-point order, so a run records which
+# path computed it.
+# `stack` copies K initialised classifiers in; `unstack` writes the trained parameters and running statistics back,
+# so prediction, the teacher store and everything downstream see ordinary networks.
 
 
 def stackable_config(config: NetworkConfig) -> bool:

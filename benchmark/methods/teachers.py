@@ -1,10 +1,6 @@
 """Teachers: trained first, frozen, cached on disk, and never trained on a validation patient.
 
-A teacher is identified by everything that determines its weights: its network and training
-settings, modality, seed, the exact training images (id, content hash, label), the image size and
-normalisation, the device type and the code/torch versions. The store refuses (LeakageError) a
-teacher whose training patients intersect the validation patients of the split it serves, and it
-records the training patients beside the weights so the claim tests can check them later.
+Caching by everything that fixes a teacher's weights lets runs share it, while the store refuses any leakage.
 """
 
 from __future__ import annotations
@@ -27,11 +23,16 @@ from benchmark.data.imaging import ImageBank
 from benchmark.errors import LeakageError, OutputError, describe_os_error
 from benchmark.methods.configurations import TeacherConfig
 from benchmark.methods.losses import inverse_frequency_weights
-from benchmark.methods.models import build_network
 from benchmark.methods.stacking import Trainee, fit_all, stackable_config
 from benchmark.methods.trainable import teacher_trainable
 from benchmark.methods.training import TrainingSet, derive_generator
 from benchmark.schemas import ImageRecord
+
+# A teacher is identified by everything that determines its weights: its network and training settings, modality,
+# seed, the exact training images (id, content hash, label), the image size and normalisation, the device type and
+# the code/torch versions. The store refuses (LeakageError) a teacher whose training patients intersect the
+# validation patients of the split it serves, and it records the training patients beside the weights so the claim
+# tests can check them later.
 
 MODEL_CODE_VERSION = 1  # bump when a change to models/losses/training alters trained weights
 
@@ -182,7 +183,7 @@ class TeacherStore:
             state = torch.load(weights_path, map_location=device, weights_only=True)
         except (OSError, ValueError, RuntimeError):
             return None  # unreadable entry: train again and overwrite it
-        model = build_network(config.network, torch.Generator().manual_seed(0))
+        model, _ = teacher_trainable(config, torch.ones(2), torch.Generator().manual_seed(0))  # weights loaded next
         model.load_state_dict(state)
         model.to(device)
         return self._freeze(TrainedTeacher(

@@ -1,10 +1,6 @@
 """The one training loop every configuration and teacher shares, and inference.
 
-Determinism: every random choice (parameter initialisation, sample order, class-balanced
-draws) comes from `torch.Generator`s derived from the run's seed (`derive_generator`); nothing
-reads or writes the global random state, and there are no data-loader workers (the images of a
-run fit in memory as one tensor). On CPU the same configuration, data, seed and thread count give
-bit-identical predictions. No model selection: the model after the last epoch is the one evaluated.
+One loop, driven only by generators derived from the run's seed, keeps every configuration comparable and repeatable.
 """
 
 from __future__ import annotations
@@ -22,6 +18,12 @@ from torch import Tensor, nn
 from benchmark.errors import ConfigError, check_finite_loss
 from benchmark.methods.losses import Objective
 from benchmark.methods.models import LateFusion, ModelOutput
+
+# Determinism: every random choice (parameter initialisation, sample order, class-balanced draws) comes from
+# `torch.Generator`s derived from the run's seed (`derive_generator`); nothing reads or writes the global random
+# state, and there are no data-loader workers (the images of a run fit in memory as one tensor). On CPU the same
+# configuration, data, seed and thread count give bit-identical predictions.
+# No model selection: the model after the last epoch is the one evaluated.
 
 
 class TrainingConfig(BaseModel):

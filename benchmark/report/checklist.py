@@ -1,7 +1,6 @@
 """The report's reporting checklist: which section of the report answers each applicable CLAIM 2024 item.
 
-The mapping is data (checklist.toml, shipped with the package); this module reads and validates it, and refuses a
-broken one with a ConfigError naming the item at fault.
+The mapping is data (checklist.toml, shipped with the package); this module reads and validates it.
 """
 
 from __future__ import annotations
@@ -14,6 +13,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from benchmark.errors import ConfigError
+
+# A broken checklist.toml is refused with a ConfigError naming the item at fault.
 
 CHECKLIST_FILE = "checklist.toml"
 HTML_ID = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")  # the ids the report's templates write: no spaces, no '#'
