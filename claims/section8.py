@@ -36,18 +36,16 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from benchmark.schemas import HypothesisKey as H
-from benchmark.schemas import RegimeName
-
 ALPHA = 0.05
 ROPE = 0.05  # section 14's default region of practical equivalence, +-0.05 BA (a store may set another)
-MONTE_CARLO, FIXED = RegimeName.PAIRED_MONTE_CARLO, RegimeName.PAIRED_FIXED
+# the protocol's names written again here, not imported: these rules share nothing with the code they check
+MONTE_CARLO, FIXED = "paired-monte-carlo", "paired-fixed"
 LENGTH_BLOCK, CANDIDATE_BLOCK = "training-length", "candidates"
 EXACT_UP_TO = 16
 CONTROLS = ("student-only", "same-modality-kd", "late-fusion", "plain-ct-kd")
-HYPOTHESES = {H.H1: ("plain-ct-kd", "student-only"), H.H2: ("plain-ct-kd", "same-modality-kd"),
-              H.H3: ("plain-ct-kd", "late-fusion"), H.H4: ("jdcnet", "plain-ct-kd"),
-              H.H5: ("plain-ct-kd@balanced", "student-only@balanced")}
+HYPOTHESES = {"H1": ("plain-ct-kd", "student-only"), "H2": ("plain-ct-kd", "same-modality-kd"),
+              "H3": ("plain-ct-kd", "late-fusion"), "H4": ("jdcnet", "plain-ct-kd"),
+              "H5": ("plain-ct-kd@balanced", "student-only@balanced")}
 SUPPORTED, TENTATIVE = "supported", "tentative (fixed split only)"
 NOT_SUPPORTED, NOT_EVALUABLE = "not supported", "not evaluable"
 
@@ -214,7 +212,7 @@ def decide(runs: Sequence[Run], candidates: Sequence[str], rope: float) -> dict[
     """Every hypothesis and candidate comparison the section 8 table defines, by key (H1..H5, `X vs control`), and
     each candidate's headline (`X beats every control`, section 14)."""
     verdicts: dict[str, Verdict] = {}
-    a, b = HYPOTHESES[H.H1]
+    a, b = HYPOTHESES["H1"]
     mc, fixed = compare(runs, a, b, rope), fixed_advantage(runs, a, b)
     if mc is None:
         h1 = NOT_EVALUABLE
@@ -224,10 +222,10 @@ def decide(runs: Sequence[Run], candidates: Sequence[str], rope: float) -> dict[
         h1 = NOT_EVALUABLE
     else:
         h1 = TENTATIVE if fixed else NOT_SUPPORTED
-    verdicts[H.H1] = Verdict(h1, mc)
-    for key in (H.H2, H.H3):
+    verdicts["H1"] = Verdict(h1, mc)
+    for key in ("H2", "H3"):
         verdicts[key] = _mc_rule(runs, *HYPOTHESES[key], rope)
-    a, b = HYPOTHESES[H.H4]
+    a, b = HYPOTHESES["H4"]
     mc, fixed = compare(runs, a, b, rope), fixed_advantage(runs, a, b)
     if mc is not None and fixed is not None:
         h4 = SUPPORTED if mc.confirmed and fixed else NOT_SUPPORTED
@@ -235,15 +233,15 @@ def decide(runs: Sequence[Run], candidates: Sequence[str], rope: float) -> dict[
         h4 = NOT_SUPPORTED if fixed is False else NOT_EVALUABLE
     else:
         h4 = NOT_SUPPORTED if not mc.confirmed else NOT_EVALUABLE
-    verdicts[H.H4] = Verdict(h4, mc)
-    a, b = HYPOTHESES[H.H5]
+    verdicts["H4"] = Verdict(h4, mc)
+    a, b = HYPOTHESES["H5"]
     balanced = compare(runs, a, b, rope)
     rates = [r.ppr for name in ("plain-ct-kd", a) for r in _named(runs, name, MONTE_CARLO)]
     failing = h1 not in (SUPPORTED, NOT_EVALUABLE) or (balanced is not None and not balanced.confirmed) or any(
         not 0 < rate < 1 for rate in rates)
     unknown = h1 == NOT_EVALUABLE or balanced is None or not _named(runs, "plain-ct-kd", MONTE_CARLO) or not _named(
         runs, a, MONTE_CARLO)
-    verdicts[H.H5] = Verdict(NOT_SUPPORTED if failing else NOT_EVALUABLE if unknown else SUPPORTED, balanced)
+    verdicts["H5"] = Verdict(NOT_SUPPORTED if failing else NOT_EVALUABLE if unknown else SUPPORTED, balanced)
     for candidate in candidates:  # a declared candidate without runs is not evaluable, never left out
         for control in CONTROLS:
             if control != candidate:

@@ -56,7 +56,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     regimes = {r.name: r for r in study.prepared.regimes}
     regime_name = args.regime or default_regime
     if regime_name not in regimes:
-        raise ConfigError(f"regime {regime_name!r} is not available: "
+        raise ConfigError(f"regime {str(regime_name)!r} is not available: "
                           f"{study.prepared.split_errors.get(regime_name, 'unknown regime')}")
     regime = regimes[regime_name]
     if not 0 <= args.split < len(regime.splits):

@@ -22,6 +22,16 @@ MULTIPLICITY = ("H1-H5 are the study's pre-specified questions: their p-values a
                 "t-test, Bayesian correlated t-test) are reported beside the sign-flip p and decide nothing.")
 
 
+class HypothesisKey(StrEnum):
+    """The hypotheses of section 8, by the keys evidence.json, the plan and the report name them with."""
+
+    H1 = "H1"
+    H2 = "H2"
+    H3 = "H3"
+    H4 = "H4"
+    H5 = "H5"
+
+
 class Status(StrEnum):
     """The statuses a hypothesis can take."""
 

@@ -18,6 +18,7 @@ from benchmark.evidence.results import (
     EffectEstimate,
     Evidence,
     FixedSplitComparison,
+    HypothesisKey,
     HypothesisResult,
     LengthEvidence,
     MonteCarloComparison,
@@ -37,7 +38,7 @@ from benchmark.evidence.statistics import (
 )
 from benchmark.evidence.summary import runs_at_length, runs_of, training_lengths
 from benchmark.experiment.store import RunRecord
-from benchmark.schemas import HypothesisKey, RegimeName
+from benchmark.schemas import RegimeName
 
 # the regimes the rules read, by the names the power study and the report import them under
 MONTE_CARLO = RegimeName.PAIRED_MONTE_CARLO

@@ -58,7 +58,7 @@ class Block(BaseModel):
     def _reference_by_its_word(cls, regimes: list[BlockRegime]) -> list[BlockRegime]:
         named = [r for r in regimes if r in _REFERENCE_REGIME.values()]
         if named:
-            raise ValueError(f"{named[0]!r}: a block names a configuration's reference regime as 'reference'")
+            raise ValueError(f"{str(named[0])!r}: a block names a configuration's reference regime as 'reference'")
         return regimes
 
 
@@ -248,8 +248,8 @@ def expand_profile(profile: Profile, configurations: dict[str, Configuration], r
                 if regime is None:
                     reason = why_not.get(actual)
                     raise ConfigError(f"profile {profile.name!r}, block {block.name!r}: regime "
-                                      f"{actual or regime_name!r} for {config.name} is not available on this cohort"
-                                      + (f": {reason}" if reason else ""))
+                                      f"{str(actual or regime_name)!r} for {config.name} is not available on this "
+                                      "cohort" + (f": {reason}" if reason else ""))
                 if regime.manifest != config.manifest:
                     raise ConfigError(f"block {block.name!r}: {config.name} trains on {config.manifest}, "
                                       f"regime {regime.name} splits {regime.manifest}")

@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from benchmark.schemas.records import FilterReport, ImageReader, PairedRecord, SupportCounts, image_cache_key
-
-
-class HypothesisKey(StrEnum):
-    """The hypotheses of section 8, by the keys evidence.json, the plan and the report name them with."""
-
-    H1 = "H1"
-    H2 = "H2"
-    H3 = "H3"
-    H4 = "H4"
-    H5 = "H5"
-
 
 TestSetKind = Literal["held-out", "external"]
 HELD_OUT = "held-out"  # the name and kind of the cohort's own held-out test set (PROTOCOL.md section 13)
