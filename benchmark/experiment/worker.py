@@ -5,6 +5,7 @@ A worker returns each finished run's record to the driver, the store's one write
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import threading
@@ -51,9 +52,27 @@ def _read_shipment(path: Path) -> bytes:
         raise StoreError(f"{path}: the driver's prepared cohort cannot be read: {describe_os_error(exc)}") from exc
 
 
+def _save_sorted_set(pickler: pickle._Pickler, obj: set | frozenset) -> None:  # type: ignore[name-defined]
+    try:
+        members = sorted(obj)
+    except TypeError:  # members that do not sort: as they come
+        members = list(obj)
+    pickler.save_reduce(type(obj), (members,), obj=obj)
+
+
+class _SortedSets(pickle._Pickler):  # type: ignore[name-defined,misc]
+    """A pickler that writes sets sorted. Pydantic keeps each model's set fields as a set of names, iterated in an
+    order that follows the process's string hashing; sorted, the same cohort gives the same bytes in every run, and
+    so one cache entry. (The C pickler writes sets without asking; its pure-Python twin dispatches on type.)"""
+
+    dispatch = {**pickle._Pickler.dispatch, set: _save_sorted_set, frozenset: _save_sorted_set}  # type: ignore[attr-defined]
+
+
 def ship_cohort(prepared: PreparedData, cache_root: Path) -> CohortShipment:
     """Write the prepared cohort once, named by its sha256, under `cache_root`/prepared, for the workers to load."""
-    data = pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL)
+    buffer = io.BytesIO()
+    _SortedSets(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(prepared)
+    data = buffer.getvalue()
     digest = hashlib.sha256(data).hexdigest()
     path = cache_root / "prepared" / f"{digest}.pickle"
     if not path.is_file():
