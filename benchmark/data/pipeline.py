@@ -96,7 +96,7 @@ def image_cache(settings: Settings, root: Path | str | None = None) -> ImageCach
 
 @dataclass(frozen=True)
 class PreparedData:
-    """Everything the runner needs before training: cohort, manifests, regimes and the audit."""
+    """Everything a study needs before training: cohort, manifests, regimes and the audit."""
 
     cohort: Cohort
     manifests: dict[ManifestName, Manifest]

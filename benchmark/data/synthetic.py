@@ -37,7 +37,7 @@ from benchmark.data.collection import REQUIRED_COLUMNS
 #   transfer effect for the student to pick up.
 # - `null` mode: the CT image and its finding are copies of the X-ray's of the same time point, so the CT carries
 #   nothing beyond what the X-ray has; any "transfer gain" found here is a false positive.
-# The real adapters, readers, splits, engine and runner read these files unchanged.
+# The real adapters, readers, splits, engine and study read these files unchanged.
 
 COVID = "Pneumonia/Viral/COVID-19"
 NEGATIVE = "No Finding"

@@ -1,1 +1,1 @@
-"""The evidence: hypothesis and candidate rules, the summary table, the power study."""
+"""The evidence: result models, statistics, the rules each hypothesis carries, candidates, the power rates."""

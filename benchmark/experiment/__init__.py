@@ -1,1 +1,1 @@
-"""The experiment: the matrix, the runner and its executors, the results store."""
+"""The experiment: a study (cohort, matrix, store, executor), its scheduling and workers, the results store."""

@@ -1,1 +1,1 @@
-"""The report: the HTML evidence report and its figures, rendered from stored runs only."""
+"""The report: the HTML evidence report, its figures and the terminal tables, rendered from stored runs only."""
