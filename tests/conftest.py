@@ -132,14 +132,14 @@ def small_prepared(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def engine_factory(small_prepared, tmp_path: Path):
     """Build an Engine on the small cohort; `teacher_root` None keeps teachers in memory only."""
-    from benchmark.data.imaging import ImageBank
+    from benchmark.config import Settings
+    from benchmark.experiment.study import build_engine
     from benchmark.methods.engine import Engine
-    from benchmark.methods.teachers import TeacherStore
 
     prepared, cache = small_prepared
 
     def _make(teacher_root: Path | None = None) -> Engine:
-        return Engine(prepared, ImageBank(cache), TeacherStore(teacher_root))
+        return build_engine(prepared, Settings(), cache, teacher_root, "cpu")
 
     return _make
 

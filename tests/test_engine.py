@@ -69,16 +69,15 @@ def test_predictions_are_bit_identical_in_another_process(engine_factory, small_
         from pathlib import Path
         from benchmark.config import Settings
         from benchmark.methods.configurations import load_configurations
-        from benchmark.methods.engine import Engine
-        from benchmark.data.imaging import ImageBank, ImageCache
+        from benchmark.data.imaging import ImageCache
         from benchmark.data.pipeline import prepare_data
-        from benchmark.methods.teachers import TeacherStore
+        from benchmark.experiment.study import build_engine
         from tests.conftest import fast
         settings = Settings.model_validate({{"data": {{"image_size": 32}},
             "splits": {{"monte_carlo_resamples": 2, "monte_carlo_val_patients": 3}}}})
         cache = ImageCache({str(cache.root)!r}, 32)
         prepared = prepare_data(Path({str(prepared.cohort.image_root)!r}), settings, cache)
-        engine = Engine(prepared, ImageBank(cache), TeacherStore())
+        engine = build_engine(prepared, settings, cache, None, "cpu")
         split = next(r for r in prepared.regimes if r.name == "paired-fixed").splits[0]
         out = engine.run(fast(load_configurations()["plain-ct-kd"]), split, 7)
         print(json.dumps([p.score for p in out.predictions]))

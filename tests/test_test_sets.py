@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from benchmark.config import Settings
-from benchmark.data.imaging import ImageBank, ImageCache
+from benchmark.data.imaging import ImageCache
 from benchmark.data.pipeline import cohort_summary, prepare_data
 from benchmark.data.test_sets import ExternalSpec, parse_external, scoring_identity
 from benchmark.errors import LeakageError, StoreError, TestSetError
+from benchmark.experiment.study import build_engine
 from benchmark.methods.configurations import load_configurations
 from benchmark.methods.engine import Engine
-from benchmark.methods.teachers import TeacherStore
 from benchmark.schemas import FilterReason
 from tests.conftest import paired_cohort_rows, write_image
 
@@ -140,7 +140,7 @@ def test_an_external_set_that_keeps_no_image_is_refused(cohort_root: Path, cache
 
 
 def _engine(prepared, cache: ImageCache) -> Engine:  # noqa: ANN001
-    return Engine(prepared, ImageBank(cache), TeacherStore(None))
+    return build_engine(prepared, Settings(), cache, None, "cpu")
 
 
 def test_teachers_train_without_any_test_patient(cohort_root: Path, cache) -> None:

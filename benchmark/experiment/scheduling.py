@@ -164,13 +164,16 @@ def execute_batches(batches: Iterable[Batch], executor: Executor, *, label: str,
     bar = tqdm(total=0, desc=label, unit="run", disable=not progress, dynamic_ncols=True)
 
     def submit(number: int, job: Job) -> None:
+        """Hand a job of batch `number` to the executor."""
         pending[executor.submit(taken[number].context, job.kind, job.specs)] = (number, job)
 
     def fail(spec: RunSpec, why: str) -> None:
+        """A run that will not run: the sink says why, the bar counts it."""
         sink.fail(spec, why)
         bar.update(1)
 
     def take_next() -> bool:
+        """Plan the next batch: submit its free jobs, hold the others for their teacher; False when none is left."""
         batch = next(source, None)
         if batch is None:
             return False
@@ -188,6 +191,7 @@ def execute_batches(batches: Iterable[Batch], executor: Executor, *, label: str,
         return True
 
     def finished(number: int, job: Job, results: dict[str, JobResult], error: BaseException | None) -> None:
+        """A teacher job releases (or fails) the runs waiting for it; a run job's records go to the sink."""
         if job.kind == JobKind.TEACHER:
             teachers["done"] += 1
             result = results.get(job.specs[0].run_id)
