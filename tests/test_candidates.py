@@ -69,12 +69,28 @@ def test_being_a_candidate_does_not_change_a_runs_id(tmp_path: Path, small_prepa
 
 
 def test_candidates_join_the_matrix_on_the_paired_regimes_and_the_training_length_block(tmp_path: Path) -> None:
-    profile = with_candidates(load_profile("smoke"), with_added_configurations(_write(tmp_path, CANDIDATE)))
+    profile, _ = with_candidates(load_profile("smoke"), with_added_configurations(_write(tmp_path, CANDIDATE)))
     blocks = {b.name: b for b in profile.blocks}
     assert blocks[CANDIDATE_BLOCK].configurations == ["my-method"]
     assert set(blocks[CANDIDATE_BLOCK].regimes) == {"paired-fixed", "paired-monte-carlo"}
     assert "my-method" in blocks["training-length"].configurations
-    assert with_candidates(load_profile("smoke"), load_configurations()) == load_profile("smoke")
+    assert with_candidates(load_profile("smoke"), load_configurations())[0] == load_profile("smoke")
+
+
+def test_a_profile_names_packaged_configurations_that_join_it_as_candidates() -> None:
+    profile, configurations = with_candidates(load_profile("paper"), load_configurations())
+    blocks = {b.name: b for b in profile.blocks}
+    assert blocks[CANDIDATE_BLOCK].configurations == ["ct-confidence-gated"]
+    assert "ct-confidence-gated" in blocks["training-length"].configurations
+    assert configurations["ct-confidence-gated"].candidate
+    assert not load_configurations()["ct-confidence-gated"].candidate  # a candidate of the profiles that name it
+
+
+def test_a_profile_naming_an_unknown_or_undeployable_candidate_is_refused() -> None:
+    for name, why in (("no-such-method", "not a declared configuration"), ("late-fusion", "deployable")):
+        profile = load_profile("smoke").model_copy(update={"candidates": [name]})
+        with pytest.raises(ConfigError, match=f"profile 'smoke': candidate '{name}'.*{why}"):
+            with_candidates(profile, load_configurations())
 
 
 @pytest.fixture(scope="session")

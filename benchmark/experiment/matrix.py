@@ -73,6 +73,9 @@ class Profile(BaseModel):
     training: dict[str, Any] = Field(default_factory=dict, description="overrides of every student's training")
     teacher_training: dict[str, Any] = Field(default_factory=dict, description="overrides of every teacher's")
     blocks: list[Block] = Field(min_length=1)
+    candidates: list[str] = Field(default_factory=list, exclude_if=lambda names: not names,  # stores stay as before
+                                  description="configurations of the packaged table that join this profile as "
+                                              "candidates, beside those a --configurations file marks candidate")
 
     def apply_settings(self, settings: Settings, source: str = "the settings") -> Settings:
         """The run settings: `settings` (read from `source`) with this profile's overrides; ConfigError in one line
@@ -136,13 +139,25 @@ CANDIDATE_BLOCK = "candidates"
 CANDIDATE_REGIMES: list[BlockRegime] = [RegimeName.PAIRED_FIXED, RegimeName.PAIRED_MONTE_CARLO]
 
 
-def with_candidates(profile: Profile, configurations: Mapping[str, Configuration]) -> Profile:
-    """`profile` with every candidate configuration added: a `candidates` block on the paired fixed split and the
-    Monte Carlo resamples (where the hypotheses are decided), and the training-length block, when the profile has
-    one, run on the candidates too."""
+def with_candidates(profile: Profile, configurations: Mapping[str, Configuration]
+                    ) -> tuple[Profile, dict[str, Configuration]]:
+    """`profile` with its candidates added, and the configurations with each of them marked candidate: those marked
+    `candidate = true` (a --configurations file's) and those the profile names. They run in a `candidates` block on
+    the paired fixed split and the Monte Carlo resamples (where the hypotheses are decided), and in the
+    training-length block when the profile has one."""
+    configurations = dict(configurations)
+    for name in profile.candidates:
+        if name not in configurations:
+            raise ConfigError(f"profile {profile.name!r}: candidate {name!r} is not a declared configuration "
+                              f"(declared: {', '.join(configurations)})")
+        try:
+            configurations[name] = Configuration.model_validate({**configurations[name].model_dump(),
+                                                                 "candidate": True})
+        except ValidationError as exc:
+            raise ConfigError(f"profile {profile.name!r}: candidate {name!r}: {validation_problems(exc)}") from exc
     candidates = [name for name, c in configurations.items() if c.candidate]
     if not candidates:
-        return profile
+        return profile, configurations
     block = Block(name=CANDIDATE_BLOCK, purpose="candidate methods, each compared with the protocol's controls",
                   configurations=candidates, regimes=CANDIDATE_REGIMES)
     blocks = []
@@ -154,7 +169,7 @@ def with_candidates(profile: Profile, configurations: Mapping[str, Configuration
         blocks.append(existing)
     if block not in blocks:
         blocks.append(block)
-    return profile.model_copy(update={"blocks": blocks})
+    return profile.model_copy(update={"blocks": blocks}), configurations
 
 
 def uses_exhaustive(profile: Profile) -> bool:

@@ -165,7 +165,8 @@ class Study:
     def plan(cls, request: RunRequest) -> Study:
         """Prepare the data and expand the request's profile (no training): what `run` will do."""
         configurations = with_added_configurations(request.configurations_path)
-        profile = with_candidates(load_profile(request.profile, request.matrix_path), configurations)
+        profile, configurations = with_candidates(load_profile(request.profile, request.matrix_path),
+                                                  configurations)
         settings = profile.apply_settings(load_settings(request.settings_path),
                                           str(request.settings_path or "the packaged default settings"))
         study = cls.of_cohort(request.cohort, settings, request.cache_root, exhaustive=uses_exhaustive(profile),
