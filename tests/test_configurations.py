@@ -13,12 +13,15 @@ SECTION_5 = ["xray-teacher-ref", "ct-teacher-ref", "student-only", "late-fusion"
              "plain-ct-kd", "ct-attention-transfer", "ct-feature-hint", "jdcnet"]
 
 
-def test_the_packaged_table_declares_every_configuration_of_section_5() -> None:
+PACKAGED_CANDIDATES = ["ct-confidence-gated"]  # judged against section 5's controls by the profiles that name them
+
+
+def test_the_packaged_table_declares_every_configuration_of_section_5_then_its_candidates() -> None:
     configurations = load_configurations()
-    assert list(configurations) == SECTION_5
+    assert list(configurations) == SECTION_5 + PACKAGED_CANDIDATES
     assert {n: c.tier for n, c in configurations.items() if c.tier} == {
         "student-only": 1, "late-fusion": 1, "same-modality-kd": 1, "plain-ct-kd": 1,
-        "ct-attention-transfer": 2, "ct-feature-hint": 2, "jdcnet": 3}
+        "ct-attention-transfer": 2, "ct-feature-hint": 2, "jdcnet": 3, "ct-confidence-gated": 1}
 
 
 def test_teachers_students_and_modules_follow_the_protocol() -> None:
@@ -38,7 +41,8 @@ def test_teachers_students_and_modules_follow_the_protocol() -> None:
 def test_only_xray_only_paired_configurations_are_deployable() -> None:
     c = load_configurations()
     assert [n for n, x in c.items() if x.deployable] == [
-        "student-only", "same-modality-kd", "plain-ct-kd", "ct-attention-transfer", "ct-feature-hint", "jdcnet"]
+        "student-only", "same-modality-kd", "plain-ct-kd", "ct-attention-transfer", "ct-feature-hint", "jdcnet",
+        *PACKAGED_CANDIDATES]
     assert c["late-fusion"].inference_inputs == ("xray", "ct") and c["late-fusion"].reads_ct_at_inference
 
 
