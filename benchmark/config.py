@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -25,6 +25,9 @@ class DataSettings(BaseModel):
     normalise_std: float = Field(default=0.25, gt=0)
 
 
+DEFAULT_KFOLD_SEEDS = (3000, 3001, 3002)
+
+
 class SplitSettings(BaseModel):
     """How patient-level splits are drawn (PROTOCOL.md section 3)."""
 
@@ -42,12 +45,19 @@ class SplitSettings(BaseModel):
     monte_carlo_seed_base: int = 1000
     exhaustive_max_sets: int = Field(default=500, ge=1)
     exhaustive_seed: int = 2000
+    # the k-fold fields are left out of a store's manifest at their defaults, so stores stay as before
+    kfold_folds: int = Field(default=5, ge=2, description="paired k-fold regime: folds per repeat (k)",
+                             exclude_if=lambda folds: folds == 5)
+    kfold_seeds: list[int] = Field(default_factory=lambda: list(DEFAULT_KFOLD_SEEDS), min_length=1,
+                                   exclude_if=lambda seeds: seeds == list(DEFAULT_KFOLD_SEEDS),
+                                   description="paired k-fold regime: one repeat per seed, which draws its folds and "
+                                               "trains its runs")
 
-    @field_validator("training_seeds")
+    @field_validator("training_seeds", "kfold_seeds")
     @classmethod
     def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
         if len(set(seeds)) != len(seeds):
-            raise ValueError(f"training seeds repeat: {seeds}")
+            raise ValueError(f"seeds repeat: {seeds}")
         return seeds
 
     @model_validator(mode="after")
@@ -136,6 +146,22 @@ class EvidenceSettings(BaseModel):
                         "of the Bayesian correlated t-test, in balanced accuracy")
 
 
+class GateSettings(BaseModel):
+    """The seed authors' decision gate (their follow-up protocol), evaluated beside section 8's rule, never in place
+    of it: mean dBA >= `min_mean_difference` and the bootstrap interval's lower bound > 0, on `regime`'s units."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    regime: Literal["paired-kfold", "paired-monte-carlo", "paired-exhaustive"] = Field(
+        default="paired-kfold", description="the regime whose fold-seed (or resample) units the gate reads")
+    min_mean_difference: float = Field(default=0.03, ge=-1, le=1, description="the least mean BA difference A - B "
+                                       "over the units (the authors': +0.03)")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="level of the two-sided percentile bootstrap "
+                              "interval whose lower bound must be > 0")
+    bootstrap_replicates: int = Field(default=2000, ge=100)
+    bootstrap_seed: int = 0
+
+
 class Settings(BaseModel):
     """All settings of one benchmark run."""
 
@@ -149,6 +175,8 @@ class Settings(BaseModel):
                                    exclude_if=lambda engine: engine == EngineSettings())
     evidence: EvidenceSettings = Field(default_factory=EvidenceSettings,  # left out at its default, as engine is
                                        exclude_if=lambda evidence: evidence == EvidenceSettings())
+    gate: GateSettings = Field(default_factory=GateSettings,  # left out at its default, as engine is
+                               exclude_if=lambda gate: gate == GateSettings())
 
 
 def read_toml(source: Path, what: str) -> dict[str, Any]:

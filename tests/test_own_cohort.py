@@ -19,7 +19,7 @@ from benchmark.data.imaging import ImageCache
 from benchmark.data.pipeline import image_cache, load_cohort, prepare_data
 from benchmark.data.synthetic import write_medical_cohort, write_synthetic_cohort
 from benchmark.experiment.store import ResultsStore
-from benchmark.schemas import FilterReason, ReaderPolicy
+from benchmark.schemas import FilterReason, ReaderPolicy, RegimeName
 from tests.collection_digest import collection_digests
 from tests.conftest import claim_count
 
@@ -148,9 +148,9 @@ def test_collection_volumes_are_skipped_unless_included(tmp_path: Path) -> None:
 def test_the_collection_through_its_adapter_is_what_the_dedicated_loader_gave(real_data_root: Path) -> None:
     golden = json.loads(GOLDEN.read_text(encoding="utf-8"))
     settings = load_settings()
-    for variant, exhaustive in (("default", False), ("exhaustive", True)):
+    for variant, optional in (("default", ()), ("exhaustive", (RegimeName.PAIRED_EXHAUSTIVE,))):
         digests = collection_digests(prepare_data(real_data_root, settings, image_cache(settings),
-                                                  exhaustive=exhaustive))
+                                                  optional_regimes=optional))
         pinned = golden[variant]
         if digests["metadata_sha256"] != pinned["metadata_sha256"]:
             pytest.skip(f"{real_data_root}: not the copy the digests were pinned on (metadata.csv differs)")

@@ -15,7 +15,7 @@ from benchmark.errors import ConfigError, OutputError, describe_os_error
 from benchmark.experiment.study import RunRequest, Study, run_profile
 from benchmark.outputs import terminal_safe
 from benchmark.report.text import format_cohort_summary, format_power, format_trained_run
-from benchmark.schemas import RegimeName
+from benchmark.schemas import OPTIONAL_REGIMES, RegimeName
 
 if TYPE_CHECKING:
     from benchmark.data.test_sets import ExternalSpec
@@ -30,7 +30,8 @@ def _cohort_of(args: argparse.Namespace) -> Path:
 
 def cmd_cohorts(args: argparse.Namespace) -> int:
     """`cohorts`: prepare the cohort and print its filtering, manifests, test sets, regimes and audit."""
-    study = Study.of_cohort(_cohort_of(args), load_settings(args.config), args.cache, exhaustive=args.exhaustive,
+    study = Study.of_cohort(_cohort_of(args), load_settings(args.config), args.cache,
+                            optional_regimes=[RegimeName(r) for r in args.regimes],
                             externals=args.external, progress=sys.stderr.isatty())
     summary = cohort_summary(study.prepared)
     print(format_cohort_summary(summary, list_skipped=args.list_skipped))
@@ -50,7 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError(f"unknown configuration {args.configuration!r}; declared: {', '.join(configurations)}")
     configuration = configurations[args.configuration]
     study = Study.of_cohort(_cohort_of(args), load_settings(args.config), args.cache,
-                            exhaustive=args.regime == RegimeName.PAIRED_EXHAUSTIVE)
+                            optional_regimes=[r for r in OPTIONAL_REGIMES if args.regime == r])
     default_regime = {"all-xray": RegimeName.REFERENCE_ALL_XRAY, "all-ct": RegimeName.REFERENCE_ALL_CT}.get(
         configuration.manifest, RegimeName.PAIRED_FIXED)
     regimes = {r.name: r for r in study.prepared.regimes}

@@ -90,7 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     cohorts.add_argument("--config", help="settings TOML (default: the packaged configs/default.toml)")
     cohorts.add_argument("--cache", help="image cache folder (default: $CTXRAY_CACHE or ~/.cache/ctxray-bench)")
     cohorts.add_argument("--json", metavar="FILE", help="also write the summary as JSON to FILE")
-    cohorts.add_argument("--exhaustive", action="store_true", help="also enumerate the exhaustive paired regime")
+    cohorts.add_argument("--exhaustive", dest="regimes", action="append_const", const="paired-exhaustive",
+                         default=[], help="also enumerate the exhaustive paired regime")
+    cohorts.add_argument("--kfold", dest="regimes", action="append_const", const="paired-kfold",
+                         help="also draw the paired k-fold regime")
     cohorts.add_argument("--list-skipped", action="store_true", help="list every skipped row with its reason")
     _add_external_option(cohorts, "checked against the cohort and its support printed")
     cohorts.set_defaults(handler=handlers.cmd_cohorts)

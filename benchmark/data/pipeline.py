@@ -6,7 +6,7 @@ Each cohort kind has its own adapter; everything after the adapter is shared, so
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from benchmark.schemas import (
     Manifest,
     ManifestName,
     Regime,
+    RegimeName,
     RegimeSummary,
     SplitSupport,
     SupportCounts,
@@ -109,7 +110,7 @@ class PreparedData:
 
 
 def prepare_data(data: Path | str | CohortSource, settings: Settings, cache: ImageCache, *,
-                 exhaustive: bool = False, progress: bool = False,
+                 optional_regimes: Collection[RegimeName] = (), progress: bool = False,
                  externals: Sequence[ExternalSpec] = ()) -> PreparedData:
     """Build the cohort, its manifests, the default regimes, the label audit and the test sets (held-out, and the
     `externals` named) from a manifest or a collection."""
@@ -126,7 +127,7 @@ def prepare_data(data: Path | str | CohortSource, settings: Settings, cache: Ima
                             + (f"all {report.total_rows} rows were dropped ({reasons}){example}"[:400]
                                if report.total_rows else "the file has a header but no data rows"))
     manifests = build_manifests(cohort.records)
-    regimes, errors = default_regimes(manifests, settings.splits, exhaustive=exhaustive)
+    regimes, errors = default_regimes(manifests, settings.splits, optional=optional_regimes)
     audit = audit_labels(cohort.records, manifests["paired"], settings.splits.monte_carlo_val_patients,
                          settings.splits.validation_negatives, cohort.source.kind)
     test_sets, notes = build_test_sets(cohort, manifests, settings, cache, externals)

@@ -6,13 +6,15 @@ Each split is a pure function of the cohort and the seed, so any run's data can 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import warnings
+from collections.abc import Collection, Mapping
 
 import numpy as np
+from sklearn.model_selection import StratifiedKFold
 
 from benchmark.config import SplitSettings
 from benchmark.errors import SplitError
-from benchmark.schemas import Manifest, Regime, RegimeName, Split, SplitRole
+from benchmark.schemas import OPTIONAL_REGIMES, Manifest, Regime, RegimeName, Split, SplitRole
 
 # Every split is drawn from the sorted patient ids with its own `numpy.random.Generator`, so it depends only on the
 # cohort and the seed, never on global state, process or dict order.
@@ -28,6 +30,11 @@ from benchmark.schemas import Manifest, Regime, RegimeName, Split, SplitRole
 #   `numpy.random.default_rng(exhaustive_seed)` and kept in lexicographic order. Split i of the regime is trained
 #   (its teachers and its students) with seed `exhaustive_seed + i`, as Monte Carlo resample r is with base + r.
 #   The regime records how many sets are admissible, whether it sampled and with which seed, so the report can say so.
+# - K-fold (the seed authors' follow-up protocol): for each repeat seed, scikit-learn's StratifiedKFold (shuffled with
+#   that seed) over the sorted paired patients, stratified by patient label; split index = repeat * k + fold, and the
+#   split's seed (the repeat seed) trains its teachers and students. Each repeat's validation sets partition the
+#   cohort. With fewer negative patients than folds, some folds hold no negative (BA is undefined there): the
+#   regime's role says how many; a class with a single patient is refused (its fold would train without it).
 
 
 def _by_class(labels: Mapping[str, int]) -> tuple[list[str], list[str]]:
@@ -159,12 +166,50 @@ def exhaustive_splits(manifest: Manifest, k: int, max_sets: int, seed: int, held
     return splits
 
 
+def kfold_splits(manifest: Manifest, folds: int, seeds: Collection[int]) -> list[Split]:
+    """Patient-level stratified k-fold splits, one repeat per seed: each repeat's validation sets partition the
+    patients, and split repeat * k + fold carries the repeat's seed."""
+    positives, negatives = _by_class(manifest.patient_labels())
+    for word, group in (("positive", positives), ("negative", negatives)):
+        if len(group) < 2:
+            raise SplitError(f"{manifest.name}: {folds}-fold cross-validation needs >= 2 {word} patients (one held "
+                             f"out, one to train on); the cohort has {len(group)}")
+    if len(positives) + len(negatives) < folds:
+        raise SplitError(f"{manifest.name}: {folds} folds need >= {folds} patients; the cohort has "
+                         f"{len(positives) + len(negatives)}")
+    patients = sorted(positives + negatives)
+    labels = np.array([1 if p in set(positives) else 0 for p in patients])
+    splits = []
+    for repeat, seed in enumerate(seeds):
+        folding = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        with warnings.catch_warnings():  # fewer negatives than folds: said in the regime's role instead
+            warnings.simplefilter("ignore", UserWarning)
+            held_out = [held for _, held in folding.split(np.zeros(len(patients)), labels)]
+        for fold, held in enumerate(held_out):
+            splits.append(_make_split(manifest, SplitRole.KFOLD, repeat * folds + fold, seed,
+                                      {patients[int(i)] for i in held}))
+    return splits
+
+
+def _kfold_role(splits: list[Split], manifest: Manifest, folds: int, seeds: Collection[int]) -> str:
+    """The k-fold regime's role in words, with the folds that hold no negative patient (BA undefined there)."""
+    labels = manifest.patient_labels()
+    without = [s for s in splits if all(labels[p] == 1 for p in s.val_patients)]
+    role = (f"the seed authors' follow-up protocol: patient-level stratified {folds}-fold cross-validation x "
+            f"{len(seeds)} repeat(s) (seeds {', '.join(map(str, seeds))}), {len(splits)} fold-seed splits")
+    if without:
+        role += (f"; {len(without)} of them hold no negative patient (fewer negatives than folds), so BA is "
+                 f"undefined there: {', '.join(s.split_id for s in without)}")
+    return role
+
+
 _RESAMPLED = (RegimeName.PAIRED_MONTE_CARLO, RegimeName.PAIRED_EXHAUSTIVE)
 
 
 def default_regimes(manifests: Mapping[str, Manifest], settings: SplitSettings,
-                    *, exhaustive: bool = False) -> tuple[list[Regime], dict[str, str]]:
-    """The protocol's regimes for these manifests, and, per regime that cannot be drawn, why not."""
+                    *, optional: Collection[RegimeName] = ()) -> tuple[list[Regime], dict[str, str]]:
+    """The protocol's regimes for these manifests (with the `optional` ones asked for), and, per regime that cannot
+    be drawn, why not."""
     s = settings
     k, n = s.monte_carlo_val_patients, s.validation_negatives
     each = "one negative each" if n == 1 else f"{n} negatives each"
@@ -181,10 +226,16 @@ def default_regimes(manifests: Mapping[str, Manifest], settings: SplitSettings,
          f"primary same-case evidence: {s.monte_carlo_resamples} paired resamples of k = {k}, {each}", "paired", None,
          lambda m: monte_carlo_splits(m, s.monte_carlo_resamples, k, s.monte_carlo_seed_base, n)),
     ]
-    if exhaustive:
+    unknown = set(optional) - OPTIONAL_REGIMES
+    if unknown:
+        raise ValueError(f"not an optional regime: {sorted(unknown)}")
+    if RegimeName.PAIRED_EXHAUSTIVE in optional:
         builders.append((
             RegimeName.PAIRED_EXHAUSTIVE, "", "paired", None,  # role written once the sample is known
             lambda m: exhaustive_splits(m, k, s.exhaustive_max_sets, s.exhaustive_seed, n)))
+    if RegimeName.PAIRED_KFOLD in optional:
+        builders.append((RegimeName.PAIRED_KFOLD, "", "paired", None,  # role written once the folds are known
+                         lambda m: kfold_splits(m, s.kfold_folds, s.kfold_seeds)))
     regimes: list[Regime] = []
     errors: dict[str, str] = {}
     for name, role, manifest_name, seeds, build in builders:
@@ -200,6 +251,8 @@ def default_regimes(manifests: Mapping[str, Manifest], settings: SplitSettings,
             assert admissible is not None
             sample_seed = s.exhaustive_seed if admissible > len(splits) else None
             role = _exhaustive_role(len(splits), admissible, k, sample_seed, each)
+        if name == RegimeName.PAIRED_KFOLD:
+            role = _kfold_role(splits, manifest, s.kfold_folds, s.kfold_seeds)
         regimes.append(Regime(name=name, role=role, manifest=manifest.name, splits=splits,
                               training_seeds=seeds, admissible_sets=admissible, sampled=sample_seed is not None,
                               sample_seed=sample_seed))

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from benchmark.config import EvidenceSettings
+from benchmark.config import EvidenceSettings, GateSettings
 from benchmark.schemas import SupportCounts, TestSetKind
 
 ALPHA = 0.05
@@ -282,6 +283,48 @@ class TestEvidence(BaseModel):
     ranking: Ranking
 
 
+class GateOutcome(StrEnum):
+    """What the gate says of one comparison."""
+
+    PASSES = "passes"
+    FAILS = "fails"
+    NOT_EVALUABLE = "not evaluable"
+
+
+Agreement = Literal["agree", "gate only", "section 8 only", "not comparable"]
+
+
+class GateVerdict(BaseModel):
+    """The gate on one comparison A > B, its numbers, and section 8's status of the same comparison beside it."""
+
+    comparison: str = Field(description="H1-H5, or `candidate vs control`")
+    a: str
+    b: str
+    units: int = Field(description="units (splits) with a defined BA difference")
+    missing: list[str] = Field(description="splits of the regime where A or B has no run")
+    undefined: list[str] = Field(description="splits where BA is undefined (a class the validation cases lack)")
+    mean_d_balanced_accuracy: float | None
+    lower: float | None = Field(description="bootstrap interval of the mean difference: lower bound")
+    upper: float | None
+    positive: int = Field(description="units where A's BA exceeds B's (the fold-seed sign counts)")
+    negative: int
+    ties: int
+    outcome: GateOutcome
+    reason: str
+    section8: Status
+    agreement: Agreement
+
+
+class GateEvidence(BaseModel):
+    """The gate on every comparison of a store, with its settings and rule in words."""
+
+    settings: GateSettings
+    rule: str
+    verdicts: list[GateVerdict]
+    passes: int
+    disagreements: int = Field(description="comparisons where one rule passes/supports and the other does not")
+
+
 class Evidence(BaseModel):
     """Every hypothesis status of one results store, at the protocol's training length and at every other."""
 
@@ -301,3 +344,6 @@ class Evidence(BaseModel):
     test_sets: list[TestEvidence] = Field(
         default_factory=list, exclude_if=lambda t: not t,
         description="the same rules on each test set's scores (none: the store has no test set)")
+    gate: GateEvidence | None = Field(
+        default=None, exclude_if=lambda g: g is None,
+        description="the seed authors' gate beside section 8's status (none: no run on the gate's regime)")

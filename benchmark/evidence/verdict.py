@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from benchmark.evidence.candidates import declared_candidates
+from benchmark.evidence.gate import gate_evidence
 from benchmark.evidence.generalisation import evidence_on_test_set
 from benchmark.evidence.results import Evidence, PairedCohort, PowerGrounding
 from benchmark.evidence.rules import evaluate_hypotheses
@@ -27,5 +28,7 @@ def store_evidence(manifest: StoreManifest, records: Sequence[RunRecord],
     # the statements of need are in the store's cohort's patients
     evidence = evaluate_hypotheses(records, cohort_size(manifest), power, declared_candidates(manifest),
                                    manifest.settings.evidence.rope)
+    compared = [*evidence.hypotheses, *(c for candidate in evidence.candidates for c in candidate.comparisons)]
     return evidence.model_copy(update={"test_sets": [evidence_on_test_set(records, test_set, evidence)
-                                                     for test_set in manifest.test_sets]})
+                                                     for test_set in manifest.test_sets],
+                                       "gate": gate_evidence(records, compared, manifest.settings.gate)})

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from benchmark.config import Settings, read_toml, validation_problems
 from benchmark.errors import ConfigError
 from benchmark.methods.configurations import Configuration, merge_overrides
-from benchmark.schemas import Regime, RegimeName, Split
+from benchmark.schemas import OPTIONAL_REGIMES, Regime, RegimeName, Split
 
 # Expansion order for each block: configuration (with the profile's training overrides) -> variant overrides -> grid
 # values -> every split of every regime -> every seed. A run specification's id is the sha256 of its configuration
@@ -143,8 +143,8 @@ def with_candidates(profile: Profile, configurations: Mapping[str, Configuration
                     ) -> tuple[Profile, dict[str, Configuration]]:
     """`profile` with its candidates added, and the configurations with each of them marked candidate: those marked
     `candidate = true` (a --configurations file's) and those the profile names. They run in a `candidates` block on
-    the paired fixed split and the Monte Carlo resamples (where the hypotheses are decided), and in the
-    training-length block when the profile has one."""
+    the paired fixed split and the Monte Carlo resamples (where the hypotheses are decided), on the k-fold regime when
+    the profile runs one (where the gate is decided), and in the training-length block when the profile has one."""
     configurations = dict(configurations)
     for name in profile.candidates:
         if name not in configurations:
@@ -158,8 +158,9 @@ def with_candidates(profile: Profile, configurations: Mapping[str, Configuration
     candidates = [name for name, c in configurations.items() if c.candidate]
     if not candidates:
         return profile, configurations
+    kfold = [RegimeName.PAIRED_KFOLD] if RegimeName.PAIRED_KFOLD in optional_regimes(profile) else []
     block = Block(name=CANDIDATE_BLOCK, purpose="candidate methods, each compared with the protocol's controls",
-                  configurations=candidates, regimes=CANDIDATE_REGIMES)
+                  configurations=candidates, regimes=[*CANDIDATE_REGIMES, *kfold])
     blocks = []
     for existing in profile.blocks:
         if existing.name == "training-length":  # candidates first, so that their runs carry their own names first
@@ -172,9 +173,10 @@ def with_candidates(profile: Profile, configurations: Mapping[str, Configuration
     return profile.model_copy(update={"blocks": blocks}), configurations
 
 
-def uses_exhaustive(profile: Profile) -> bool:
-    """Whether any block of `profile` runs on the exhaustive regime, which is then built (it is not by default)."""
-    return any(EXHAUSTIVE_REGIME in block.regimes for block in profile.blocks)
+def optional_regimes(profile: Profile) -> frozenset[RegimeName]:
+    """The optional regimes (exhaustive, k-fold) some block of `profile` runs on, which are then built (they are not
+    by default)."""
+    return frozenset(r for block in profile.blocks for r in block.regimes if r in OPTIONAL_REGIMES)
 
 
 def load_profile(name: str, path: Path | str | None = None) -> Profile:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -17,14 +18,21 @@ from benchmark.data.pipeline import PreparedData, cohort_summary, image_cache, p
 from benchmark.data.test_sets import ExternalSpec
 from benchmark.errors import ConfigError
 from benchmark.experiment.executors import Executor, LocalExecutor, RayExecutor
-from benchmark.experiment.matrix import Profile, RunSpec, expand_profile, load_profile, uses_exhaustive, with_candidates
+from benchmark.experiment.matrix import (
+    Profile,
+    RunSpec,
+    expand_profile,
+    load_profile,
+    optional_regimes,
+    with_candidates,
+)
 from benchmark.experiment.scheduling import Batch, execute_batches
 from benchmark.experiment.store import ResultsStore, StoreManifest, code_version, now
 from benchmark.experiment.worker import WorkerContext, data_identity, ship_cohort
 from benchmark.methods.configurations import Configuration, with_added_configurations
 from benchmark.methods.engine import Engine
 from benchmark.methods.teachers import TeacherStore
-from benchmark.schemas import PairMatch
+from benchmark.schemas import PairMatch, RegimeName
 
 
 class Admission(Protocol):
@@ -153,11 +161,12 @@ class Study:
 
     @classmethod
     def of_cohort(cls, cohort: Path, settings: Settings, cache_root: Path | str | None = None, *,
-                  exhaustive: bool = False, externals: tuple[ExternalSpec, ...] | list[ExternalSpec] = (),
+                  optional_regimes: Collection[RegimeName] = (),
+                  externals: tuple[ExternalSpec, ...] | list[ExternalSpec] = (),
                   progress: bool = False) -> Study:
         """Prepare `cohort` (a collection clone or a cohort manifest) under `settings`, with no matrix yet."""
         cache = image_cache(settings, cache_root)
-        prepared = prepare_data(cohort, settings, cache, exhaustive=exhaustive, progress=progress,
+        prepared = prepare_data(cohort, settings, cache, optional_regimes=optional_regimes, progress=progress,
                                 externals=list(externals))
         return cls(settings, cache, prepared)
 
@@ -169,7 +178,7 @@ class Study:
                                                   configurations)
         settings = profile.apply_settings(load_settings(request.settings_path),
                                           str(request.settings_path or "the packaged default settings"))
-        study = cls.of_cohort(request.cohort, settings, request.cache_root, exhaustive=uses_exhaustive(profile),
+        study = cls.of_cohort(request.cohort, settings, request.cache_root, optional_regimes=optional_regimes(profile),
                               externals=request.externals, progress=request.progress)
         return study.with_profile(profile, configurations)
 

@@ -44,6 +44,7 @@ from benchmark.schemas.records import (
     patient_labels,
 )
 from benchmark.schemas.splits import (
+    OPTIONAL_REGIMES,
     Regime,
     RegimeName,
     RegimeSummary,
@@ -55,6 +56,7 @@ from benchmark.schemas.splits import (
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "OPTIONAL_REGIMES",
     "HELD_OUT",
     "CasePrediction",
     "CohortSource",

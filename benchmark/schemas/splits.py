@@ -17,6 +17,7 @@ class SplitRole(StrEnum):
     FIXED = "fixed"
     MONTE_CARLO = "monte-carlo"
     EXHAUSTIVE = "exhaustive"
+    KFOLD = "kfold"
 
 
 class RegimeName(StrEnum):
@@ -27,6 +28,10 @@ class RegimeName(StrEnum):
     PAIRED_FIXED = "paired-fixed"
     PAIRED_MONTE_CARLO = "paired-monte-carlo"
     PAIRED_EXHAUSTIVE = "paired-exhaustive"
+    PAIRED_KFOLD = "paired-kfold"
+
+
+OPTIONAL_REGIMES = frozenset({RegimeName.PAIRED_EXHAUSTIVE, RegimeName.PAIRED_KFOLD})  # built when a profile asks
 
 
 def validation_set_hash(val_patients: tuple[str, ...] | list[str]) -> str:
@@ -41,7 +46,8 @@ class Split(BaseModel):
 
     manifest: ManifestName
     role: SplitRole
-    index: int = Field(ge=0, description="resample number r (0 for reference and fixed splits)")
+    index: int = Field(ge=0, description="resample number r (0 for reference and fixed splits; k-fold: "
+                                         "repeat * k + fold)")
     seed: int
     train_patients: tuple[str, ...]
     val_patients: tuple[str, ...]
@@ -81,7 +87,7 @@ class Regime(BaseModel):
     training_seeds: list[int] | None = Field(
         default=None,
         description="seeds every split is trained with; None: each split's own seed (Monte Carlo: base + r; "
-                    "exhaustive: exhaustive_seed + i)")
+                    "exhaustive: exhaustive_seed + i; k-fold: the seed of the split's repeat)")
     admissible_sets: int | None = Field(
         default=None, description="number of admissible validation sets (Monte Carlo and exhaustive regimes)")
     sampled: bool = Field(
