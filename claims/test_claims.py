@@ -27,6 +27,7 @@ from benchmark.report.render import numbers_in_report, report_data_from_html
 from benchmark.schemas import RegimeName
 
 FIXED = RegimeName.PAIRED_FIXED
+KFOLD = RegimeName.PAIRED_KFOLD
 # PROTOCOL section 6, read here on its own: the classes each metric needs, and the words for an absent one.
 NEEDS_CLASSES = {"specificity": (0,), "sensitivity": (1,), "pr_auc": (1,), "balanced_accuracy": (0, 1),
                  "mcc": (0, 1), "roc_auc": (0, 1)}
@@ -101,6 +102,34 @@ def test_claim2_every_validation_set_has_k_patients_and_the_declared_negatives(r
     assert all(len(hashes) == 1 for hashes in resamples.values()), "a resample index has two validation sets"
     sets = [next(iter(h)) for h in resamples.values()]
     assert len(set(sets)) == len(sets), "two Monte Carlo resamples share a validation set"
+
+
+def test_claim2_every_kfold_repeat_partitions_the_patients_into_stratified_folds(records: list[RunRecord],
+                                                                                  manifest: StoreManifest) -> None:
+    k, seeds = manifest.settings.splits.kfold_folds, manifest.settings.splits.kfold_seeds
+    folds: dict[int, dict[int, RunRecord]] = defaultdict(dict)
+    for r in records:
+        if r.spec.regime == KFOLD:
+            repeat, fold = divmod(r.spec.split.index, k)
+            assert repeat < len(seeds) and r.spec.split.seed == seeds[repeat], (
+                f"{r.spec.run_id}: split {r.spec.split.index} carries seed {r.spec.split.seed}, repeat {repeat} of "
+                f"seeds {seeds}")
+            known = folds[repeat].setdefault(fold, r)
+            assert known.val_hash == r.val_hash, f"{r.spec.run_id}: fold {fold} of repeat {repeat} has two sets"
+    for repeat, by_fold in folds.items():
+        assert sorted(by_fold) == list(range(k)), f"repeat {repeat}: folds {sorted(by_fold)} of k = {k}"
+        cohorts = {frozenset(r.spec.split.train_patients) | frozenset(r.spec.split.val_patients)
+                   for r in by_fold.values()}
+        assert len(cohorts) == 1, f"repeat {repeat}: its folds split different patient sets"
+        held = [set(r.spec.split.val_patients) for r in by_fold.values()]
+        assert sum(map(len, held)) == len(set().union(*held)) and set().union(*held) == next(iter(cohorts)), (
+            f"repeat {repeat}: the validation sets do not partition the paired patients")
+        negatives = [len(_negatives(r)) for r in by_fold.values()]
+        positives = [len(held[i]) - negatives[i] for i in range(k)]
+        for word, counts in (("negative", negatives), ("positive", positives)):
+            total = sum(counts)
+            assert all(total // k <= c <= -(-total // k) for c in counts), (
+                f"repeat {repeat}: {word} patients per fold {counts} are not stratified ({total} over {k} folds)")
 
 
 def test_claim3_the_store_holds_every_run_its_profile_declares(records: list[RunRecord],
@@ -483,7 +512,7 @@ def test_claim5_every_test_number_recomputes_from_the_per_case_test_predictions(
     assert 'data-test=' in report_html, "the report shows no test-set number"
 
 
-REGIME_ORDER = {FIXED: 0, MONTE_CARLO: 1, RegimeName.PAIRED_EXHAUSTIVE: 2}  # then the reference regimes
+REGIME_ORDER = {FIXED: 0, MONTE_CARLO: 1, RegimeName.PAIRED_EXHAUSTIVE: 2, KFOLD: 3}  # then the reference regimes
 
 
 def _configuration_key(record: RunRecord) -> str:

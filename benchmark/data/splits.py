@@ -174,9 +174,9 @@ def kfold_splits(manifest: Manifest, folds: int, seeds: Collection[int]) -> list
         if len(group) < 2:
             raise SplitError(f"{manifest.name}: {folds}-fold cross-validation needs >= 2 {word} patients (one held "
                              f"out, one to train on); the cohort has {len(group)}")
-    if len(positives) + len(negatives) < folds:
-        raise SplitError(f"{manifest.name}: {folds} folds need >= {folds} patients; the cohort has "
-                         f"{len(positives) + len(negatives)}")
+    if max(len(positives), len(negatives)) < folds:
+        raise SplitError(f"{manifest.name}: {folds} stratified folds need >= {folds} patients of one class; the "
+                         f"cohort has {len(positives)} positive and {len(negatives)} negative")
     patients = sorted(positives + negatives)
     labels = np.array([1 if p in set(positives) else 0 for p in patients])
     splits = []

@@ -283,6 +283,15 @@ class TestEvidence(BaseModel):
     ranking: Ranking
 
 
+class TeacherHeadroom(BaseModel):
+    """Is there a signal to transfer? A privileged-modality teacher against the supervised target-modality model."""
+
+    teacher: str = Field(description="the teacher, named after the first configuration that declared it")
+    configurations: list[str] = Field(description="every configuration that distilled from it")
+    result: HypothesisResult = Field(description="teacher > student-only by section 8's MC-confirmed rule")
+    statement: str = Field(description="the answer in words")
+
+
 class GateOutcome(StrEnum):
     """What the gate says of one comparison."""
 
@@ -344,6 +353,9 @@ class Evidence(BaseModel):
     test_sets: list[TestEvidence] = Field(
         default_factory=list, exclude_if=lambda t: not t,
         description="the same rules on each test set's scores (none: the store has no test set)")
+    headroom: list[TeacherHeadroom] = Field(
+        default_factory=list, exclude_if=lambda h: not h,
+        description="each privileged-modality teacher against the supervised target model (none: no such teacher)")
     gate: GateEvidence | None = Field(
         default=None, exclude_if=lambda g: g is None,
         description="the seed authors' gate beside section 8's status (none: no run on the gate's regime)")

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from benchmark.evidence.candidates import declared_candidates
 from benchmark.evidence.gate import gate_evidence
 from benchmark.evidence.generalisation import evidence_on_test_set
+from benchmark.evidence.headroom import teacher_headroom
 from benchmark.evidence.results import Evidence, PairedCohort, PowerGrounding
 from benchmark.evidence.rules import evaluate_hypotheses
 from benchmark.experiment.store import RunRecord, StoreManifest
@@ -26,9 +27,11 @@ def store_evidence(manifest: StoreManifest, records: Sequence[RunRecord],
                    power: PowerGrounding | None = None) -> Evidence:
     """The evidence of a store's runs, and for each of its test sets the same rules on the runs' scores there."""
     # the statements of need are in the store's cohort's patients
-    evidence = evaluate_hypotheses(records, cohort_size(manifest), power, declared_candidates(manifest),
+    cohort = cohort_size(manifest)
+    evidence = evaluate_hypotheses(records, cohort, power, declared_candidates(manifest),
                                    manifest.settings.evidence.rope)
     compared = [*evidence.hypotheses, *(c for candidate in evidence.candidates for c in candidate.comparisons)]
     return evidence.model_copy(update={"test_sets": [evidence_on_test_set(records, test_set, evidence)
                                                      for test_set in manifest.test_sets],
+                                       "headroom": teacher_headroom(records, cohort, manifest.settings.evidence.rope),
                                        "gate": gate_evidence(records, compared, manifest.settings.gate)})

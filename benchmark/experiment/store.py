@@ -87,6 +87,10 @@ class TeacherProvenance(BaseModel):
     steps: int
     train_seconds: float
     path: TrainingPath = Field(default=TrainingPath.PER_RUN, description="how the teacher was trained")
+    validation_predictions: list[CasePrediction] | None = Field(
+        default=None, exclude_if=lambda p: p is None,
+        description="a privileged-modality teacher's predictions on the run's validation cases, each from the case's "
+                    "matched privileged image (its head-room over the target-modality model)")
 
 
 class FitSummary(BaseModel):

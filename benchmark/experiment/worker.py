@@ -210,7 +210,9 @@ def run_record(spec: RunSpec, output: object, engine: object, context: WorkerCon
         t = fitted.teacher
         teacher = TeacherProvenance(teacher_id=t.teacher_id, modality=t.modality, seed=t.seed,
                                     training_patients=list(t.training_patients), training_images=t.training_images,
-                                    steps=t.steps, train_seconds=t.train_seconds, path=t.path)
+                                    steps=t.steps, train_seconds=t.train_seconds, path=t.path,
+                                    validation_predictions=None if t.validation_predictions is None else
+                                    list(t.validation_predictions))
     train_images = len(engine.prepared.manifests[spec.configuration.manifest]  # type: ignore[attr-defined]
                        .records_of(spec.split.train_patients))
     return RunRecord(

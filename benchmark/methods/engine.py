@@ -52,6 +52,9 @@ class TeacherUse:
     steps: int
     from_cache: bool
     path: TrainingPath = TrainingPath.PER_RUN
+    # a privileged-modality teacher's predictions on the split's validation cases, each from the case's matched
+    # privileged image: its head-room over the target-modality model on the same patients (evidence.headroom)
+    validation_predictions: tuple[CasePrediction, ...] | None = None
 
 
 @dataclass
@@ -192,7 +195,7 @@ class Engine:
         if teacher is not None and configuration.teacher is not None:
             teacher_use = TeacherUse(teacher.teacher_id, teacher.modality, teacher.seed, teacher.training_patients,
                                      len(teacher.training_images), teacher.train_seconds, teacher.steps,
-                                     teacher.from_cache, teacher.path)
+                                     teacher.from_cache, teacher.path, self._teacher_on_validation(teacher, split))
             teacher_outputs = forward_all(teacher.model, inputs[configuration.teacher.modality],
                                           keep=objective.teacher_features(), device=self.device)
 
@@ -201,6 +204,19 @@ class Engine:
                            teacher=teacher_outputs)
         return _PlannedRun(configuration, split, seed, model, objective, data, teacher_use,
                            tuple(sorted({r.patient_id for r in train})))
+
+    def _teacher_on_validation(self, teacher: TrainedTeacher, split: Split) -> tuple[CasePrediction, ...] | None:
+        """A privileged-modality teacher's predictions on the paired validation cases, each read from the case's
+        matched privileged image (None for a target-modality teacher)."""
+        if teacher.modality != "ct" or split.manifest != "paired":
+            return None
+        val = self.prepared.manifests["paired"].records_of(split.val_patients)
+        scores = positive_scores(forward_all(teacher.model, self._images(self._matched_ct(val)),
+                                             device=self.device).logits)
+        return tuple(CasePrediction(patient_id=r.patient_id, image_id=r.image_id, label=r.label, score=float(s),
+                                    matched_ct=self._pairs[r.image_id].ct.image_id,
+                                    offset_gap=self._pairs[r.image_id].offset_gap)
+                     for r, s in zip(val, scores.tolist(), strict=True))
 
     def fit(self, configuration: Configuration, split: Split, seed: int) -> FittedRun:
         """Train `configuration` on the training patients of `split` with `seed`."""

@@ -47,6 +47,17 @@ def _metric(value: float | None, digits: int = 3) -> str:
     return "undefined" if value is None else f"{value:.{digits}f}"
 
 
+def _signed(value: float | None, digits: int = 3) -> str:
+    """A difference with its sign, or a dash for none."""
+    return "–" if value is None else f"{value:+.{digits}f}"
+
+
+def _mean_or_none(values: list[float | None]) -> float | None:
+    """The mean of the defined values; None when there is none."""
+    defined = [v for v in values if v is not None]
+    return sum(defined) / len(defined) if defined else None
+
+
 SKIPPED_ROWS_SHOWN = 50  # skipped rows listed in the report per reason; all of them are in skipped_rows.csv
 SKIPPED_ROWS_FILE = "skipped_rows.csv"
 # the island leaves out the skipped-row lists (their counts stay): 100k skipped rows would make a 30 MB page
@@ -90,6 +101,8 @@ def template_environment() -> Environment:
                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     environment.filters["number"] = _number
     environment.filters["metric"] = _metric
+    environment.filters["signed"] = _signed
+    environment.filters["mean_or_none"] = _mean_or_none
     environment.globals.update(METRIC_LABELS=METRIC_LABELS, TABLE_METRICS=TABLE_METRICS,
                                skipped_preview=skipped_preview, SKIPPED_ROWS_SHOWN=SKIPPED_ROWS_SHOWN,
                                SKIPPED_ROWS_FILE=SKIPPED_ROWS_FILE)
