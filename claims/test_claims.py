@@ -8,6 +8,7 @@ show each of these tests failing.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import time
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmark.claims.beside import gate_problems, headroom_problems
 from benchmark.claims.section8 import MONTE_CARLO, Scope, Verdict, all_verdicts, disagreements, stated_verdicts
 from benchmark.evidence.summary import scored_summary_frame, summary_frame
 from benchmark.experiment.metrics import compute_metrics
@@ -344,6 +346,17 @@ def test_claim6_every_status_follows_its_rule_and_the_fixed_split_has_no_test(
 
 # PROTOCOL.md section 13: the evidence boundary on the test sets. What each test checks is recomputed from the files
 # and the stored runs here, not taken from the code that built the test sets.
+
+def test_claim6_teacher_headroom_and_the_gate_follow_their_rules(records: list[RunRecord], manifest: StoreManifest,
+                                                                  stored_evidence: dict, report_html: str) -> None:
+    problems = headroom_problems(records, stored_evidence, manifest.settings.evidence.rope)
+    problems += gate_problems(records, stored_evidence, manifest.settings.gate.model_dump())
+    for verdict in (stored_evidence.get("gate") or {}).get("verdicts", []):
+        shown = f'data-gate-outcome="{html.escape(verdict["comparison"])}">{html.escape(verdict["outcome"])}<'
+        if shown not in report_html:
+            problems.append(f"the report does not show the gate's {verdict['outcome']!r} for {verdict['comparison']}")
+    assert not problems, "; ".join(problems[:5])
+
 
 def test_claim6_every_test_status_follows_its_rule(verdicts: dict[Scope, dict[str, Verdict]], stored_evidence: dict,
                                                   report_html: str) -> None:

@@ -132,3 +132,22 @@ def test_the_report_shows_headroom_before_the_hypotheses_and_the_gate_beside_sec
     assert shown >= {"H1", "H2", "H3", *(f"ct-confidence-gated vs {c}" for c in CONTROLS)}
     for verdict in evidence["gate"]["verdicts"]:
         assert f'data-gate-outcome="{verdict["comparison"]}">{verdict["outcome"]}<' in html
+
+
+@pytest.mark.parametrize("corrupt", ["gate", "headroom"])
+def test_claim6_catches_a_gate_outcome_or_headroom_status_its_rule_does_not_give(followup: RunRequest,
+                                                                                  tmp_path: Path, corrupt: str) -> None:
+    copy = tmp_path / "store"
+    shutil.copytree(followup.out, copy)
+    evidence = json.loads((copy / "evidence.json").read_text())
+    if corrupt == "gate":
+        verdict = evidence["gate"]["verdicts"][0]
+        verdict["outcome"] = "fails" if verdict["outcome"] == "passes" else "passes"
+    else:
+        result = evidence["headroom"][0]["result"]
+        result["status"] = "not supported" if result["status"] == "supported" else "supported"
+    (copy / "evidence.json").write_text(json.dumps(evidence))
+    result = subprocess.run([sys.executable, "-m", "pytest", "claims/", "--results", str(copy), "-q", "-p",
+                             "no:cacheprovider", "-k", "claim6_teacher_headroom"], cwd=REPO, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 1 and "1 failed" in result.stdout, result.stdout[-3000:]
