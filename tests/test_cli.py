@@ -34,6 +34,17 @@ def test_cohorts_json_validates_against_the_schema(write_cohort: CohortWriter, p
     assert {s.regime for s in summary.splits} >= {"paired-fixed", "paired-monte-carlo"}
 
 
+@pytest.mark.parametrize(("flags", "regimes"), [([], set()), (["--kfold"], {"paired-kfold"}),
+                                                (["--exhaustive", "--kfold"], {"paired-exhaustive", "paired-kfold"})])
+def test_cohorts_draws_the_optional_regimes_it_is_asked_for(write_cohort: CohortWriter, paired_rows: list,
+                                                            tmp_path: Path, flags: list[str], regimes: set[str]) -> None:
+    target = tmp_path / "cohorts.json"
+    assert main(["cohorts", "--data", str(write_cohort(paired_rows)), "--cache", str(tmp_path / "c"), "--json",
+                 str(target), *flags]) == 0
+    drawn = {r.name for r in CohortSummary.model_validate(json.loads(target.read_text())).regimes}
+    assert drawn & {"paired-exhaustive", "paired-kfold"} == regimes
+
+
 def test_cohorts_reads_the_data_root_from_the_environment(write_cohort: CohortWriter, paired_rows: list,
                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CTXRAY_DATA", str(write_cohort(paired_rows)))

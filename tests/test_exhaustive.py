@@ -18,7 +18,7 @@ from benchmark.data.pipeline import prepare_data
 from benchmark.data.synthetic import write_synthetic_cohort
 from benchmark.errors import ConfigError
 from benchmark.evidence.summary import aggregate
-from benchmark.experiment.matrix import EXHAUSTIVE_REGIME, load_profile, uses_exhaustive
+from benchmark.experiment.matrix import EXHAUSTIVE_REGIME, load_profile, optional_regimes
 from benchmark.experiment.store import ResultsStore
 from benchmark.experiment.study import RunRequest, Study, run_profile
 from benchmark.experiment.worker import ensure_worker
@@ -146,7 +146,8 @@ def test_a_block_on_an_exhaustive_regime_that_cannot_be_drawn_says_why(exhaustiv
 
 def test_the_packaged_exhaustive_profile_is_tier_1_on_a_stated_sample() -> None:
     profile = load_profile("exhaustive")
-    assert uses_exhaustive(profile) and not uses_exhaustive(load_profile("paper"))
+    assert optional_regimes(profile) == {EXHAUSTIVE_REGIME} and not optional_regimes(load_profile("paper"))
+    assert optional_regimes(load_profile("authors-followup")) == {"paired-kfold"}
     assert [b.regimes for b in profile.blocks] == [["paired-exhaustive"]]
     assert profile.blocks[0].configurations == ["student-only", "late-fusion", "same-modality-kd", "plain-ct-kd"]
     stated = profile.apply_settings(Settings()).splits.exhaustive_max_sets
