@@ -27,6 +27,7 @@ from benchmark.schemas.evaluation import (
     TestSetSummary,
 )
 from benchmark.schemas.records import (
+    SLICE_CHANNELS,
     CohortSource,
     FilterReason,
     FilterReport,
@@ -38,6 +39,7 @@ from benchmark.schemas.records import (
     Modality,
     PairedRecord,
     SkippedRow,
+    SliceLayout,
     SourceKind,
     SupportCounts,
     image_cache_key,
@@ -56,6 +58,7 @@ from benchmark.schemas.splits import (
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "HELD_OUT",
+    "SLICE_CHANNELS",
     "CasePrediction",
     "CohortSource",
     "CohortSourceInfo",
@@ -80,6 +83,7 @@ __all__ = [
     "RegimeName",
     "RegimeSummary",
     "SkippedRow",
+    "SliceLayout",
     "SourceKind",
     "Split",
     "SplitRole",
