@@ -48,7 +48,8 @@ DEFAULT_MAX_PIXELS = 2**27  # 512 x 512 x 512 voxels, 11585 x 11585 pixels: 4-8x
 
 
 class ReaderPolicy(BaseModel):
-    """How files with more than one possible 2-D image, or with a display window, become one image."""
+    """How files with more than one possible 2-D image, or with a display window, become one image (or, for the
+    privileged modality under `privileged_slices`, three slices as channels)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -66,8 +67,8 @@ class ReaderPolicy(BaseModel):
     privileged_slices: SliceLayout = Field(
         default="one", exclude_if=lambda layout: layout == "one",  # left out at its default: stores stay as before
         description="privileged modality only: `one` image (a 3-D volume by `volume`), or `middle-three-axial`: "
-                    "axial slices n // 2 - 1, n // 2, n // 2 + 1 of a 3-D NIfTI as three channels (a 2-D image "
-                    "repeated to three; a volume of fewer than 3 slices refused as too_few_slices)")
+                    "axial slices n // 2 - 1, n // 2, n // 2 + 1 of a 3-D NIfTI as three channels, in place of "
+                    "`volume` (a 2-D image repeated to three; a volume of 2 slices refused as unexpected_shape)")
 
     @property
     def tag(self) -> str:
