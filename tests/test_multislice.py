@@ -242,9 +242,11 @@ regimes = ["paired-monte-carlo"]
 """
 
 
-def test_a_tiny_profile_runs_on_3d_volumes_under_the_policy(volume_cohort: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", ["per-run", "stacked"])
+def test_a_tiny_profile_runs_on_3d_volumes_under_the_policy(volume_cohort: Path, tmp_path: Path, path: str) -> None:
     settings = tmp_path / "settings.toml"
-    settings.write_text('[data]\nimage_size = 16\n\n[cohort.readers]\nprivileged_slices = "middle-three-axial"\n')
+    settings.write_text(f'[data]\nimage_size = 16\n\n[engine]\npath = "{path}"\n\n'
+                        '[cohort.readers]\nprivileged_slices = "middle-three-axial"\n')
     matrix = tmp_path / "matrix.toml"
     matrix.write_text(MATRIX)
     outcome = run_profile(RunRequest(cohort=volume_cohort, profile="slices", out=tmp_path / "store", workers=1,
@@ -254,6 +256,6 @@ def test_a_tiny_profile_runs_on_3d_volumes_under_the_policy(volume_cohort: Path,
     store = ResultsStore(tmp_path / "store")
     assert store.manifest().settings.cohort.readers == THREE
     teachers = [r.teacher for r in store.load_all() if r.teacher is not None]
-    assert len(teachers) == 1 and teachers[0].modality == "ct"
+    assert len(teachers) == 1 and teachers[0].modality == "ct" and teachers[0].path == path
     meta = next((tmp_path / "store").rglob(f"{teachers[0].teacher_id}.json")).read_text(encoding="utf-8")
     assert '"in_channels": 3' in meta
