@@ -37,7 +37,8 @@ def test_cohorts_json_validates_against_the_schema(write_cohort: CohortWriter, p
 @pytest.mark.parametrize(("flags", "regimes"), [([], set()), (["--kfold"], {"paired-kfold"}),
                                                 (["--exhaustive", "--kfold"], {"paired-exhaustive", "paired-kfold"})])
 def test_cohorts_draws_the_optional_regimes_it_is_asked_for(write_cohort: CohortWriter, paired_rows: list,
-                                                            tmp_path: Path, flags: list[str], regimes: set[str]) -> None:
+                                                            tmp_path: Path, flags: list[str],
+                                                            regimes: set[str]) -> None:
     target = tmp_path / "cohorts.json"
     assert main(["cohorts", "--data", str(write_cohort(paired_rows)), "--cache", str(tmp_path / "c"), "--json",
                  str(target), *flags]) == 0

@@ -151,10 +151,10 @@ def test_a_folder_swapped_for_a_link_between_check_and_read_is_not_followed(tmp_
     write_image(outside / "a.png", seed=99)  # what an attacker wants read
     original = cohort_module._decode_all
 
-    def swap_then_decode(paths, root, cache, workers, progress):  # noqa: ANN001, ANN202
+    def swap_then_decode(*args):  # noqa: ANN002, ANN202 - whatever _decode_all takes (paths, layouts, root, ...)
         (folder / "img").rename(folder / "img-old")  # after the path check, before the read
         (folder / "img").symlink_to(outside, target_is_directory=True)
-        return original(paths, root, cache, workers, progress)
+        return original(*args)
 
     monkeypatch.setattr(cohort_module, "_decode_all", swap_then_decode)
     cohort = load_cohort(manifest, ImageCache(tmp_path / "cache", size=16))

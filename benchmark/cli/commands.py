@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmark.atomic import ensure_writable_folder, write_atomically
-from benchmark.config import load_settings
+from benchmark.config import load_settings, validation_problems
 from benchmark.data.pipeline import cohort_summary, resolve_cohort_file, resolve_data_root
 from benchmark.errors import ConfigError, OutputError, describe_os_error
 from benchmark.experiment.study import RunRequest, Study, run_profile
@@ -186,11 +186,19 @@ def cmd_claims(args: argparse.Namespace) -> int:
 
 def cmd_synthetic(args: argparse.Namespace) -> int:
     """`synthetic`: write a synthetic paired cohort."""
-    from benchmark.data.synthetic import load_recipe, write_recipe
+    from pydantic import ValidationError
+
+    from benchmark.data.synthetic import SyntheticRecipe, load_recipe, write_recipe
 
     recipe = load_recipe(Path(args.recipe) if args.recipe else None)
-    if args.layout:
-        recipe = recipe.model_copy(update={"layout": args.layout})
+    if args.layout or args.ct_volumes:
+        given = recipe.model_dump()
+        given["layout"] = args.layout or recipe.layout
+        given["spec"]["ct_volumes"] = args.ct_volumes or recipe.spec.ct_volumes
+        try:
+            recipe = SyntheticRecipe.model_validate(given)
+        except ValidationError as exc:
+            raise ConfigError(f"synthetic --layout/--ct-volumes: {validation_problems(exc)}") from exc
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out}: not empty; name a new folder for the synthetic cohort")

@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--recipe", help="recipe TOML: layout and [spec] (see examples/; default: the default "
                                             "recipe)")
     synthetic.add_argument("--layout", choices=["medical", "collection"], help="override the recipe's layout")
+    synthetic.add_argument("--ct-volumes", choices=["even", "all"],
+                           help="override the recipe's spec.ct_volumes: which patients' CT are 3-D NIfTI volumes "
+                                "(medical layout; `all` for [cohort.readers] privileged_slices)")
     synthetic.set_defaults(handler=handlers.cmd_synthetic)
 
     from benchmark.data.fetch import PINNED_COMMIT, UPSTREAM_URL

@@ -29,6 +29,7 @@ from benchmark.schemas import (
     PatientLabelDisagreement,
     ReaderUse,
     SkippedRow,
+    SliceLayout,
 )
 
 # A cohort's table is read by its adapter into `SourceRow`s: a cohort manifest CSV (`benchmark.data.cohort_manifest`)
@@ -99,6 +100,7 @@ class Cohort:
         policy = self.source.reader_policy.tag
         lines = sorted(f"{r.image_id}\t{r.content_sha256}"
                        + ("" if self.readers.get(r.image_id, "pillow") == "pillow" else f"\t{policy}")
+                       + ("" if r.slices == "one" else f"\t{r.slices}")
                        for r in self.records)
         return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
 
@@ -137,6 +139,7 @@ def build_cohort(table: CohortTable, cache: ImageCache, settings: CohortSettings
     seen: dict[Path, int] = {}
     seen_ids: dict[str, int] = {}
     to_decode: list[Path] = []
+    layouts: list[SliceLayout] = []  # each file's array layout, by its row's modality role
     for row in rows:
         problem = _path_problem(row, root)
         if problem is None and row.resolved in seen:
@@ -151,8 +154,9 @@ def build_cohort(table: CohortTable, cache: ImageCache, settings: CohortSettings
         if row.image_id is not None:
             seen_ids[row.image_id] = row.line
         to_decode.append(row.resolved)
+        layouts.append(cache.policy.slices_for(settings.role_of(row.modality)))
 
-    decoded = dict(zip(to_decode, _decode_all(to_decode, root, cache, workers, progress), strict=True))
+    decoded = dict(zip(to_decode, _decode_all(to_decode, layouts, root, cache, workers, progress), strict=True))
 
     counts = {reason: 0 for reason in FilterReason}
     skipped: list[SkippedRow] = []
@@ -194,7 +198,7 @@ def build_cohort(table: CohortTable, cache: ImageCache, settings: CohortSettings
         records.append(ImageRecord(
             image_id=image_id, patient_id=row.patient_id, modality=role, finding=row.finding, label=row.label,
             offset=row.offset, view=row.view, content_sha256=outcome.content_sha256, reader=outcome.reader,
-            line=row.line))
+            line=row.line, slices=cache.policy.slices_for(role)))
 
     report = FilterReport(metadata_path=str(table.table_path), total_rows=len(rows), kept_rows=len(records),
                           counts=counts, skipped=skipped, warnings=warnings)
@@ -230,13 +234,14 @@ def _reader_uses(readers: Counter[tuple[str, str]]) -> list[ReaderUse]:
     return uses
 
 
-def _decode_all(paths: list[Path], root: Path, cache: ImageCache, workers: int,
+def _decode_all(paths: list[Path], layouts: list[SliceLayout], root: Path, cache: ImageCache, workers: int,
                 progress: bool) -> Iterable[CachedImage]:
-    """Put every file through the cache, in order, each opened under the root; threads overlap reads and decoding."""
+    """Put every file through the cache in its layout, in order, each opened under the root; threads overlap reads
+    and decoding."""
     from tqdm import tqdm
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = pool.map(lambda path: cache.ensure(path, root), paths)
+        results = pool.map(lambda path, slices: cache.ensure(path, root, slices), paths, layouts)
         return list(tqdm(results, total=len(paths), desc="reading images", unit="img",
                          disable=not progress, leave=False))
 

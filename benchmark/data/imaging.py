@@ -22,7 +22,7 @@ from benchmark.data.files import open_image_file, stream_sha256
 from benchmark.data.reader_common import ReadInfo
 from benchmark.data.readers import file_kind, read_image
 from benchmark.errors import CacheError, ImageDecodeError
-from benchmark.schemas import FilterReason, ReaderPolicy, image_cache_key
+from benchmark.schemas import FilterReason, ReaderPolicy, SliceLayout, image_cache_key
 
 # Each file is opened once (`benchmark.data.files`), its bytes read once, hashed and decoded by its reader
 # (`benchmark.data.readers`), and the resized array cached under the content hash and reader, shared by every run.
@@ -30,18 +30,21 @@ from benchmark.schemas import FilterReason, ReaderPolicy, image_cache_key
 DECODE_VERSION = 2  # bump when decoding changes: old entries are then ignored (2: 2-D NIfTI turned by its affine, NaN)
 
 
-# Resized to size x size (aspect ratio not kept) with Pillow's antialiased bilinear filter; normalisation (mean/std)
-# happens at training time, not here.
+# Resized to size x size (aspect ratio not kept) with Pillow's antialiased bilinear filter, each channel of a
+# (channels, rows, columns) array alone; normalisation (mean/std) happens at training time, not here.
 def resize_unit(array: np.ndarray, size: int) -> np.ndarray:
-    """A 2-D [0, 1] float32 array resized to (size, size) with antialiased bilinear filtering, kept in [0, 1]."""
+    """A [0, 1] float32 image, 2-D or (channels, rows, columns), resized to (size, size) per channel with
+    antialiased bilinear filtering, kept in [0, 1]."""
+    if array.ndim == 3:
+        return np.stack([resize_unit(channel, size) for channel in array])
     resized = Image.fromarray(np.asarray(array, dtype=np.float32)).resize((size, size), Image.Resampling.BILINEAR)
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
 def decode_file(path: Path | str, size: int, policy: ReaderPolicy | None = None, *,
-                handle: BinaryIO | None = None) -> tuple[np.ndarray, ReadInfo]:
+                handle: BinaryIO | None = None, slices: SliceLayout = "one") -> tuple[np.ndarray, ReadInfo]:
     """Read an image file by its reader and resize it: the array the cache stores; ImageDecodeError if impossible."""
-    array, info = read_image(path, policy, handle=handle)
+    array, info = read_image(path, policy, handle=handle, slices=slices)
     return resize_unit(array, size), info
 
 
@@ -111,8 +114,11 @@ _NOT_CACHED = frozenset({FilterReason.UNREADABLE_FILE, FilterReason.MISSING_FILE
 # Keyed by the file's content hash and its reader (`schemas.image_cache_key`), in a folder per size and (when not the
 # default) per reader policy: the cache is shared by runs, processes and data clones holding the same bytes, and
 # identical bytes named as two file types (a `.png` and a `.dcm`) are two entries, so what a cohort keeps never depends
-# on what was cached before. Files that cannot be read are cached as failures too, so a corrupt file costs one
-# attempt, not one per run; beside each array the reader's record of what it did is kept (`<sha>.read.json`).
+# on what was cached before. The privileged modality's three-channel arrays (`privileged_slices`) have keys of their
+# own (the layout appended) in the folder of the rest of the policy, so one- and three-channel arrays never mix and
+# every one-image array is shared by both settings. Files that cannot be read are cached as failures too, so a
+# corrupt file costs one attempt, not one per run; beside each array the reader's record of what it did is kept
+# (`<sha>.read.json`).
 class ImageCache:
     """Decoded images on disk, keyed by (content sha256 and reader, size, reader policy); safe for concurrent
     writers."""
@@ -121,7 +127,8 @@ class ImageCache:
         self.root = Path(root) if root is not None else default_cache_dir()
         self.size = size
         self.policy = policy or ReaderPolicy()
-        variant = "" if self.policy == ReaderPolicy() else f"-{self.policy.tag}"
+        folder_policy = self.policy.model_copy(update={"privileged_slices": "one"})  # the layout is in the keys
+        variant = "" if folder_policy == ReaderPolicy() else f"-{folder_policy.tag}"
         self.directory = self.root / f"images-v{DECODE_VERSION}" / f"{size}px{variant}"
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -137,7 +144,7 @@ class ImageCache:
     def _read_info_path(self, key: str) -> Path:
         return self.directory / key[:2] / f"{key}.read.json"
 
-    def _read_info(self, key: str, path: Path, handle: BinaryIO) -> ReadInfo | None:
+    def _read_info(self, key: str, path: Path, handle: BinaryIO, slices: SliceLayout) -> ReadInfo | None:
         """The stored record of how the array was read; an array cached before records (or pixel hashes) were kept,
         or whose record is damaged, has the file read again, once, to write it."""
         try:
@@ -147,28 +154,29 @@ class ImageCache:
         except (OSError, ValidationError):
             pass  # no record, a damaged one, or one kept before pixel hashes: read the file once to write it
         try:
-            _, info = read_image(path, self.policy, handle=handle)
+            _, info = read_image(path, self.policy, handle=handle, slices=slices)
         except ImageDecodeError:
             return None
         self._write_atomically(self._read_info_path(key), info.model_dump_json().encode("utf-8"))
         return info
 
-    def ensure(self, path: Path, root: Path | None = None) -> CachedImage:
+    def ensure(self, path: Path, root: Path | None = None, slices: SliceLayout = "one") -> CachedImage:
         """Make sure the file's decoded array (or its decode failure) is cached; say which. With a root, the file
-        opened must lie under it; everything is then read from that one opened file."""
+        opened must lie under it; everything is then read from that one opened file. `slices`: the layout of the
+        array (`ReaderPolicy.slices_for` the file's modality role)."""
         try:
             handle = open_image_file(path, root)
         except ImageDecodeError as exc:  # refused before a byte was read: nothing to cache
             return CachedImage("", FilterReason(exc.reason), str(exc), reader=file_kind(path) or "unknown")
         with handle:
-            return self._ensure_opened(path, handle)
+            return self._ensure_opened(path, handle, slices)
 
-    def _ensure_opened(self, path: Path, opened: BinaryIO) -> CachedImage:
+    def _ensure_opened(self, path: Path, opened: BinaryIO, slices: SliceLayout) -> CachedImage:
         handle, sha = _read_once(opened, READ_WHOLE_MAX_BYTES)
         reader = file_kind(path, handle) or "unknown"
-        key = image_cache_key(sha, reader)
+        key = image_cache_key(sha, reader, slices)
         if self._array_path(key).exists():
-            return CachedImage(sha, read=self._read_info(key, path, handle), reader=reader)
+            return CachedImage(sha, read=self._read_info(key, path, handle, slices), reader=reader)
         failure_file = self._failure_path(key)
         if failure_file.exists():
             try:
@@ -177,7 +185,7 @@ class ImageCache:
             except (OSError, ValueError, KeyError):
                 pass  # unreadable failure marker: decode again and rewrite it
         try:
-            array, info = decode_file(path, self.size, self.policy, handle=handle)
+            array, info = decode_file(path, self.size, self.policy, handle=handle, slices=slices)
         except ImageDecodeError as exc:
             reason = FilterReason(exc.reason)
             if reason in _NOT_CACHED or isinstance(exc.__cause__, MemoryError):  # of this machine now, not of the bytes
@@ -192,7 +200,8 @@ class ImageCache:
         return CachedImage(sha, read=info, reader=reader)
 
     def load(self, key: str) -> np.ndarray:
-        """The cached (size, size) float32 array of the image with this cache key (ImageRecord.cache_key)."""
+        """The cached float32 array of the image with this cache key (ImageRecord.cache_key): (size, size), or
+        (3, size, size) for a three-channel key."""
         path = self._array_path(key)
         try:
             return np.load(path, allow_pickle=False)
@@ -209,7 +218,8 @@ class ImageCache:
 
 
 class ImageBank:
-    """Normalised (N, 1, size, size) stacks of cached images; each image is read from disk once per process."""
+    """Normalised (N, C, size, size) stacks of cached images (C = 1, or 3 for the privileged modality's middle three
+    axial slices); each image is read from disk once per process."""
 
     def __init__(self, cache: ImageCache, mean: float = 0.5, std: float = 0.25) -> None:
         self.cache = cache
@@ -218,13 +228,20 @@ class ImageBank:
         self._arrays: dict[str, np.ndarray] = {}
 
     def array(self, key: str) -> np.ndarray:
-        """The normalised (size, size) float32 array of the image with this cache key."""
+        """The normalised float32 array of the image with this cache key, every channel by the same constants."""
         if key not in self._arrays:
             self._arrays[key] = (self.cache.load(key) - np.float32(self.mean)) / np.float32(self.std)
         return self._arrays[key]
 
-    def stack(self, keys: list[str]) -> np.ndarray:
-        """The images with these cache keys (ImageRecord.cache_key), in order, as one (N, 1, size, size) array."""
+    def stack(self, keys: list[str], channels: int = 1) -> np.ndarray:
+        """The images with these cache keys (ImageRecord.cache_key), in order, as one (N, C, size, size) array;
+        `channels` is C when there are none; CacheError if the images' channels differ."""
         if not keys:
-            return np.zeros((0, 1, self.cache.size, self.cache.size), dtype=np.float32)
-        return np.stack([self.array(key) for key in keys])[:, None]
+            return np.zeros((0, channels, self.cache.size, self.cache.size), dtype=np.float32)
+        arrays = [self.array(key) for key in keys]
+        arrays = [array[None] if array.ndim == 2 else array for array in arrays]
+        shapes = sorted({array.shape for array in arrays})
+        if len(shapes) > 1:
+            raise CacheError(f"{self.cache.directory}: images of one stack have shapes {shapes}; one- and "
+                             "three-channel arrays cannot be stacked together")
+        return np.stack(arrays)

@@ -56,10 +56,15 @@ class ReadInfo(BaseModel):
                                       "float32 values in [0, 1], before resizing): the same picture however it was "
                                       "stored; test sets are checked against training data by it. None: recorded "
                                       "before it was kept")
+    channels: Literal["three-slices", "one-image-repeated"] | None = Field(
+        default=None, exclude_if=lambda channels: channels is None,  # records of one image stay as before
+        description="under [cohort.readers] privileged_slices = 'middle-three-axial': three axial slices of a 3-D "
+                    "volume, or one 2-D image repeated to three channels; None: one image, one channel")
 
 
 def pixels_sha256(array: np.ndarray) -> str:
-    """sha256 of a decoded 2-D image: its shape, then its float32 values in row-major order."""
+    """sha256 of a decoded image (2-D, or channels x rows x columns): its shape, then its float32 values in
+    row-major order."""
     values = np.ascontiguousarray(array, dtype=np.float32)
     digest = hashlib.sha256(repr(tuple(values.shape)).encode("ascii"))
     digest.update(values.tobytes())

@@ -16,7 +16,7 @@ from nibabel.filebasedimages import ImageFileError
 
 from benchmark.data.reader_common import ReadFailure, ReadInfo, check_declared_size, fill_nan, suffix_of, to_unit
 from benchmark.errors import ImageDecodeError
-from benchmark.schemas import ReaderPolicy
+from benchmark.schemas import ReaderPolicy, SliceLayout
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 T = TypeVar("T")
@@ -30,8 +30,16 @@ NiftiImage = nibabel.Nifti1Image | nibabel.Nifti2Image
 # axial DICOM is stored: anterior at the top, the patient's right on the image's left. A 2-D image (trailing length-1
 # axes dropped) is turned by its affine the same way (`_nifti_plane`). 4-D and higher (a fourth axis longer than 1) is
 # refused. NIfTI has no window: min-max scaling.
-def read_nifti(path: Path, handle: BinaryIO, policy: ReaderPolicy) -> tuple[np.ndarray, ReadInfo]:
-    """Read a NIfTI-1 or NIfTI-2 file (.nii or .nii.gz) from its open handle as a 2-D float32 array in [0, 1]."""
+# Slice layout `middle-three-axial` (the privileged modality under [cohort.readers] privileged_slices): axial slices
+# n // 2 - 1, n // 2 and n // 2 + 1 (the middle one being the `middle-axial` slice), each in the same display
+# orientation, as three channels scaled by one min-max over the three, so they share one intensity scale (not the
+# whole volume's: a far slice's extremes, metal in the pelvis, would not set the chest's grey levels). A volume of
+# fewer than 3 axial slices is refused as `unexpected_shape`; a one-slice volume is a 2-D image (repeated by
+# `readers`).
+def read_nifti(path: Path, handle: BinaryIO, policy: ReaderPolicy,
+               slices: SliceLayout = "one") -> tuple[np.ndarray, ReadInfo]:
+    """Read a NIfTI-1 or NIfTI-2 file (.nii or .nii.gz) from its open handle as a 2-D float32 array in [0, 1]
+    (a 3-D volume under slices `middle-three-axial`: its middle three axial slices, (3, rows, columns))."""
     try:
         image = _open_nifti(path, handle)
     except MemoryError:
@@ -62,10 +70,11 @@ def read_nifti(path: Path, handle: BinaryIO, policy: ReaderPolicy) -> tuple[np.n
     if core == 2:
         values, steps = _nifti_plane(path, image, (shape[0], shape[1]), scaling)
     else:
-        values, steps = _nifti_axial(path, image, shape[:3], policy, scaling)
+        values, steps = _nifti_axial(path, image, shape[:3], policy, scaling, slices)
     array = to_unit(path, values, None, "")
-    steps.append("min-max -> [0, 1]")
-    return array, ReadInfo(reader="nibabel", policy="nifti: " + ", ".join(steps), original_shape=shape)
+    steps.append("min-max over the 3 slices -> [0, 1]" if values.ndim == 3 else "min-max -> [0, 1]")
+    return array, ReadInfo(reader="nibabel", policy="nifti: " + ", ".join(steps), original_shape=shape,
+                           channels="three-slices" if values.ndim == 3 else None)
 
 
 def _open_nifti(path: Path, handle: BinaryIO) -> NiftiImage:
@@ -84,7 +93,7 @@ def _open_nifti(path: Path, handle: BinaryIO) -> NiftiImage:
 
 
 def _nifti_axial(path: Path, image: NiftiImage, shape: tuple[int, int, int], policy: ReaderPolicy,
-                 scaling: str) -> tuple[np.ndarray, list[str]]:
+                 scaling: str, slices: SliceLayout) -> tuple[np.ndarray, list[str]]:
     if len(image.shape) > 3:  # trailing length-1 axes: drop them before reorienting
         image = _load(path, lambda: nibabel.Nifti1Image(np.asarray(image.dataobj).reshape(shape), image.affine))
     codes = "".join(str(c) for c in nibabel.aff2axcodes(image.affine))
@@ -93,6 +102,18 @@ def _nifti_axial(path: Path, image: NiftiImage, shape: tuple[int, int, int], pol
     volume = _load(path, lambda: np.asarray(canonical.dataobj))
     volume, filled = fill_nan(path, volume)  # before slicing or projecting: a NaN would win every maximum
     depth = int(volume.shape[2])
+    reoriented = "already RAS" if codes == "RAS" else f"{codes} -> RAS"
+    if slices == "middle-three-axial":
+        if depth < 3:
+            raise ImageDecodeError(path, ReadFailure.UNEXPECTED_SHAPE,
+                                   f"3-D volume of shape {shape} has {depth} axial slices; [cohort.readers] "
+                                   "privileged_slices = 'middle-three-axial' needs at least 3")
+        index = depth // 2
+        planes = [volume[:, :, i].astype(np.float64)[::-1, ::-1].T for i in (index - 1, index, index + 1)]
+        return np.stack(planes), [f"3-D, canonical orientation ({reoriented}){scaling}, axial = axis 2",
+                                  *([filled] if filled else []),
+                                  f"axial slices {index}-{index + 2} of {depth} (middle three) as 3 channels",
+                                  "radiological display (anterior up, patient right on the left)"]
     if policy.volume == "mip-axial":
         plane = volume.max(axis=2).astype(np.float64)
         picked = f"maximum-intensity projection over {depth} axial slices"
@@ -100,7 +121,6 @@ def _nifti_axial(path: Path, image: NiftiImage, shape: tuple[int, int, int], pol
         index = depth // 2
         plane = volume[:, :, index].astype(np.float64)
         picked = f"axial slice {index + 1} of {depth} (middle)"
-    reoriented = "already RAS" if codes == "RAS" else f"{codes} -> RAS"
     display = plane[::-1, ::-1].T  # rows anterior -> posterior, columns patient right -> left
     return display, [f"3-D, canonical orientation ({reoriented}){scaling}, axial = axis 2",
                      *([filled] if filled else []), picked,

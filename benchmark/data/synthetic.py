@@ -13,7 +13,7 @@ from typing import Any, Literal
 import nibabel
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     ComputedRadiographyImageStorage,
@@ -64,6 +64,10 @@ class SyntheticSpec(BaseModel):
     xray_only_patients: int = Field(default=4, ge=0)
     size: int = Field(default=160, ge=8)
     seed: int = 0
+    ct_volumes: Literal["even", "all"] = Field(
+        default="even", exclude_if=lambda which: which == "even",  # left out at its default: dumps stay as before
+        description="medical layout: which patients' privileged images are 3-D NIfTI volumes (the others DICOM "
+                    "slices): even-numbered patients, or all (a cohort for [cohort.readers] privileged_slices)")
 
     @property
     def negative_patients(self) -> int:
@@ -90,6 +94,13 @@ class SyntheticRecipe(BaseModel):
         default="medical", description="medical: DICOM and NIfTI with a cohort manifest; collection: PNG and "
                                        "metadata.csv in the COVID-19 Image Data Collection's layout")
     spec: SyntheticSpec = Field(default_factory=SyntheticSpec)
+
+    @model_validator(mode="after")
+    def _volumes_need_the_medical_layout(self) -> SyntheticRecipe:
+        if self.layout == "collection" and self.spec.ct_volumes != "even":
+            raise ValueError(f"ct_volumes = {self.spec.ct_volumes!r} needs the medical layout (the collection layout "
+                             "writes PNG images only)")
+        return self
 
 
 def load_recipe(path: Path | None) -> SyntheticRecipe:
@@ -200,7 +211,8 @@ def write_medical_cohort(root: Path, spec: SyntheticSpec | None = None, **overri
     The target modality (manifest `xray`) is DICOM, DX for even-numbered patients and CR for odd ones, every
     third file MONOCHROME1; DX files carry a window, CR files none (read by min-max). The privileged modality
     (`ct`) is a 3-D NIfTI volume for even-numbered patients (the image is the middle axial slice, in Hounsfield
-    units) and a DICOM CT slice for odd ones (stored + 1024: rescale intercept -1024, with a window)."""
+    units; its neighbours the same anatomy shifted, lesion included) and a DICOM CT slice for odd ones (stored +
+    1024: rescale intercept -1024, with a window); with `ct_volumes = "all"` every one is a volume."""
     spec = _spec(spec, overrides)
     root.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, str]] = []
@@ -212,7 +224,7 @@ def write_medical_cohort(root: Path, spec: SyntheticSpec | None = None, **overri
         if image.modality == "X-ray":
             path = folder / f"xray-{image.time_point}.dcm"
             _write_radiograph(path, image, "DX" if number % 2 == 0 else "CR", monochrome1=n % 3 == 0)
-        elif number % 2 == 0:
+        elif spec.ct_volumes == "all" or number % 2 == 0:
             path = folder / f"ct-{image.time_point}.nii.gz"
             _write_ct_volume(path, image.pixels)
         else:

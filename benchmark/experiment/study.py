@@ -32,7 +32,7 @@ from benchmark.experiment.worker import WorkerContext, data_identity, ship_cohor
 from benchmark.methods.configurations import Configuration, with_added_configurations
 from benchmark.methods.engine import Engine
 from benchmark.methods.teachers import TeacherStore
-from benchmark.schemas import PairMatch, RegimeName
+from benchmark.schemas import PairMatch, ReaderPolicy, RegimeName
 
 
 class Admission(Protocol):
@@ -105,9 +105,9 @@ def preflight(out: Path, workers: int, threads: int | None, device: str) -> tupl
     return workers, threads
 
 
-def check_configurations(specs: list[RunSpec], image_size: int) -> None:
-    """Every distinct configuration of `specs` builds and takes one loss before any worker starts: an unknown
-    objective or network, or a plugin that does not load, stops the run in one line."""
+def check_configurations(specs: list[RunSpec], image_size: int, readers: ReaderPolicy | None = None) -> None:
+    """Every distinct configuration of `specs` builds (input channels by the reader policy) and takes one loss before
+    any worker starts: an unknown objective or network, or a plugin that does not load, stops the run in one line."""
     from benchmark.methods.preflight import check_configuration
 
     seen: set[str] = set()
@@ -115,7 +115,7 @@ def check_configurations(specs: list[RunSpec], image_size: int) -> None:
         key = spec.configuration.model_dump_json(exclude={"name", "role", "tier"})
         if key not in seen:
             seen.add(key)
-            check_configuration(spec.configuration, image_size)
+            check_configuration(spec.configuration, image_size, readers)
 
 
 def make_executor(kind: str, workers: int, threads: int, device: str, ray_address: str | None = None,
@@ -188,7 +188,7 @@ class Study:
         self.profile = profile
         self.specs = expand_profile(profile, configurations, self.prepared.regimes, self.prepared.split_errors)
         if check:
-            check_configurations(self.specs, self.settings.data.image_size)
+            check_configurations(self.specs, self.settings.data.image_size, self.settings.cohort.readers)
         return self
 
     def manifest(self) -> StoreManifest:

@@ -138,17 +138,20 @@ class Engine:
         self._test_pixels = frozenset(c.pixels_sha256 for t in prepared.test_sets for c in t.cases)
         self._test_inputs: dict[str, Tensor] = {}
 
-    def _images(self, records: list[ImageRecord]) -> Tensor:
-        return torch.from_numpy(self.bank.stack([r.cache_key for r in records]))
+    def _images(self, records: list[ImageRecord], modality: Modality) -> Tensor:
+        """The normalised images of `records` (of `modality`): (N, C, size, size), C by the reader policy."""
+        return torch.from_numpy(self.bank.stack([r.cache_key for r in records],
+                                                self.bank.cache.policy.channels_for(modality)))
 
     def _matched_ct(self, records: list[ImageRecord]) -> list[ImageRecord]:
         return [self._pairs[r.image_id].ct for r in records]
 
     def inputs_for(self, configuration: Configuration, records: list[ImageRecord]) -> dict[Modality, Tensor]:
         """The image tensors of `records` in every modality available for them (paired: X-ray and matched CT)."""
-        inputs: dict[Modality, Tensor] = {configuration.input_modality: self._images(records)}
+        inputs: dict[Modality, Tensor] = {configuration.input_modality: self._images(records,
+                                                                                   configuration.input_modality)}
         if configuration.manifest == "paired":
-            inputs["ct"] = self._images(self._matched_ct(records))
+            inputs["ct"] = self._images(self._matched_ct(records), "ct")
         return inputs
 
     def in_test_set(self, record: ImageRecord) -> bool:
@@ -191,7 +194,8 @@ class Engine:
         teacher_use = None
         teacher_outputs = None
         model, objective = configuration_trainable(configuration, inverse_frequency_weights(labels), init,
-                                                   teacher.model if teacher is not None else None)
+                                                   teacher.model if teacher is not None else None,
+                                                   self.bank.cache.policy)
         if teacher is not None and configuration.teacher is not None:
             teacher_use = TeacherUse(teacher.teacher_id, teacher.modality, teacher.seed, teacher.training_patients,
                                      len(teacher.training_images), teacher.train_seconds, teacher.steps,
@@ -294,7 +298,8 @@ class Engine:
             images = self._test_images(test_set)
             scores = predict(fitted.model, configuration, {"xray": images})
             first = images[:TEST_PROBE_CASES]
-            blank_ct = {"xray": first, "ct": torch.zeros_like(first)}  # test cases have no CT: a blank one
+            ct_shape = (first.shape[0], self.bank.cache.policy.channels_for("ct"), *first.shape[2:])
+            blank_ct = {"xray": first, "ct": first.new_zeros(ct_shape)}  # test cases have no CT: a blank one
             probe = probe_ct_use(fitted.model, configuration, blank_ct, predict(fitted.model, configuration, blank_ct),
                                  fitted.seed)
             outputs[test_set.name] = TestOutput(

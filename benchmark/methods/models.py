@@ -29,7 +29,9 @@ from benchmark.methods.registry import NETWORKS
 #   b) retains g * attended + (1 - g) * original.
 # - DFPN: lateral 1x1 convolutions of the last three stages to a common width, a top-down pathway (nearest
 #   upsampling and addition), 3x3 smoothing, and the three levels' global averages concatenated before the head.
-# - Late fusion: an X-ray and a CT backbone (student widths); pooled features concatenated; one head.
+# - Late fusion: an X-ray and a CT backbone (student widths); pooled features concatenated; one head. The CT encoder
+#   takes `ct_channels` inputs (3 under the privileged modality's middle-three-axial slices), the X-ray one
+#   `in_channels`.
 
 NUM_CLASSES = 2
 
@@ -194,12 +196,13 @@ class Classifier(nn.Module):
 class LateFusion(nn.Module):
     """Fusion control: X-ray and CT backbones, pooled features concatenated before one head (reads CT)."""
 
-    def __init__(self, config: NetworkConfig) -> None:
+    def __init__(self, config: NetworkConfig, ct_channels: int | None = None) -> None:
         super().__init__()
         self.config = config
+        self.ct_channels = ct_channels or config.in_channels
         self.stage_channels = {f"{side}_{k}": v for side in ("xray", "ct") for k, v in config.stage_channels.items()}
         self.xray = ConvBackbone(config.widths, config.in_channels, config.convs_per_stage)
-        self.ct = ConvBackbone(config.widths, config.in_channels, config.convs_per_stage)
+        self.ct = ConvBackbone(config.widths, self.ct_channels, config.convs_per_stage)
         self.head = nn.Linear(2 * config.widths[-1], NUM_CLASSES)
 
     def forward(self, xray: Tensor, ct: Tensor) -> ModelOutput:
@@ -254,12 +257,14 @@ def build_network(config: NetworkConfig, generator: torch.Generator) -> nn.Modul
     return model
 
 
-def build_late_fusion(config: NetworkConfig, generator: torch.Generator) -> LateFusion:
-    """The late-fusion control (network `late-fusion`: two cnn backbones) initialised from `generator`."""
+def build_late_fusion(config: NetworkConfig, generator: torch.Generator, ct_channels: int | None = None
+                      ) -> LateFusion:
+    """The late-fusion control (network `late-fusion`: two cnn backbones, the CT one of `ct_channels` inputs,
+    default `config.in_channels`) initialised from `generator`."""
     if config.architecture != "cnn":
         raise ValueError(f"late fusion is built from the protocol's cnn backbones, not {config.architecture!r}")
     if config.dpe or config.mhra or config.dfpn:
         raise ValueError("late fusion takes plain backbones: switch off dpe, mhra and dfpn")
-    model = LateFusion(config)
+    model = LateFusion(config, ct_channels)
     init_parameters(model, generator)
     return model

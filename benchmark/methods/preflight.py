@@ -12,17 +12,31 @@ from benchmark.methods.configurations import Configuration
 from benchmark.methods.losses import Objective
 from benchmark.methods.models import ModelOutput
 from benchmark.methods.trainable import configuration_trainable, teacher_trainable
+from benchmark.schemas import Modality, ReaderPolicy
+
+Images = dict[Modality, Tensor]
 
 
-def _built_for_check(configuration: Configuration, image_size: int
-                     ) -> tuple[Tensor, nn.Module | None, nn.Module, Objective]:
-    """Two random images and the configuration's teacher network, network and objective, all from one generator
+def _built_for_check(configuration: Configuration, image_size: int, readers: ReaderPolicy | None = None
+                     ) -> tuple[Images, nn.Module | None, nn.Module, Objective]:
+    """Two random images per modality (as many channels as the reader policy gives it: the privileged modality's are
+    the X-ray ones repeated) and the configuration's teacher network, network and objective, all from one generator
     seeded 0: the same call gives the same parts, unless a part draws randomness from elsewhere."""
     generator = torch.Generator().manual_seed(0)
-    images = torch.randn(2, 1, image_size, image_size, generator=generator)
-    teacher = teacher_trainable(configuration.teacher, torch.ones(2), generator)[0] if configuration.teacher else None
-    model, objective = configuration_trainable(configuration, torch.ones(2), generator, teacher)
+    xray = torch.randn(2, 1, image_size, image_size, generator=generator)
+    channels = (readers or ReaderPolicy()).channels_for("ct")
+    images: Images = {"xray": xray, "ct": xray.expand(-1, channels, -1, -1).contiguous() if channels > 1 else xray}
+    teacher = (teacher_trainable(configuration.teacher, torch.ones(2), generator, readers)[0]
+               if configuration.teacher else None)
+    model, objective = configuration_trainable(configuration, torch.ones(2), generator, teacher, readers)
     return images, teacher, model, objective
+
+
+def _forward(network: nn.Module, configuration: Configuration, images: Images) -> ModelOutput:
+    """The configuration's network on the images of the modalities it reads."""
+    if configuration.kind == "late-fusion":
+        return network(images["xray"], images["ct"])
+    return network(images[configuration.input_modality])
 
 
 def _first_difference(a: nn.Module, b: nn.Module) -> str | None:
@@ -33,12 +47,12 @@ def _first_difference(a: nn.Module, b: nn.Module) -> str | None:
     return next((name for name in left if not torch.equal(left[name], right[name])), None)
 
 
-def _outputs_differ(model: nn.Module, other: nn.Module, configuration: Configuration, images: Tensor) -> str | None:
+def _outputs_differ(model: nn.Module, other: nn.Module, configuration: Configuration, images: Images) -> str | None:
     """Where two eval-mode forward passes of `model`, and one of its twin `other`, on the same images disagree."""
     def forward(network: nn.Module) -> ModelOutput:
         network.eval()
         with torch.no_grad():
-            return network(images, images) if configuration.kind == "late-fusion" else network(images)
+            return _forward(network, configuration, images)
 
     first, second, twin = forward(model), forward(model), forward(other)
     for label, output in (("a second forward pass", second), ("a second build", twin)):
@@ -50,12 +64,12 @@ def _outputs_differ(model: nn.Module, other: nn.Module, configuration: Configura
     return None
 
 
-def check_determinism(configuration: Configuration, image_size: int) -> None:
+def check_determinism(configuration: Configuration, image_size: int, readers: ReaderPolicy | None = None) -> None:
     """ConfigError (one line naming the configuration and the plugin) when building its network and objective twice
     from the same generator gives other parameters, or one forward pass twice gives other outputs: a network or
     objective that draws from the global RNG or the operating system would make runs irreproducible (claim 7)."""
-    images, teacher, model, objective = _built_for_check(configuration, image_size)
-    _, teacher_twin, model_twin, objective_twin = _built_for_check(configuration, image_size)
+    images, teacher, model, objective = _built_for_check(configuration, image_size, readers)
+    _, teacher_twin, model_twin, objective_twin = _built_for_check(configuration, image_size, readers)
     network = f"network {configuration.network.architecture!r}"
     terms = [t.objective for t in configuration.loss.distillation_terms()]
     parts: list[tuple[str, nn.Module | None, nn.Module | None]] = [
@@ -75,18 +89,19 @@ def check_determinism(configuration: Configuration, image_size: int) -> None:
                           f"(in eval mode){advice}")
 
 
-def check_configuration(configuration: Configuration, image_size: int) -> None:
-    """Build the configuration's networks and objective and take one loss on two random images, so that an unknown
-    or broken network or objective (a plugin's too) fails before any training, then check that building and running
-    them is deterministic; ConfigError naming the configuration (and the plugin) otherwise."""
+def check_configuration(configuration: Configuration, image_size: int, readers: ReaderPolicy | None = None) -> None:
+    """Build the configuration's networks and objective (input channels by the reader policy) and take one loss on
+    two random images, so that an unknown or broken network or objective (a plugin's too) fails before any training,
+    then check that building and running them is deterministic; ConfigError naming the configuration (and the
+    plugin) otherwise."""
     labels = torch.tensor([0, 1])
     try:
-        images, teacher, model, objective = _built_for_check(configuration, image_size)
+        images, teacher, model, objective = _built_for_check(configuration, image_size, readers)
         teacher_output = None
-        if teacher is not None:
+        if teacher is not None and configuration.teacher is not None:
             with torch.no_grad():
-                teacher_output = teacher(images)
-        output = model(images, images) if configuration.kind == "late-fusion" else model(images)
+                teacher_output = teacher(images[configuration.teacher.modality])
+        output = _forward(model, configuration, images)
         loss, _ = objective(output, labels, teacher_output)
         if not torch.isfinite(loss):
             raise ValueError(f"the loss on two random images is {float(loss)}")
@@ -96,7 +111,7 @@ def check_configuration(configuration: Configuration, image_size: int) -> None:
         raise ConfigError(f"configuration {configuration.name!r} cannot be built or trained: "
                           f"{type(exc).__name__}: {exc}") from exc
     try:
-        check_determinism(configuration, image_size)
+        check_determinism(configuration, image_size, readers)
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. a plugin that builds once and fails the second time

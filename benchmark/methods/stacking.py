@@ -31,8 +31,9 @@ from benchmark.methods.training import FitLog, TermMeans, TrainingConfig, Traini
 
 
 def stackable_config(config: NetworkConfig) -> bool:
-    """True for the protocol's plain single-channel `cnn` classifier (no DPE, MHRA or DFPN)."""
-    return config.architecture == "cnn" and config.in_channels == 1 and not (config.dpe or config.mhra or config.dfpn)
+    """True for the protocol's plain `cnn` classifier (no DPE, MHRA or DFPN), of one input channel or more (the
+    privileged modality's middle three axial slices)."""
+    return config.architecture == "cnn" and not (config.dpe or config.mhra or config.dfpn)
 
 
 def stackable(model: nn.Module) -> bool:
@@ -167,7 +168,8 @@ class StackedFeatures(dict):
 
 
 class StackedClassifier(nn.Module):
-    """K plain `cnn` classifiers as one module; `forward` takes [B, K, H, W] images, one batch per model."""
+    """K plain `cnn` classifiers as one module; `forward` takes [B, K, H, W] one-channel images, or [B, K, C, H, W],
+    one batch per model."""
 
     def __init__(self, models: Sequence[Classifier], image_size: int) -> None:
         super().__init__()
@@ -193,7 +195,7 @@ class StackedClassifier(nn.Module):
 
     def forward(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """(logits [B, K, 2], stacked features: stage maps [K, B, H, W, C], final, embedding [K, B, C])."""
-        x = images.transpose(0, 1).unsqueeze(-1)
+        x = images.transpose(0, 1).unsqueeze(-1) if images.dim() == 4 else images.permute(1, 0, 3, 4, 2)
         maps: dict[str, Tensor] = {}
         for layer, stage in zip(self.layers, self.layer_stage, strict=True):
             x = layer(x)
@@ -262,7 +264,8 @@ def _fit_stacked(models: Sequence[Classifier], objectives: Sequence[Objective], 
     parameters = [*stacked.parameters(), *(p for objective in objectives for p in objective.parameters())]
     optimiser = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay,
                                   fused=device.type in ("cpu", "cuda"))
-    images = torch.cat([d.inputs[:, 0] for d in data]).to(device)  # [K * n, H, W]
+    # [K * n, H, W], or [K * n, C, H, W] for C > 1 channels (one stack key: one C)
+    images = torch.cat([d.inputs[:, 0] if d.inputs.shape[1] == 1 else d.inputs for d in data]).to(device)
     labels = torch.cat([d.labels for d in data]).to(device)
     teachers = [_on_device(d.teacher, device) for d in data]
     offsets = torch.arange(count).unsqueeze(1) * n

@@ -24,15 +24,16 @@ from benchmark.errors import LeakageError, OutputError, describe_os_error
 from benchmark.methods.configurations import TeacherConfig
 from benchmark.methods.losses import inverse_frequency_weights
 from benchmark.methods.stacking import Trainee, fit_all, stackable_config
-from benchmark.methods.trainable import teacher_trainable
+from benchmark.methods.trainable import input_network, teacher_trainable
 from benchmark.methods.training import TrainingSet, derive_generator
 from benchmark.schemas import ImageRecord
 
 # A teacher is identified by everything that determines its weights: its network and training settings, modality,
 # seed, the exact training images (id, content hash, label), the image size and normalisation, the device type and
-# the code/torch versions. The store refuses (LeakageError) a teacher whose training patients intersect the
-# validation patients of the split it serves, and it records the training patients beside the weights so the claim
-# tests can check them later.
+# the code/torch versions, and its input channels when more than one (the privileged modality's middle three axial
+# slices: its images' cache keys differ too). The store refuses (LeakageError) a teacher whose training patients
+# intersect the validation patients of the split it serves, and it records the training patients beside the weights
+# so the claim tests can check them later.
 
 MODEL_CODE_VERSION = 1  # bump when a change to models/losses/training alters trained weights
 
@@ -68,7 +69,8 @@ def teacher_key(config: TeacherConfig, records: list[ImageRecord], seed: int, ba
                 device: torch.device, path: TrainingPath = TrainingPath.PER_RUN) -> str:
     """sha256 of everything that determines the teacher's weights (the stacked path's teachers apart: other
     floating-point order; the per-run path's key is the one stores have always used)."""
-    identity = {
+    channels = bank.cache.policy.channels_for(config.modality)
+    identity: dict[str, object] = {
         "code": MODEL_CODE_VERSION, "torch": torch.__version__, "device": device.type,
         "teacher": config.model_dump(mode="json"), "seed": seed,
         "images": sorted([r.image_id, r.cache_key, r.label] for r in records),
@@ -76,6 +78,8 @@ def teacher_key(config: TeacherConfig, records: list[ImageRecord], seed: int, ba
     }
     if path != TrainingPath.PER_RUN:
         identity["path"] = path
+    if channels != 1:
+        identity["in_channels"] = channels
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()
 
 
@@ -111,13 +115,14 @@ class TeacherStore:
                 raise ValueError(f"a {config.modality} teacher was given images of another modality")
             check_no_leakage(f"{config.modality} teacher", {r.patient_id for r in request.records},
                              request.val_patients)
-            effective = path if stackable_config(config.network) else TrainingPath.PER_RUN
+            network = input_network(config.network, config.modality, bank.cache.policy, f"{config.modality} teacher")
+            effective = path if stackable_config(network) else TrainingPath.PER_RUN
             keys.append(teacher_key(config, request.records, request.seed, bank, device, effective))
         wanted = {key: request for key, request in zip(keys, requests, strict=True) if key not in self._memory}
         with self._locked_all(sorted(wanted)):
             missing = {}
             for key, request in wanted.items():
-                loaded = self._load(key, request.config, device)
+                loaded = self._load(key, request.config, device, bank)
                 if loaded is not None:
                     self._memory[key] = loaded
                 else:
@@ -134,8 +139,9 @@ class TeacherStore:
         for key, request in requests.items():
             labels = torch.tensor([r.label for r in request.records], dtype=torch.long)
             model, objective = teacher_trainable(request.config, inverse_frequency_weights(labels),
-                                                 derive_generator(request.seed, "init"))
-            inputs = torch.from_numpy(bank.stack([r.cache_key for r in request.records]))
+                                                 derive_generator(request.seed, "init"), bank.cache.policy)
+            inputs = torch.from_numpy(bank.stack([r.cache_key for r in request.records],
+                                                 bank.cache.policy.channels_for(request.config.modality)))
             built[key] = (model, objective, TrainingSet(inputs, labels))
         fitted = dict(zip(built, fit_all([Trainee(*built[key], requests[key].config.training, requests[key].seed)
                                           for key in built], device, path == TrainingPath.STACKED), strict=True))
@@ -172,7 +178,7 @@ class TeacherStore:
         write_atomically(weights_path, buffer.getvalue())
         write_atomically(meta_path, json.dumps(meta, indent=1).encode("utf-8"))  # meta last: marks complete
 
-    def _load(self, key: str, config: TeacherConfig, device: torch.device) -> TrainedTeacher | None:
+    def _load(self, key: str, config: TeacherConfig, device: torch.device, bank: ImageBank) -> TrainedTeacher | None:
         if self.root is None:
             return None
         weights_path, meta_path = self._paths(key)
@@ -183,7 +189,8 @@ class TeacherStore:
             state = torch.load(weights_path, map_location=device, weights_only=True)
         except (OSError, ValueError, RuntimeError):
             return None  # unreadable entry: train again and overwrite it
-        model, _ = teacher_trainable(config, torch.ones(2), torch.Generator().manual_seed(0))  # weights loaded next
+        model, _ = teacher_trainable(config, torch.ones(2), torch.Generator().manual_seed(0),  # weights loaded next
+                                     bank.cache.policy)
         model.load_state_dict(state)
         model.to(device)
         return self._freeze(TrainedTeacher(

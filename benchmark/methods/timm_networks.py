@@ -15,12 +15,13 @@ from benchmark.config import validation_problems
 from benchmark.errors import ConfigError
 from benchmark.methods.models import NUM_CLASSES, ModelOutput, NetworkConfig, init_parameters
 
-# `options.model` names the timm model (`timm.list_models()`); it is built with one input channel and
+# `options.model` names the timm model (`timm.list_models()`); it is built with `in_channels` inputs (one, or three
+# for the privileged modality's middle three axial slices, set by `benchmark.methods.trainable`) and
 # `features_only=True`, so its stages are the named features `stage1..stageN` that attention transfer, hints and
 # DFPN-free students need; the last stage's global average is the `embedding` and a linear head gives the two
 # logits. Nothing is downloaded: `options.weights` may name a local weight file (`.pth`, `.bin` or `.safetensors`
 # of the full timm model, as `timm.create_model(..., pretrained=True)` would load), whose first convolution timm
-# adapts to one channel; without it the weights are timm's own initialisation, drawn from a generator seeded from
+# adapts to those channels; without it the weights are timm's own initialisation, drawn from a generator seeded from
 # the run's (the global random state is left as it was).
 
 

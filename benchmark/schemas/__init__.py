@@ -27,6 +27,7 @@ from benchmark.schemas.evaluation import (
     TestSetSummary,
 )
 from benchmark.schemas.records import (
+    SLICE_CHANNELS,
     CohortSource,
     FilterReason,
     FilterReport,
@@ -38,6 +39,7 @@ from benchmark.schemas.records import (
     Modality,
     PairedRecord,
     SkippedRow,
+    SliceLayout,
     SourceKind,
     SupportCounts,
     image_cache_key,
@@ -58,6 +60,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "OPTIONAL_REGIMES",
     "HELD_OUT",
+    "SLICE_CHANNELS",
     "CasePrediction",
     "CohortSource",
     "CohortSourceInfo",
@@ -82,6 +85,7 @@ __all__ = [
     "RegimeName",
     "RegimeSummary",
     "SkippedRow",
+    "SliceLayout",
     "SourceKind",
     "Split",
     "SplitRole",

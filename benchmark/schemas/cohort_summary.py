@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from benchmark.schemas.evaluation import TestSetSummary
-from benchmark.schemas.records import FilterReport, SourceKind, SupportCounts
+from benchmark.schemas.records import SLICE_CHANNELS, FilterReport, SliceLayout, SourceKind, SupportCounts
 from benchmark.schemas.splits import RegimeSummary, SplitSupport
 
 
@@ -48,7 +48,8 @@ DEFAULT_MAX_PIXELS = 2**27  # 512 x 512 x 512 voxels, 11585 x 11585 pixels: 4-8x
 
 
 class ReaderPolicy(BaseModel):
-    """How files with more than one possible 2-D image, or with a display window, become one image."""
+    """How files with more than one possible 2-D image, or with a display window, become one image (or, for the
+    privileged modality under `privileged_slices`, three slices as channels)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -63,12 +64,26 @@ class ReaderPolicy(BaseModel):
         default=DEFAULT_MAX_PIXELS, ge=1,
         description="the most values a file may declare (rows x columns x frames x samples, or voxels) to be "
                     "decoded; a file declaring more is skipped as too_large before any pixel is read")
+    privileged_slices: SliceLayout = Field(
+        default="one", exclude_if=lambda layout: layout == "one",  # left out at its default: stores stay as before
+        description="privileged modality only: `one` image (a 3-D volume by `volume`), or `middle-three-axial`: "
+                    "axial slices n // 2 - 1, n // 2, n // 2 + 1 of a 3-D NIfTI as three channels, in place of "
+                    "`volume` (a 2-D image repeated to three; a volume of 2 slices refused as unexpected_shape)")
 
     @property
     def tag(self) -> str:
         """A short name of the policy, e.g. `middle-middle-axial-voi`, used to key the image cache."""
         cap = "" if self.max_pixels == DEFAULT_MAX_PIXELS else f"-max{self.max_pixels}"
-        return f"{self.multiframe}-{self.volume}-{self.window}{cap}"
+        slices = "" if self.privileged_slices == "one" else f"-ct-{self.privileged_slices}"
+        return f"{self.multiframe}-{self.volume}-{self.window}{cap}{slices}"
+
+    def slices_for(self, role: str | None) -> SliceLayout:
+        """How images of a modality role are laid out: the privileged role (`ct`) by `privileged_slices`, others one."""
+        return self.privileged_slices if role == "ct" else "one"
+
+    def channels_for(self, role: str | None) -> int:
+        """The input channels of a network reading the modality `role` under this policy (3 or 1)."""
+        return SLICE_CHANNELS[self.slices_for(role)]
 
 
 class ReaderUse(BaseModel):

@@ -21,9 +21,17 @@ SourceKind = Literal["collection", "manifest"]
 ImageReader = Literal["pillow", "pydicom", "nibabel"]
 
 
-def image_cache_key(content_sha256: str, reader: str) -> str:
-    """The image cache's key of a file: its content hash, plus the reader unless Pillow (whose keys predate this)."""
-    return content_sha256 if reader == "pillow" else f"{content_sha256}.{reader}"
+# How one image file becomes the array a network reads: one 2-D image (one channel), or the middle three axial
+# slices of a 3-D volume as three channels (the privileged modality only: `ReaderPolicy.privileged_slices`).
+SliceLayout = Literal["one", "middle-three-axial"]
+SLICE_CHANNELS: dict[str, int] = {"one": 1, "middle-three-axial": 3}
+
+
+def image_cache_key(content_sha256: str, reader: str, slices: SliceLayout = "one") -> str:
+    """The image cache's key of a file: its content hash, plus the reader unless Pillow (whose keys predate this),
+    plus the slice layout unless one image (so one- and three-channel arrays of the same bytes never mix)."""
+    key = content_sha256 if reader == "pillow" else f"{content_sha256}.{reader}"
+    return key if slices == "one" else f"{key}.{slices}"
 
 
 class CohortSource(BaseModel):
@@ -119,11 +127,20 @@ class ImageRecord(BaseModel):
     reader: ImageReader = Field(default="pillow", exclude_if=lambda reader: reader == "pillow",  # dumps as before
                                 description="the reader that decoded it (by the file's type)")
     line: int = Field(description="line number in the cohort's table (manifest CSV or metadata.csv)")
+    slices: SliceLayout = Field(default="one", exclude_if=lambda slices: slices == "one",  # dumps as before
+                                description="how its file became the array read: one image, or the middle three "
+                                            "axial slices as channels ([cohort.readers] privileged_slices)")
 
     @property
     def cache_key(self) -> str:
-        """The key of its cached array: content and reader, so identical bytes read as another type never share it."""
-        return image_cache_key(self.content_sha256, self.reader)
+        """The key of its cached array: content, reader and slice layout, so identical bytes read as another type,
+        or as another number of channels, never share it."""
+        return image_cache_key(self.content_sha256, self.reader, self.slices)
+
+    @property
+    def channels(self) -> int:
+        """The channels of its cached array (1, or 3 for the middle three axial slices)."""
+        return SLICE_CHANNELS[self.slices]
 
 
 class PairedRecord(BaseModel):
