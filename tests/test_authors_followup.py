@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from benchmark.config import load_settings
-from benchmark.data.synthetic import write_synthetic_cohort
+from benchmark.data.synthetic import write_medical_cohort, write_synthetic_cohort
 from benchmark.evidence.rules import MONTE_CARLO, monte_carlo_comparison
 from benchmark.experiment.matrix import load_profile
 from benchmark.experiment.store import ResultsStore
@@ -151,3 +151,22 @@ def test_claim6_catches_a_gate_outcome_or_headroom_status_its_rule_does_not_give
                              "no:cacheprovider", "-k", "claim6_teacher_headroom"], cwd=REPO, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 1 and "1 failed" in result.stdout, result.stdout[-3000:]
+
+
+def test_the_profile_runs_on_3d_privileged_volumes_read_as_three_slices(tmp_path: Path) -> None:
+    cohort = write_medical_cohort(tmp_path / "data", size=24, ct_volumes="all")
+    settings = tmp_path / "settings.toml"
+    settings.write_text(SETTINGS + '[cohort.readers]\nprivileged_slices = "middle-three-axial"\n')
+    request = RunRequest(cohort=cohort, profile="authors-followup", out=tmp_path / "store", workers=2,
+                         settings_path=settings, cache_root=tmp_path / "cache", progress=False)
+    outcome = run_profile(request)
+    assert outcome.failures == {} and outcome.executed == outcome.total
+    write_store_outputs(request.out)
+    teachers = [json.loads(p.read_text()) for p in (request.out / "teachers").glob("*/*.json")]
+    channels = {(t["modality"], t["network"]["in_channels"]) for t in teachers}
+    assert channels == {("ct", 3), ("xray", 1)}
+    result = subprocess.run([sys.executable, "-m", "pytest", "claims/", "--results", str(request.out), "-q",
+                             "-p", "no:cacheprovider"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and f"{claim_count()} passed" in result.stdout, result.stdout[-3000:]
+    evidence = json.loads((request.out / "evidence.json").read_text())
+    assert evidence["headroom"] and evidence["gate"]["verdicts"]

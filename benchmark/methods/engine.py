@@ -215,7 +215,7 @@ class Engine:
         if teacher.modality != "ct" or split.manifest != "paired":
             return None
         val = self.prepared.manifests["paired"].records_of(split.val_patients)
-        scores = positive_scores(forward_all(teacher.model, self._images(self._matched_ct(val)),
+        scores = positive_scores(forward_all(teacher.model, self._images(self._matched_ct(val), "ct"),
                                              device=self.device).logits)
         return tuple(CasePrediction(patient_id=r.patient_id, image_id=r.image_id, label=r.label, score=float(s),
                                     matched_ct=self._pairs[r.image_id].ct.image_id,
