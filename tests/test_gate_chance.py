@@ -171,6 +171,9 @@ def test_family_shares_are_what_hand_set_verdicts_say() -> None:
     assert result.families[2].gate_independent == pytest.approx(1 - (1 - 3 / 9) ** 3)
     assert result.families[2].gate_any.low == pytest.approx(0.0943, abs=1e-4)  # Clopper-Pearson of 2/3
     assert "m = 3 cells: 0.67 (2/3" in result.statement and result.distinct_cells == 3
+    assert (result.margins.pairs, result.margins.smallest_section8_p) == (9, 0.004)
+    assert result.margins.holm_threshold == pytest.approx(0.05 / 3)
+    assert result.margins.gate_reaching_threshold == result.margins.gate_lower_above_zero == 0
 
 
 def test_cohorts_without_every_cell_in_declared_order_are_refused() -> None:

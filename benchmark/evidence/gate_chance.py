@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from benchmark.atomic import write_atomically
@@ -80,6 +81,18 @@ class CellRate(BaseModel):
     section8: Rate
 
 
+class Margins(BaseModel):
+    """How near the rules came to a false pass, over every cell of every null cohort."""
+
+    pairs: int = Field(description="cell-cohort pairs")
+    gate_mean_difference: float | None = Field(description="mean of the gate's mean dBA (cell - control) over pairs")
+    gate_sd_difference: float | None
+    gate_reaching_threshold: int = Field(description="pairs whose mean dBA reaches the gate's least difference")
+    gate_lower_above_zero: int = Field(description="pairs whose bootstrap lower bound is > 0")
+    smallest_section8_p: float | None = Field(description="the smallest raw sign-flip p of any pair")
+    holm_threshold: float = Field(description="the raw p the smallest of m must reach under Holm: alpha / m, largest m")
+
+
 class GateChanceResult(BaseModel):
     """A finished gate-chance study: per-m family rates, per-cell rates, every cohort's verdicts, and where from."""
 
@@ -94,6 +107,7 @@ class GateChanceResult(BaseModel):
     design: str
     families: list[FamilyRate]
     per_cell: list[CellRate]
+    margins: Margins
     cohorts: list[CohortOutcome]
     statement: str
     seconds: float
@@ -149,6 +163,18 @@ def distinct_cells(cohorts: Sequence[CohortOutcome]) -> int:
     return len({numbers(i) for i in range(len(cohorts[0].cells))})
 
 
+def margins(cohorts: Sequence[CohortOutcome], gate: GateSettings, largest_m: int) -> Margins:
+    """How near each rule came to a false pass on these cohorts (see Margins)."""
+    cells = [x for c in cohorts for x in c.cells]
+    means = np.array([x.gate_mean_d_balanced_accuracy for x in cells if x.gate_mean_d_balanced_accuracy is not None])
+    p_values = [x.section8_p_value for x in cells if x.section8_p_value is not None]
+    return Margins(pairs=len(cells), gate_mean_difference=float(means.mean()) if means.size else None,
+                   gate_sd_difference=float(means.std()) if means.size else None,
+                   gate_reaching_threshold=int((means >= gate.min_mean_difference).sum()),
+                   gate_lower_above_zero=sum(x.gate_lower is not None and x.gate_lower > 0 for x in cells),
+                   smallest_section8_p=min(p_values) if p_values else None, holm_threshold=ALPHA / largest_m)
+
+
 def tabulate_outcomes(grid: GateChanceGrid, cohorts: Sequence[CohortOutcome], seconds: float, machine: str = ""
                       ) -> GateChanceResult:
     """Family rates for every m of the grid and per-cell rates, from every null cohort's cell verdicts."""
@@ -169,15 +195,16 @@ def tabulate_outcomes(grid: GateChanceGrid, cohorts: Sequence[CohortOutcome], se
               "patients, folds, resamples, teachers and control runs, so their verdicts are correlated, as in a real "
               "sweep.")
     distinct = distinct_cells(cohorts)
+    near = margins(cohorts, gate, max(grid.m))
     if distinct < len(cells):
         design += (f" Only {distinct} of the {len(cells)} cells differ in their numbers on some cohort; the others "
                    "repeat one of them exactly on every cohort (e.g. a tau the teacher's confidence is always above).")
     return GateChanceResult(grid=grid, generator=SyntheticSpec.model_validate(grid.generator), gate=gate,
                             gate_rule=gate_rule(gate), section8_rule=HOLM_RULE, cells=[c.name for c in cells],
                             distinct_cells=distinct, design=design, families=families, per_cell=per_cell,
-                            cohorts=list(cohorts),
-                            statement=chance_statement(families[-1], len(cohorts)), seconds=seconds, machine=machine,
-                            code_version=code_version(), created_at=now())
+                            margins=near, cohorts=list(cohorts),
+                            statement=chance_statement(families[-1], len(cohorts), near, gate), seconds=seconds,
+                            machine=machine,                            code_version=code_version(), created_at=now())
 
 
 def tabulate_gate_chance(grid: GateChanceGrid, stores: Sequence[NullStore], seconds: float, machine: str = ""
@@ -191,11 +218,19 @@ def _rate(rate: Rate) -> str:
     return f"{rate.rate:.2f} ({rate.detections}/{rate.replicates}; 95% CI {rate.low:.2f}-{rate.high:.2f})"
 
 
-def chance_statement(family: FamilyRate, cohorts: int) -> str:
-    """The headline: the chance of at least one false pass among the family's m cells, by each rule."""
-    return (f"chance of at least one false gate pass among m = {family.m} cells: {_rate(family.gate_any)} over "
-            f"{cohorts} null cohorts; section 8 with Holm across the {family.m} cells: "
-            f"{_rate(family.section8_holm_any)}")
+def chance_statement(family: FamilyRate, cohorts: int, near: Margins, gate: GateSettings) -> str:
+    """The headline: the chance of at least one false pass among the family's m cells by each rule, and how near."""
+    headline = (f"chance of at least one false gate pass among m = {family.m} cells: {_rate(family.gate_any)} over "
+                f"{cohorts} null cohorts; section 8 with Holm across the {family.m} cells: "
+                f"{_rate(family.section8_holm_any)}.")
+    if near.gate_mean_difference is None:
+        return headline
+    smallest = "none" if near.smallest_section8_p is None else f"{near.smallest_section8_p:.4g}"
+    return (f"{headline} Over the {near.pairs} cell-cohort pairs the gate's mean dBA (cell - control) averaged "
+            f"{near.gate_mean_difference:+.3f} (sd {near.gate_sd_difference:.3f}); {near.gate_reaching_threshold} "
+            f"reached {gate.min_mean_difference:+.3f} and {near.gate_lower_above_zero} had a bootstrap lower bound > "
+            f"0. The smallest raw section 8 p was {smallest} (Holm at m = {family.m} needs <= "
+            f"{near.holm_threshold:.4g} for the smallest).")
 
 
 def write_gate_chance(result: GateChanceResult, path: Path) -> Path:
