@@ -57,6 +57,7 @@ def test_the_wheel_carries_the_claims_and_the_templates(wheel_env: Path, tmp_pat
     assert package.is_relative_to(wheel_env)
     assert (package / "claims" / "test_claims.py").is_file() and (package / "claims" / "conftest.py").is_file()
     assert (package / "templates" / "report.html.j2").is_file() and (package / "configs" / "matrix.toml").is_file()
+    assert (package / "configs" / "gate_chance_measured.json").is_file()  # the packaged gate-chance measurement
 
 
 def test_the_installed_wheel_renders_a_report_and_passes_the_claims(wheel_env: Path, synthetic_store: Path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -245,6 +246,35 @@ def cmd_power(args: argparse.Namespace) -> int:
     if args.results:
         write_power(result, Path(args.results) / "power.json")
         print(f"report: {write_report(Path(args.results)).resolve()}")
+    return 0
+
+
+def cmd_gate_chance(args: argparse.Namespace) -> int:
+    """`gate-chance`: the null cohorts' trainings, then how often each rule passes at least one of m cells."""
+    import time
+
+    from benchmark.bench.common import cpu_name
+    from benchmark.evidence.gate_chance import GATE_CHANCE_FILE, tabulate_gate_chance, write_gate_chance
+    from benchmark.experiment.gate_chance_study import load_gate_chance_grid, run_gate_chance_study
+    from benchmark.report.render import write_report
+    from benchmark.report.text import format_gate_chance
+
+    out = Path(args.out)
+    start = time.perf_counter()
+    grid = load_gate_chance_grid(args.grid, args.grids)
+    results = Path(args.results) if args.results else None
+    if results is not None and not (results / "store.json").is_file():  # refused before hours of training
+        raise OutputError(results, "--results: not a results store (no store.json); name the output folder of "
+                                   "`ctxray-bench run`")
+    stores = run_gate_chance_study(grid, out, workers=args.workers, threads=args.threads, executor=args.executor,
+                                   device=args.device, progress=not args.quiet and sys.stderr.isatty())
+    result = tabulate_gate_chance(grid, stores, time.perf_counter() - start,
+                                  f"{cpu_name()}, {os.cpu_count()} CPUs, {args.workers} worker(s), {args.device}")
+    print(format_gate_chance(result))
+    print(f"gate chance: {write_gate_chance(result, out / GATE_CHANCE_FILE).resolve()}")
+    if results is not None:
+        write_gate_chance(result, results / GATE_CHANCE_FILE)
+        print(f"report: {write_report(results).resolve()}")
     return 0
 
 

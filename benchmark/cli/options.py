@@ -140,6 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
     power.add_argument("--quiet", action="store_true", help="no progress bar")
     power.set_defaults(handler=handlers.cmd_power)
 
+    chance = commands.add_parser("gate-chance", parents=[common],
+                                 help="measure how often the seed authors' gate, and section 8 with Holm, pass at "
+                                      "least one of m swept cells on null synthetic cohorts")
+    chance.add_argument("--grid", default="default",
+                        help="grid of benchmark/configs/gate_chance.toml (default: default)")
+    chance.add_argument("--grids", help="gate-chance grids TOML (default: the packaged one)")
+    chance.add_argument("--out", default="results/gate-chance", help="folder for cohorts, stores and gate_chance.json")
+    chance.add_argument("--results", help="a results store whose report should show the gate-chance section")
+    chance.add_argument("--workers", type=_at_least_one, default=os.cpu_count() or 1, help="parallel workers")
+    chance.add_argument("--threads", type=_at_least_one, help="torch threads per worker (default: CPUs / workers)")
+    chance.add_argument("--executor", default="local", choices=["local", "ray"], help="local processes or Ray")
+    chance.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="default: cpu")
+    chance.add_argument("--quiet", action="store_true", help="no progress bar")
+    chance.set_defaults(handler=handlers.cmd_gate_chance)
+
     synthetic = commands.add_parser("synthetic", parents=[common],
                                     help="write a synthetic paired cohort (DICOM and NIfTI with a cohort manifest, "
                                          "or PNG in the collection's layout) for examples and tests")

@@ -3,7 +3,6 @@ study of the Monte Carlo regime stored apart, all on one executor; benchmark.evi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -11,12 +10,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from benchmark.config import Settings, load_settings, read_toml, validation_problems
-from benchmark.data.synthetic import SyntheticSpec, write_synthetic_cohort
-from benchmark.errors import ConfigError, RunError
+from benchmark.data.synthetic import SyntheticSpec
+from benchmark.errors import ConfigError
 from benchmark.experiment.matrix import Block, Profile
-from benchmark.experiment.scheduling import Batch, execute_batches
-from benchmark.experiment.store import ResultsStore, RunRecord, code_version
-from benchmark.experiment.study import Study, make_executor, preflight
+from benchmark.experiment.store import RunRecord
+from benchmark.experiment.synthetic_studies import SyntheticCohort, run_synthetic_studies
 from benchmark.methods.configurations import load_configurations, merge_overrides
 from benchmark.schemas import RegimeName
 
@@ -103,58 +101,23 @@ def run_power_study(grid: PowerGrid, out: Path, *, workers: int = 1, threads: in
                     executor: str = "local", device: str = "cpu", progress: bool = True) -> list[ReplicateStore]:
     """Write every replicate cohort, run the grid's profile on each (one executor for all), and return the stores in
     grid order; RunError when any run failed."""
-    workers, threads = preflight(out, workers, threads, device)
-    settings = study_settings(grid)
-    profile = _profile(grid)
-    configurations = load_configurations()
     base = SyntheticSpec.model_validate(grid.generator)
-    version = code_version()
-    # each cohort's (mode, spec, replicate, store, position of each run id), in declaration order once sorted
-    planned: dict[tuple[int, int, int], tuple[Mode, SyntheticSpec, int, Path, dict[str, int]]] = {}
-    started: list[Path] = []
-
-    def cohorts() -> Iterator[Batch]:
-        """Write and prepare each replicate cohort as the scheduler asks for more work (largest cohorts of a
-        replicate first, so the study ends on small jobs), and yield its remaining runs."""
-        by_size = sorted(enumerate(grid.cohorts), key=lambda item: -item[1].paired_patients)
-        for replicate in range(grid.replicates):
-            for index, size in by_size:
-                for mode_index, mode in enumerate(grid.modes):
-                    spec = base.model_copy(update={"mode": mode, "paired_patients": size.paired_patients,
-                                                   "negative_fraction": size.negative_fraction,
-                                                   "seed": _seed(grid, index, replicate)})
-                    name = f"{mode}-n{size.paired_patients}-f{size.negative_fraction:g}-r{replicate}"
-                    data = out / "cohorts" / name
-                    if not (data / "metadata.csv").is_file():
-                        write_synthetic_cohort(data, spec)
-                    study = Study.of_cohort(data, settings, out / "cache")
-                    study.version = version
-                    study.with_profile(profile, configurations, check=not planned)
-                    manifest = study.manifest()
-                    opened = study.open_store(out / "stores" / name, manifest)
-                    planned[(index, replicate, mode_index)] = (mode, spec, replicate, opened.store.root,
-                                                               {s.run_id: i for i, s in enumerate(study.specs)})
-                    if opened.todo:
-                        started.append(opened.store.root)
-                        context = study.worker_context(manifest, out / "teachers", device, threads)
-                        yield Batch(context, opened.store, opened.todo)
-
-    pool = make_executor(executor, workers, threads, device)
-    computed: dict[Path, list[RunRecord]] = {}
-    try:
-        failures = execute_batches(cohorts(), pool, label=f"power {grid.name}", progress=progress,
-                                   on_record=lambda number, record: computed.setdefault(
-                                       started[number], []).append(record)).failures
-    finally:
-        pool.shutdown()
-    if failures:
-        run_id, why = next(iter(failures.items()))
-        raise RunError(f"{len(failures)} power run(s) failed, e.g. {run_id}: {why}")
+    # scheduled largest cohorts of a replicate first, so the study ends on small jobs; returned in grid order
+    planned: dict[tuple[int, int, int], tuple[Mode, int, SyntheticCohort]] = {}
+    by_size = sorted(enumerate(grid.cohorts), key=lambda item: -item[1].paired_patients)
+    for replicate in range(grid.replicates):
+        for index, size in by_size:
+            for mode_index, mode in enumerate(grid.modes):
+                spec = base.model_copy(update={"mode": mode, "paired_patients": size.paired_patients,
+                                               "negative_fraction": size.negative_fraction,
+                                               "seed": _seed(grid, index, replicate)})
+                name = f"{mode}-n{size.paired_patients}-f{size.negative_fraction:g}-r{replicate}"
+                planned[(index, replicate, mode_index)] = (mode, replicate, SyntheticCohort(name, spec))
+    finished = run_synthetic_studies([c for _, _, c in planned.values()], _profile(grid), study_settings(grid),
+                                     load_configurations(), out, label=f"power {grid.name}", workers=workers,
+                                     threads=threads, executor=executor, device=device, progress=progress)
     stores = []
-    for _, (mode, spec, replicate, root, order) in sorted(planned.items()):
-        # the records just computed, as stored (in declaration order); a store (partly) finished earlier is read back
-        fresh = computed.get(root, [])
-        records = sorted(fresh, key=lambda r: order[r.spec.run_id]) if len(fresh) == len(order) else \
-            ResultsStore(root).load_all()
-        stores.append(ReplicateStore(mode, spec, replicate, root, records))
+    for _, (mode, replicate, cohort) in sorted(planned.items()):
+        done = finished[cohort.name]
+        stores.append(ReplicateStore(mode, cohort.spec, replicate, done.root, done.records))
     return stores

@@ -169,3 +169,30 @@ def validation_against_test(labels: Sequence[str], validation: Sequence[float], 
     axes.set_ylabel(f"mean {test_name} BA over the same runs")
     axes.set_title(title, fontsize=9)
     return _data_uri(figure)
+
+
+def chance_curves(series: dict[str, tuple[Sequence[int], Sequence[float], Sequence[float], Sequence[float]]],
+                  independent: dict[str, Sequence[float]] | None = None, *, cohorts: int, title: str) -> str:
+    """Chance of at least one false pass against the number of swept cells m, with exact binomial interval bars:
+    name -> (m, rate, low, high); `independent` (name -> 1 - (1 - p)^m at the same m) is drawn dashed."""
+    figure, axes = plt.subplots(figsize=(6.4, 3.4))
+    for index, (name, (ms, rates, lows, highs)) in enumerate(series.items()):
+        shift = 1 + 0.04 * (index - (len(series) - 1) / 2)  # side by side on the log axis
+        xs = [m * shift for m in ms]
+        errors = [np.subtract(rates, lows), np.subtract(highs, rates)]
+        line = axes.errorbar(xs, rates, yerr=errors, marker="o", ms=4, capsize=3, label=name)[0]
+        if independent and name in independent:
+            axes.plot(ms, independent[name], ls="--", lw=0.9, color=line.get_color(),
+                      label=f"{name}: independent cells, 1 - (1 - p)^m")
+    ms_all = sorted({m for ms, *_ in series.values() for m in ms})
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(ms_all, [str(m) for m in ms_all])
+    axes.minorticks_off()
+    axes.axhline(0.05, color="#de2d26", lw=0.9, ls=":", label="0.05")
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_xlabel("cells in the sweep (m)")
+    axes.set_ylabel(f"share of {cohorts} null cohorts with >= 1 pass")
+    axes.set_title(title)
+    axes.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    figure.tight_layout()
+    return _data_uri(figure)

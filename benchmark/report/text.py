@@ -1,4 +1,5 @@
-"""Plain-text tables the command line prints: the cohort summary of `cohorts`, the power grid of `power`.
+"""Plain-text tables the command line prints: the cohort summary of `cohorts`, the power grid of `power`, the family
+rates of `gate-chance`.
 
 They take data and return strings, so the report stage owns them and `benchmark.cli` only prints what they return.
 """
@@ -14,6 +15,7 @@ from benchmark.outputs import terminal_safe, terminal_safe_data
 from benchmark.schemas import CohortSummary, SplitSupport, SupportCounts
 
 if TYPE_CHECKING:
+    from benchmark.evidence.gate_chance import GateChanceResult
     from benchmark.evidence.power import PowerResult, Rate
     from benchmark.methods.engine import RunOutput
 
@@ -179,6 +181,24 @@ def format_power(result: PowerResult) -> str:
         format_table(["paired", "neg", "R", "H1 power (planted)", "H1 false positives (null)", "H2 power",
                 "H2 false positives"], rows),
         "", f"minimum decisive experiment: {result.statement}"])
+
+
+def format_gate_chance(result: GateChanceResult) -> str:
+    """The family table printed by `ctxray-bench gate-chance`: per m, at least one false pass by each rule."""
+
+    def rate(r: Rate) -> str:
+        return f"{r.rate:.2f} ({r.detections}/{r.replicates}; {r.low:.2f}-{r.high:.2f})"
+
+    rows = [[f.m, rate(f.gate_any), f"{f.gate_independent:.2f}", rate(f.section8_holm_any),
+             rate(f.section8_unadjusted_any)] for f in result.families]
+    cells = [[c.cell, rate(c.gate), rate(c.section8)] for c in result.per_cell]
+    return "\n".join([
+        f"gate-chance grid {result.grid.name}: {len(result.cohorts)} null cohorts in {result.seconds:.0f} s",
+        result.design, "",
+        format_table(["m", ">= 1 gate pass", "independent cells", ">= 1 section 8 pass, Holm",
+                      ">= 1 section 8 pass, unadjusted"], rows),
+        "", "per cell (each rule alone):", format_table(["cell", "gate passes", "section 8 (MC-confirmed)"], cells),
+        "", result.statement])
 
 
 def format_trained_run(output: RunOutput, split_id: str, seed: int, device: str) -> str:
