@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, Field
 
+from benchmark.evidence.gate_chance import GateChanceResult, chance_series, packaged_gate_chance, store_gate_chance
 from benchmark.evidence.power import (
     MAX_FALSE_POSITIVE_RATE,
     TARGET_POWER,
@@ -82,6 +83,9 @@ class ReportData(BaseModel):
     figures: dict[str, str] = Field(default_factory=dict)
     figure_runs: dict[str, list[str]] = Field(default_factory=dict)
     power: PowerResult | None = None
+    gate_chance: GateChanceResult | None = Field(default=None, description="the store's gate-chance study, else the "
+                                                 "packaged measurement when the store evaluates the gate")
+    gate_chance_packaged: bool = False
     preregistration: PlanStatus = Field(default_factory=lambda: PlanStatus(registered=False))
 
 
@@ -269,4 +273,11 @@ def build_report_data(store: ResultsStore) -> ReportData:
     if power_path.is_file():
         data.power = read_power(power_path)
         data.figures["power"] = power_figure(data.power)
+    own = store_gate_chance(store.root)
+    if own is not None or data.evidence.gate is not None:
+        data.gate_chance, data.gate_chance_packaged = own or packaged_gate_chance(), own is None
+        series, independent = chance_series(data.gate_chance)
+        data.figures["gate_chance"] = figures.chance_curves(
+            series, independent, cohorts=len(data.gate_chance.cohorts),
+            title="at least one false pass among m cells (null cohorts)")
     return data

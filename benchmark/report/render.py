@@ -63,6 +63,7 @@ SKIPPED_ROWS_FILE = "skipped_rows.csv"
 # the island leaves out the skipped-row lists (their counts stay): 100k skipped rows would make a 30 MB page
 _ISLAND_EXCLUDE: dict[str, Any] = {
     "figures": True,
+    "gate_chance": {"cohorts"},  # every null cohort's cell verdicts: in gate_chance.json, not in the page
     "manifest": {"cohort": {"filter_report": {"skipped"}}, "test_sets": {"__all__": {"filter_report": {"skipped"}}}}}
 
 
