@@ -40,6 +40,15 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _add_synthetic_study_options(study: argparse.ArgumentParser) -> None:
+    """The execution options of a study over many synthetic cohorts (power, gate-chance)."""
+    study.add_argument("--workers", type=_at_least_one, default=os.cpu_count() or 1, help="parallel workers")
+    study.add_argument("--threads", type=_at_least_one, help="torch threads per worker (default: CPUs / workers)")
+    study.add_argument("--executor", default="local", choices=["local", "ray"], help="local processes or Ray")
+    study.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="default: cpu")
+    study.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _add_cohort_options(command: argparse.ArgumentParser) -> None:
     """--cohort FILE or --data PATH: the two ways to name a cohort."""
     which = command.add_mutually_exclusive_group()
@@ -133,11 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     power.add_argument("--grids", help="power grids TOML (default: the packaged one)")
     power.add_argument("--out", default="results/power", help="folder for cohorts, stores, power.json, power.html")
     power.add_argument("--results", help="a results store whose report should show the power section")
-    power.add_argument("--workers", type=_at_least_one, default=os.cpu_count() or 1, help="parallel workers")
-    power.add_argument("--threads", type=_at_least_one, help="torch threads per worker (default: CPUs / workers)")
-    power.add_argument("--executor", default="local", choices=["local", "ray"], help="local processes or Ray")
-    power.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="default: cpu")
-    power.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_synthetic_study_options(power)
     power.set_defaults(handler=handlers.cmd_power)
 
     chance = commands.add_parser("gate-chance", parents=[common],
@@ -148,11 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     chance.add_argument("--grids", help="gate-chance grids TOML (default: the packaged one)")
     chance.add_argument("--out", default="results/gate-chance", help="folder for cohorts, stores and gate_chance.json")
     chance.add_argument("--results", help="a results store whose report should show the gate-chance section")
-    chance.add_argument("--workers", type=_at_least_one, default=os.cpu_count() or 1, help="parallel workers")
-    chance.add_argument("--threads", type=_at_least_one, help="torch threads per worker (default: CPUs / workers)")
-    chance.add_argument("--executor", default="local", choices=["local", "ray"], help="local processes or Ray")
-    chance.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="default: cpu")
-    chance.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_synthetic_study_options(chance)
     chance.set_defaults(handler=handlers.cmd_gate_chance)
 
     synthetic = commands.add_parser("synthetic", parents=[common],
