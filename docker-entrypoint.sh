@@ -5,7 +5,7 @@
 set -e
 
 # The sub-commands of ctxray-bench; tests/test_container_files.py checks this list against the CLI's parser.
-SUBCOMMANDS="cohorts train run plan power synthetic data report claims"
+SUBCOMMANDS="cohorts train run plan power gate-chance synthetic data report claims"
 
 if [ "$#" -eq 0 ]; then
     exec ctxray-bench run --profile "${CTXRAY_PROFILE:-paper}" --out /out
