@@ -137,6 +137,7 @@ class Engine:
         self._test_patients = frozenset(c.patient_id for t in prepared.test_sets for c in t.cases)
         self._test_pixels = frozenset(c.pixels_sha256 for t in prepared.test_sets for c in t.cases)
         self._test_inputs: dict[str, Tensor] = {}
+        self._teachers_on_validation: dict[tuple[str, str], tuple[CasePrediction, ...]] = {}  # (teacher, val set)
 
     def _images(self, records: list[ImageRecord], modality: Modality) -> Tensor:
         """The normalised images of `records` (of `modality`): (N, C, size, size), C by the reader policy."""
@@ -214,13 +215,16 @@ class Engine:
         matched privileged image (None for a target-modality teacher)."""
         if teacher.modality != "ct" or split.manifest != "paired":
             return None
-        val = self.prepared.manifests["paired"].records_of(split.val_patients)
-        scores = positive_scores(forward_all(teacher.model, self._images(self._matched_ct(val), "ct"),
-                                             device=self.device).logits)
-        return tuple(CasePrediction(patient_id=r.patient_id, image_id=r.image_id, label=r.label, score=float(s),
-                                    matched_ct=self._pairs[r.image_id].ct.image_id,
-                                    offset_gap=self._pairs[r.image_id].offset_gap)
-                     for r, s in zip(val, scores.tolist(), strict=True))
+        key = (teacher.teacher_id, split.val_hash)
+        if key not in self._teachers_on_validation:  # one pass per teacher and split, however many runs use it
+            val = self.prepared.manifests["paired"].records_of(split.val_patients)
+            scores = positive_scores(forward_all(teacher.model, self._images(self._matched_ct(val), "ct"),
+                                                 device=self.device).logits)
+            self._teachers_on_validation[key] = tuple(
+                CasePrediction(patient_id=r.patient_id, image_id=r.image_id, label=r.label, score=float(s),
+                               **self._match_of(r, "paired"))
+                for r, s in zip(val, scores.tolist(), strict=True))
+        return self._teachers_on_validation[key]
 
     def fit(self, configuration: Configuration, split: Split, seed: int) -> FittedRun:
         """Train `configuration` on the training patients of `split` with `seed`."""
@@ -259,7 +263,7 @@ class Engine:
         probe = probe_ct_use(fitted.model, configuration, inputs, scores, seed) if "ct" in inputs and \
             configuration.input_modality == "xray" else None
         predictions = [CasePrediction(patient_id=r.patient_id, image_id=r.image_id, label=r.label, score=float(s),
-                                      **self._match_of(r, configuration))
+                                      **self._match_of(r, configuration.manifest))
                        for r, s in zip(val, scores.tolist(), strict=True)]
         done = time.perf_counter()
         tests = self.score_tests(fitted) if configuration.deployable else {}
@@ -271,9 +275,9 @@ class Engine:
             seconds["teacher_train"] = 0.0 if fitted.teacher.from_cache else fitted.teacher.train_seconds
         return RunOutput(predictions, fitted, seconds, probe, tests)
 
-    def _match_of(self, record: ImageRecord, configuration: Configuration) -> dict[str, object]:
+    def _match_of(self, record: ImageRecord, manifest: str) -> dict[str, object]:
         """A paired case's matched CT image and offset gap, kept with its prediction (PROTOCOL.md section 2)."""
-        if configuration.manifest != "paired":
+        if manifest != "paired":
             return {}
         pair = self._pairs[record.image_id]
         return {"matched_ct": pair.ct.image_id, "offset_gap": pair.offset_gap}
