@@ -103,28 +103,25 @@ def _nifti_axial(path: Path, image: NiftiImage, shape: tuple[int, int, int], pol
     volume, filled = fill_nan(path, volume)  # before slicing or projecting: a NaN would win every maximum
     depth = int(volume.shape[2])
     reoriented = "already RAS" if codes == "RAS" else f"{codes} -> RAS"
+    index = depth // 2
     if slices == "middle-three-axial":
         if depth < 3:
             raise ImageDecodeError(path, ReadFailure.UNEXPECTED_SHAPE,
                                    f"3-D volume of shape {shape} has {depth} axial slices; [cohort.readers] "
                                    "privileged_slices = 'middle-three-axial' needs at least 3")
-        index = depth // 2
-        planes = [volume[:, :, i].astype(np.float64)[::-1, ::-1].T for i in (index - 1, index, index + 1)]
-        return np.stack(planes), [f"3-D, canonical orientation ({reoriented}){scaling}, axial = axis 2",
-                                  *([filled] if filled else []),
-                                  f"axial slices {index}-{index + 2} of {depth} (middle three) as 3 channels",
-                                  "radiological display (anterior up, patient right on the left)"]
-    if policy.volume == "mip-axial":
-        plane = volume.max(axis=2).astype(np.float64)
+        planes = [volume[:, :, i] for i in (index - 1, index, index + 1)]
+        picked = f"axial slices {index}-{index + 2} of {depth} (middle three) as 3 channels"
+    elif policy.volume == "mip-axial":
+        planes = [volume.max(axis=2)]
         picked = f"maximum-intensity projection over {depth} axial slices"
     else:
-        index = depth // 2
-        plane = volume[:, :, index].astype(np.float64)
+        planes = [volume[:, :, index]]
         picked = f"axial slice {index + 1} of {depth} (middle)"
-    display = plane[::-1, ::-1].T  # rows anterior -> posterior, columns patient right -> left
-    return display, [f"3-D, canonical orientation ({reoriented}){scaling}, axial = axis 2",
-                     *([filled] if filled else []), picked,
-                     "radiological display (anterior up, patient right on the left)"]
+    # rows anterior -> posterior, columns patient right -> left; one plane is a 2-D image, three are its channels
+    display = [plane.astype(np.float64)[::-1, ::-1].T for plane in planes]
+    return (display[0] if len(display) == 1 else np.stack(display)), [
+        f"3-D, canonical orientation ({reoriented}){scaling}, axial = axis 2", *([filled] if filled else []), picked,
+        "radiological display (anterior up, patient right on the left)"]
 
 
 # The display DICOM uses for each plane, given its two canonical (RAS+) axes in order: rows run down the second axis
