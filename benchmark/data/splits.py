@@ -169,7 +169,8 @@ def exhaustive_splits(manifest: Manifest, k: int, max_sets: int, seed: int, held
 def kfold_splits(manifest: Manifest, folds: int, seeds: Collection[int]) -> list[Split]:
     """Patient-level stratified k-fold splits, one repeat per seed: each repeat's validation sets partition the
     patients, and split repeat * k + fold carries the repeat's seed."""
-    positives, negatives = _by_class(manifest.patient_labels())
+    by_patient = manifest.patient_labels()
+    positives, negatives = _by_class(by_patient)
     for word, group in (("positive", positives), ("negative", negatives)):
         if len(group) < 2:
             raise SplitError(f"{manifest.name}: {folds}-fold cross-validation needs >= 2 {word} patients (one held "
@@ -177,8 +178,8 @@ def kfold_splits(manifest: Manifest, folds: int, seeds: Collection[int]) -> list
     if max(len(positives), len(negatives)) < folds:
         raise SplitError(f"{manifest.name}: {folds} stratified folds need >= {folds} patients of one class; the "
                          f"cohort has {len(positives)} positive and {len(negatives)} negative")
-    patients = sorted(positives + negatives)
-    labels = np.array([1 if p in set(positives) else 0 for p in patients])
+    patients = sorted(by_patient)
+    labels = np.array([by_patient[p] for p in patients])
     splits = []
     for repeat, seed in enumerate(seeds):
         folding = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)

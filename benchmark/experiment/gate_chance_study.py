@@ -12,14 +12,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from benchmark.config import Settings, load_settings, read_toml, validation_problems
+from benchmark.config import Settings, read_toml, validation_problems
 from benchmark.data.synthetic import SyntheticSpec
 from benchmark.errors import ConfigError
 from benchmark.experiment.matrix import Block, Profile, Variant
 from benchmark.experiment.power_study import CohortSize
 from benchmark.experiment.store import RunRecord
-from benchmark.experiment.synthetic_studies import SyntheticCohort, run_synthetic_studies
-from benchmark.methods.configurations import Configuration, load_configurations, merge_overrides
+from benchmark.experiment.synthetic_studies import SyntheticCohort, run_synthetic_studies, synthetic_study_settings
+from benchmark.methods.configurations import Configuration, load_configurations
 from benchmark.methods.registry import OBJECTIVES
 from benchmark.schemas import RegimeName
 
@@ -132,10 +132,9 @@ def load_gate_chance_grid(name: str, path: Path | str | None = None) -> GateChan
 def study_settings(grid: GateChanceGrid) -> Settings:
     """The run settings of every cohort of `grid`: the defaults, its overrides, its R, k, folds and fold seeds, and no
     held-out test set (the rules are measured on validation sets)."""
-    splits = {"monte_carlo_resamples": grid.resamples, "monte_carlo_val_patients": grid.val_patients,
-              "kfold_folds": grid.kfold_folds, "kfold_seeds": grid.kfold_seeds}
-    overrides = merge_overrides(grid.settings, {"splits": splits, "test_sets": {"held_out": False}})
-    return Settings.model_validate(merge_overrides(load_settings().model_dump(), overrides))
+    return synthetic_study_settings(grid.settings, {
+        "monte_carlo_resamples": grid.resamples, "monte_carlo_val_patients": grid.val_patients,
+        "kfold_folds": grid.kfold_folds, "kfold_seeds": grid.kfold_seeds})
 
 
 def _candidate_overrides(configuration: Configuration, params: dict[str, Any]) -> dict[str, Any]:

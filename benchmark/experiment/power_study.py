@@ -9,13 +9,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from benchmark.config import Settings, load_settings, read_toml, validation_problems
+from benchmark.config import Settings, read_toml, validation_problems
 from benchmark.data.synthetic import SyntheticSpec
 from benchmark.errors import ConfigError
 from benchmark.experiment.matrix import Block, Profile
 from benchmark.experiment.store import RunRecord
-from benchmark.experiment.synthetic_studies import SyntheticCohort, run_synthetic_studies
-from benchmark.methods.configurations import load_configurations, merge_overrides
+from benchmark.experiment.synthetic_studies import SyntheticCohort, run_synthetic_studies, synthetic_study_settings
+from benchmark.methods.configurations import load_configurations
 from benchmark.schemas import RegimeName
 
 DEFAULT_GRIDS = Path(__file__).parent.parent / "configs" / "power.toml"
@@ -67,10 +67,8 @@ def load_grid(name: str, path: Path | str | None = None) -> PowerGrid:
 def study_settings(grid: PowerGrid) -> Settings:
     """The run settings of every study of `grid`: the defaults, the grid's overrides, and R and k of its resamples.
     No held-out test set: the power study measures the Monte Carlo rule itself, on validation sets."""
-    overrides = merge_overrides(grid.settings, {"splits": {"monte_carlo_resamples": max(grid.resamples),
-                                                           "monte_carlo_val_patients": grid.val_patients},
-                                                "test_sets": {"held_out": False}})
-    return Settings.model_validate(merge_overrides(load_settings().model_dump(), overrides))
+    return synthetic_study_settings(grid.settings, {"monte_carlo_resamples": max(grid.resamples),
+                                                    "monte_carlo_val_patients": grid.val_patients})
 
 
 def _profile(grid: PowerGrid) -> Profile:

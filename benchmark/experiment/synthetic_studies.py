@@ -6,15 +6,23 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from benchmark.config import Settings
+from benchmark.config import Settings, load_settings
 from benchmark.data.synthetic import SyntheticSpec, write_synthetic_cohort
 from benchmark.errors import RunError
 from benchmark.experiment.matrix import Profile, optional_regimes
 from benchmark.experiment.scheduling import Batch, execute_batches
 from benchmark.experiment.store import ResultsStore, RunRecord, code_version
 from benchmark.experiment.study import Study, make_executor, preflight
-from benchmark.methods.configurations import Configuration
+from benchmark.methods.configurations import Configuration, merge_overrides
+
+
+def synthetic_study_settings(overrides: dict[str, Any], splits: dict[str, Any]) -> Settings:
+    """The run settings of a synthetic study's cohorts: the defaults, the grid's `overrides`, its `splits`, and no
+    held-out test set (these studies measure the rules themselves, on validation sets)."""
+    grid = merge_overrides(overrides, {"splits": splits, "test_sets": {"held_out": False}})
+    return Settings.model_validate(merge_overrides(load_settings().model_dump(), grid))
 
 
 @dataclass(frozen=True)
